@@ -1,0 +1,117 @@
+-- whatan's whole schema, as a list of migrations.
+--
+-- Each "migration: N" block is applied once, in order, inside one
+-- transaction, and PRAGMA user_version records the last one applied.
+-- Never edit or remove a block that has shipped: append a new one.
+--
+-- Times are INTEGER milliseconds since the Unix epoch (UTC).
+
+-- migration: 1
+
+CREATE TABLE workspaces (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    workspace_id  TEXT NOT NULL REFERENCES workspaces(id),
+    name          TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX users_by_workspace ON users(workspace_id);
+
+-- A connected WhatsApp account ("sender"). Each user has at most one attached
+-- account: the one a `to`-only (personal mode) request sends from.
+CREATE TABLE accounts (
+    id                 TEXT PRIMARY KEY,
+    workspace_id       TEXT NOT NULL REFERENCES workspaces(id),
+    user_id            TEXT NOT NULL UNIQUE REFERENCES users(id),
+    phone              TEXT NOT NULL UNIQUE,          -- E.164, "+917000000001"
+    driver             TEXT NOT NULL CHECK (driver IN ('sandbox', 'cloud', 'web')),
+    status             TEXT NOT NULL CHECK (status IN
+                         ('connected', 'connecting', 'disconnected', 'logged_out', 'banned')),
+    status_changed_at  INTEGER NOT NULL,
+    status_detail      TEXT,                          -- e.g. ban expiry, last driver error
+    settings           TEXT NOT NULL DEFAULT '{}',    -- driver settings and secrets (JSON)
+    next_send_at       INTEGER NOT NULL DEFAULT 0,    -- pacing: earliest next hand-off
+    created_at         INTEGER NOT NULL
+);
+CREATE INDEX accounts_by_workspace ON accounts(workspace_id);
+CREATE INDEX accounts_by_status_change ON accounts(status_changed_at);
+
+-- Bearer tokens. Only the SHA-256 of the secret is stored.
+CREATE TABLE tokens (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users(id),
+    kind        TEXT NOT NULL CHECK (kind IN ('send', 'mcp')),
+    name        TEXT,
+    secret_hash BLOB NOT NULL UNIQUE,
+    hint        TEXT NOT NULL,                        -- prefix + last 4 chars, for listings
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+);
+CREATE INDEX tokens_by_user ON tokens(user_id);
+
+-- One row per accepted (202) send request.
+CREATE TABLE send_attempts (
+    seq            INTEGER PRIMARY KEY,               -- queue order
+    id             TEXT NOT NULL UNIQUE,              -- sendAttemptId (UUID)
+    workspace_id   TEXT NOT NULL REFERENCES workspaces(id),
+    account_id     TEXT NOT NULL REFERENCES accounts(id),
+    user_id        TEXT NOT NULL REFERENCES users(id),
+    mode           TEXT NOT NULL CHECK (mode IN ('personal', 'workspace')),
+    from_phone     TEXT NOT NULL,
+    to_phone       TEXT NOT NULL,
+    type           TEXT NOT NULL CHECK (type IN ('text', 'image', 'document')),
+    payload        TEXT NOT NULL,                     -- normalised message JSON
+    status         TEXT NOT NULL CHECK (status IN
+                     ('queued', 'sending', 'accepted', 'delivered', 'read', 'failed')),
+    message_id     TEXT,                              -- chosen at claim, kept across retries
+    remote_jid     TEXT,
+    error_code     TEXT,
+    error_message  TEXT,
+    tries          INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+-- The pacer's queue: pending attempts of one account, oldest first.
+CREATE INDEX send_attempts_pending ON send_attempts(account_id, seq)
+    WHERE status IN ('queued', 'sending');
+CREATE INDEX send_attempts_by_message ON send_attempts(message_id)
+    WHERE message_id IS NOT NULL;
+
+-- Idempotency-Key records, scoped per user. The primary key is the claim.
+CREATE TABLE idempotency_keys (
+    user_id        TEXT NOT NULL REFERENCES users(id),
+    key            TEXT NOT NULL,
+    fingerprint    BLOB NOT NULL,                     -- SHA-256 of the normalised request
+    attempt_id     TEXT NOT NULL,
+    http_status    INTEGER NOT NULL,
+    response_body  BLOB NOT NULL,
+    created_at     INTEGER NOT NULL,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+
+-- Accepted API sends per account per UTC day (day = days since the epoch).
+CREATE TABLE daily_counters (
+    account_id  TEXT NOT NULL REFERENCES accounts(id),
+    day         INTEGER NOT NULL,
+    count       INTEGER NOT NULL,
+    PRIMARY KEY (account_id, day)
+) WITHOUT ROWID;
+
+-- The sandbox driver's simulated WhatsApp network: what "reached phones".
+-- The primary key de-duplicates by message id, as WhatsApp does.
+CREATE TABLE sandbox_outbox (
+    message_id    TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL,
+    from_phone    TEXT NOT NULL,
+    to_phone      TEXT NOT NULL,
+    type          TEXT NOT NULL,
+    body          TEXT NOT NULL,                      -- JSON: text / caption / file name / sizes
+    delivered_at  INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -1,0 +1,186 @@
+//! The HTTP surface: routing, authentication, JSON in and out, and the one
+//! place where errors become status codes and `{"error": {...}}` bodies.
+//!
+//! Architecture invariant: `api` never calls a driver. A send is stored as a
+//! queued attempt and the delivery engine is woken.
+
+mod auth;
+mod send;
+mod status;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::delivery::Engine;
+use crate::media::MediaGuard;
+use crate::store::{Store, StoreError};
+
+/// Request bodies above this are refused with 413 (contract).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub type Body = Full<Bytes>;
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub media: MediaGuard,
+    pub engine: Engine,
+}
+
+/// An API error: the contract's code, a message for humans, the HTTP status.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub retry_after: Option<i64>,
+    /// The `Allow` header of a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn into_response(self) -> Response<Body> {
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            field: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            error: Inner<'a>,
+        }
+        let body = serde_json::to_vec(&Envelope {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        })
+        .unwrap_or_default();
+        let mut response = json_response(self.status, body);
+        let headers = response.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(allow) = self.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// 5xx: log the cause, show a generic message.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error while handling a request");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; the request was not processed",
+        )
+    }
+}
+
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Read the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        )),
+        Err(_) => Err(ApiError::invalid("could not read the request body")),
+    }
+}
+
+/// Route one request. Never panics on input; every failure is an `ApiError`.
+pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let result = match (path.as_str(), path.strip_prefix("/api/v1/messages/")) {
+        ("/healthz", _) => match method {
+            Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())),
+            _ => Err(method_not_allowed("GET, HEAD")),
+        },
+        ("/api/v1/messages/send", _) => match method {
+            Method::POST => send::handle(&state, req).await,
+            _ => Err(method_not_allowed("POST")),
+        },
+        (_, Some(id)) if !id.is_empty() && !id.contains('/') => match method {
+            Method::GET => {
+                let id = id.to_string();
+                status::handle(&state, req, &id).await
+            }
+            _ => Err(method_not_allowed("GET")),
+        },
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {path}"),
+        )),
+    };
+    result.unwrap_or_else(|e| {
+        if e.status.is_server_error() {
+            tracing::error!(code = e.code, "request failed: {}", e.message);
+        }
+        e.into_response()
+    })
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method not allowed; this path allows {allow}"),
+    );
+    e.allow = Some(allow);
+    e
+}

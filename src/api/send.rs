@@ -1,0 +1,213 @@
+//! `POST /api/v1/messages/send`, checks in the contract's order: auth, body
+//! shape, phone numbers, sender selection, media URL, idempotency,
+//! connection state, daily limit. The last three are one atomic write.
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use serde::Serialize;
+
+use super::{auth, json_response, read_body, ApiError, AppState, Body};
+use crate::clock::{now_ms, seconds_until_next_utc_midnight};
+use crate::domain::{SendRequest, SenderMode};
+use crate::store::admin;
+use crate::store::attempts::{self, EnqueueOutcome, NewAttempt};
+
+/// The page's "Queued response", fields in the page's order.
+#[derive(Serialize)]
+struct QueuedResponse<'a> {
+    accepted: bool,
+    #[serde(rename = "sendAttemptId")]
+    send_attempt_id: &'a str,
+    #[serde(rename = "messageId")]
+    message_id: Option<&'a str>,
+    #[serde(rename = "remoteJid")]
+    remote_jid: Option<&'a str>,
+    from: &'a str,
+    to: &'a str,
+    #[serde(rename = "normalizedPhone")]
+    normalized_phone: &'a str,
+    status: &'a str,
+}
+
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let principal = auth::authenticate(state, req.headers()).await?;
+    let key = idempotency_key(req.headers())?;
+    let body = read_body(req.into_body()).await?;
+    let request = SendRequest::parse(&body).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message);
+        err.field = e.field;
+        err
+    })?;
+
+    // Sender selection.
+    let (mode, account) = match &request.from {
+        Some(from) => {
+            if !principal.role.may_choose_sender() {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "sender_selection_forbidden",
+                    "only workspace owners and admins may choose the sender with from; omit from to send from your own account",
+                ));
+            }
+            let (ws, phone) = (principal.workspace_id.clone(), from.e164().to_string());
+            let account = state
+                .store
+                .read(move |c| admin::account_by_phone_in_workspace(c, &ws, &phone))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "sender_not_allowed",
+                        format!("{} is not a connected sender in this workspace", from.e164()),
+                    )
+                })?;
+            (SenderMode::Workspace, Some(account))
+        }
+        None => {
+            let user = principal.user_id.clone();
+            let account = state.store.read(move |c| admin::account_of_user(c, &user)).await?;
+            (SenderMode::Personal, account)
+        }
+    };
+
+    if let Some(url) = request.message.media_url() {
+        state.media.validate(url).await.map_err(|e| {
+            let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_media_url", e.to_string());
+            err.field = Some(format!("{}.url", request.message.type_name()));
+            err
+        })?;
+    }
+
+    let Some(account) = account else {
+        return Err(not_connected("no WhatsApp account is attached to this token's user"));
+    };
+
+    let now = now_ms();
+    let id = uuid::Uuid::new_v4().to_string();
+    let response_body = serde_json::to_vec(&QueuedResponse {
+        accepted: true,
+        send_attempt_id: &id,
+        message_id: None,
+        remote_jid: None,
+        from: &account.phone,
+        to: request.to.e164(),
+        normalized_phone: request.to.digits(),
+        status: "queued",
+    })
+    .map_err(|e| ApiError::from(crate::store::StoreError::Internal(e.to_string())))?;
+    let new = NewAttempt {
+        id,
+        workspace_id: account.workspace.clone(),
+        account_id: account.id.clone(),
+        user_id: principal.user_id.clone(),
+        mode: mode.as_str(),
+        from_phone: account.phone.clone(),
+        to_phone: request.to.e164().to_string(),
+        type_name: request.message.type_name(),
+        payload: request.message.payload_json().to_string(),
+        idempotency: key.map(|k| (k, request.fingerprint())),
+        daily_limit: state.config.pacing.daily_limit,
+        now,
+        response_body: response_body.clone(),
+    };
+    let outcome = state.store.write(move |c| attempts::enqueue(c, &new)).await;
+    match outcome {
+        Ok(EnqueueOutcome::Queued) => {
+            state.engine.wake(&account.id);
+            Ok(json_response(StatusCode::ACCEPTED, response_body))
+        }
+        Ok(EnqueueOutcome::Replayed { http_status, body }) => {
+            let status = StatusCode::from_u16(http_status).unwrap_or(StatusCode::ACCEPTED);
+            let mut response = json_response(status, body);
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Ok(EnqueueOutcome::KeyConflict) | Err(crate::store::StoreError::Conflict(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "this Idempotency-Key was already used with a different request",
+        )),
+        Ok(EnqueueOutcome::NotConnected) => Err(not_connected(&format!(
+            "the WhatsApp account {} is not connected",
+            account.phone
+        ))),
+        Ok(EnqueueOutcome::RateLimited) => {
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "the WhatsApp account {} reached its limit of {} API sends for this UTC day",
+                    account.phone, state.config.pacing.daily_limit
+                ),
+            );
+            err.retry_after = Some(seconds_until_next_utc_midnight(now_ms()));
+            Err(err)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn not_connected(message: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "whatsapp_not_connected", message)
+}
+
+/// `Idempotency-Key`: optional; 1-255 printable ASCII (0x21-0x7E), or the
+/// quoted form `"abc"` meaning `abc`; anything else, or two headers, is
+/// `invalid_request`.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        let mut e = ApiError::invalid(format!("Idempotency-Key {why}"));
+        e.field = Some("Idempotency-Key".into());
+        e
+    };
+    if values.next().is_some() {
+        return Err(bad("must be sent once"));
+    }
+    let raw = value.as_bytes();
+    let inner = match raw {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => raw,
+    };
+    if inner.is_empty() || inner.len() > 255 {
+        return Err(bad("must be 1 to 255 characters"));
+    }
+    if !inner.iter().all(|b| (0x21..=0x7e).contains(b)) || (inner.contains(&b'"')) {
+        return Err(bad("must be printable ASCII without spaces or quotes"));
+    }
+    Ok(Some(String::from_utf8_lossy(inner).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(values: &[&[u8]]) -> Result<Option<String>, String> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("idempotency-key", HeaderValue::from_bytes(v).unwrap());
+        }
+        idempotency_key(&h).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn idempotency_key_syntax() {
+        assert_eq!(key(&[]), Ok(None));
+        assert_eq!(key(&[b"attio-workflow-123"]), Ok(Some("attio-workflow-123".into())));
+        assert_eq!(key(&[b"\"abc\""]), Ok(Some("abc".into())));
+        assert_eq!(key(&[&[b'a'; 255]]), Ok(Some("a".repeat(255))));
+        assert!(key(&[&[b'a'; 256]]).is_err());
+        assert!(key(&[b"\"\""]).is_err());
+        assert!(key(&[b"a b"]).is_err());
+        assert!(key(&[b"a\"b"]).is_err());
+        assert!(key(&[b"\"abc"]).is_err());
+        assert!(key(&[b"caf\xc3\xa9"]).is_err());
+        assert!(key(&[b"a", b"b"]).is_err());
+    }
+}

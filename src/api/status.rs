@@ -1,0 +1,75 @@
+//! `GET /api/v1/messages/{sendAttemptId}`. Read rules: a token's user reads
+//! its own attempts; owners and admins also read workspace-sender-mode
+//! attempts of their workspace. Everything else is 404, never 403, so the
+//! existence of an attempt is not revealed.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+
+use super::{auth, json_response, ApiError, AppState, Body};
+use crate::clock::rfc3339_ms;
+use crate::domain::SenderMode;
+use crate::store::attempts::{self, AttemptRow};
+
+#[derive(Serialize)]
+struct StatusResponse<'a> {
+    #[serde(rename = "sendAttemptId")]
+    send_attempt_id: &'a str,
+    status: &'a str,
+    #[serde(rename = "messageId")]
+    message_id: Option<&'a str>,
+    #[serde(rename = "remoteJid")]
+    remote_jid: Option<&'a str>,
+    #[serde(rename = "errorCode")]
+    error_code: Option<&'a str>,
+    #[serde(rename = "errorMessage")]
+    error_message: Option<&'a str>,
+    #[serde(rename = "createdAt")]
+    created_at: String,
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+    // Additions to the page's body (the contract allows added fields).
+    from: &'a str,
+    to: &'a str,
+    #[serde(rename = "type")]
+    type_name: &'a str,
+}
+
+pub async fn handle(state: &AppState, req: Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
+    let principal = auth::authenticate(state, req.headers()).await?;
+    let Ok(uuid) = uuid::Uuid::parse_str(id) else {
+        return Err(ApiError::not_found());
+    };
+    let id = uuid.hyphenated().to_string();
+    let attempt = state
+        .store
+        .read(move |c| attempts::get_attempt(c, &id))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let own = attempt.user_id == principal.user_id;
+    let workspace_view = principal.role.may_choose_sender()
+        && attempt.mode == SenderMode::Workspace.as_str()
+        && attempt.workspace_id == principal.workspace_id;
+    if !(own || workspace_view) {
+        return Err(ApiError::not_found());
+    }
+    Ok(json_response(StatusCode::OK, status_body(&attempt)))
+}
+
+fn status_body(a: &AttemptRow) -> Vec<u8> {
+    serde_json::to_vec(&StatusResponse {
+        send_attempt_id: &a.id,
+        status: a.status.as_str(),
+        message_id: a.message_id.as_deref(),
+        remote_jid: a.remote_jid.as_deref(),
+        error_code: a.error_code.as_deref(),
+        error_message: a.error_message.as_deref(),
+        created_at: rfc3339_ms(a.created_at),
+        updated_at: rfc3339_ms(a.updated_at),
+        from: &a.from_phone,
+        to: &a.to_phone,
+        type_name: &a.type_name,
+    })
+    .unwrap_or_default()
+}

@@ -1,0 +1,504 @@
+//! Configuration: built-in defaults, then `whatan.toml`, then
+//! `WHATAN_<SECTION>_<KEY>` environment variables, then command-line flags.
+//!
+//! Keys are checked by hand rather than through serde so that every error
+//! names the key (`pacing.min_delay: invalid duration "5x"`) and unknown keys
+//! stop start-up instead of being silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use crate::domain::Phone;
+use crate::media::MediaConfig;
+
+/// The commented example config; `whatan config example` prints it and a
+/// test parses it, so it cannot drift from the keys below.
+pub const EXAMPLE: &str = include_str!("../whatan.toml.example");
+
+/// Every known key, by section.
+const KEYS: &[(&str, &[&str])] = &[
+    ("server", &["listen", "max_connections", "shutdown_timeout"]),
+    ("database", &["path"]),
+    ("pacing", &["min_delay", "max_delay", "daily_limit", "offline_grace"]),
+    ("sandbox", &["unreachable", "receipt_delay"]),
+    ("cloud", &["graph_base_url", "graph_version", "request_timeout"]),
+    (
+        "media",
+        &[
+            "resolve",
+            "extra_ca_file",
+            "connect_timeout",
+            "fetch_timeout",
+            "max_image_bytes",
+            "max_document_bytes",
+            "unsafe_allow_networks_for_testing",
+        ],
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub pacing: PacingConfig,
+    pub sandbox: SandboxConfig,
+    pub cloud: CloudConfig,
+    pub media: MediaConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PacingConfig {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    pub daily_limit: i64,
+    pub offline_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// E.164 numbers the simulated network reports as not on WhatsApp.
+    pub unreachable: Vec<String>,
+    pub receipt_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    pub graph_base_url: String,
+    pub graph_version: String,
+    pub request_timeout: Duration,
+}
+
+/// One line naming the key, for start-up failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "config: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig {
+                listen: "127.0.0.1:8080".parse().expect("literal"),
+                max_connections: 1024,
+                shutdown_timeout: Duration::from_secs(30),
+            },
+            database: DatabaseConfig {
+                path: PathBuf::from("whatan.db"),
+            },
+            pacing: PacingConfig {
+                min_delay: Duration::from_secs(120),
+                max_delay: Duration::from_secs(300),
+                daily_limit: 100,
+                offline_grace: Duration::from_secs(24 * 3600),
+            },
+            sandbox: SandboxConfig {
+                unreachable: Vec::new(),
+                receipt_delay: Duration::from_secs(2),
+            },
+            cloud: CloudConfig {
+                graph_base_url: "https://graph.facebook.com".into(),
+                graph_version: "v23.0".into(),
+                request_timeout: Duration::from_secs(30),
+            },
+            media: MediaConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Load from an optional file and the given environment.
+    /// With `file = None`, `./whatan.toml` is used if it exists.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = Table::new();
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("whatan.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+            table = text
+                .parse::<Table>()
+                .map_err(|e| ConfigError(format!("{}: {}", path.display(), one_line(&e.to_string()))))?;
+        }
+        overlay_env(&mut table, env)?;
+        Config::from_table(&table)
+    }
+
+    /// Parse a TOML document (used for the example file's test).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let table = text
+            .parse::<Table>()
+            .map_err(|e| ConfigError(one_line(&e.to_string())))?;
+        Config::from_table(&table)
+    }
+
+    fn from_table(table: &Table) -> Result<Config, ConfigError> {
+        check_known_keys(table)?;
+        let mut c = Config::default();
+        let get = |section: &str, key: &str| -> Option<&Value> {
+            table.get(section).and_then(Value::as_table).and_then(|t| t.get(key))
+        };
+        macro_rules! set {
+            ($section:literal . $key:literal, $parse:expr, $target:expr) => {
+                if let Some(v) = get($section, $key) {
+                    $target = $parse(concat!($section, ".", $key), v)?;
+                }
+            };
+        }
+        set!("server"."listen", socket_addr, c.server.listen);
+        set!("server"."max_connections", positive_usize, c.server.max_connections);
+        set!("server"."shutdown_timeout", duration, c.server.shutdown_timeout);
+        set!("database"."path", path_buf, c.database.path);
+        set!("pacing"."min_delay", duration, c.pacing.min_delay);
+        set!("pacing"."max_delay", duration, c.pacing.max_delay);
+        set!("pacing"."daily_limit", non_negative_i64, c.pacing.daily_limit);
+        set!("pacing"."offline_grace", duration, c.pacing.offline_grace);
+        set!("sandbox"."unreachable", phone_list, c.sandbox.unreachable);
+        set!("sandbox"."receipt_delay", duration, c.sandbox.receipt_delay);
+        set!("cloud"."graph_base_url", http_url, c.cloud.graph_base_url);
+        set!("cloud"."graph_version", graph_version, c.cloud.graph_version);
+        set!("cloud"."request_timeout", duration, c.cloud.request_timeout);
+        set!("media"."resolve", resolve_table, c.media.resolve);
+        set!("media"."connect_timeout", duration, c.media.connect_timeout);
+        set!("media"."fetch_timeout", duration, c.media.fetch_timeout);
+        set!("media"."max_image_bytes", positive_u64, c.media.max_image_bytes);
+        set!("media"."max_document_bytes", positive_u64, c.media.max_document_bytes);
+        set!("media"."unsafe_allow_networks_for_testing", networks, c.media.unsafe_allow_networks_for_testing);
+        if let Some(v) = get("media", "extra_ca_file") {
+            let p = path_buf("media.extra_ca_file", v)?;
+            c.media.extra_ca_file = (!p.as_os_str().is_empty()).then_some(p);
+        }
+        if c.pacing.min_delay > c.pacing.max_delay {
+            return Err(ConfigError(format!(
+                "pacing.min_delay ({}) is greater than pacing.max_delay ({})",
+                format_duration(c.pacing.min_delay),
+                format_duration(c.pacing.max_delay)
+            )));
+        }
+        Ok(c)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn check_known_keys(table: &Table) -> Result<(), ConfigError> {
+    for (section, value) in table {
+        let Some((_, keys)) = KEYS.iter().find(|(s, _)| s == section) else {
+            return Err(ConfigError(format!("unknown section [{section}]")));
+        };
+        let Some(inner) = value.as_table() else {
+            return Err(ConfigError(format!("{section} must be a [{section}] table")));
+        };
+        for key in inner.keys() {
+            if !keys.contains(&key.as_str()) {
+                return Err(ConfigError(format!("unknown key {section}.{key}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `WHATAN_PACING_MIN_DELAY=10ms` sets `pacing.min_delay`. A value that
+/// parses as a TOML value (a number, an array, an inline table) is taken as
+/// such; anything else is a string. Variables of other prefixes are ignored;
+/// an unknown key in a known section is an error, like in the file.
+fn overlay_env(
+    table: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("WHATAN_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, keys)) = KEYS
+            .iter()
+            .find(|(s, _)| rest.starts_with(&format!("{s}_")))
+        else {
+            continue;
+        };
+        let key = &rest[section.len() + 1..];
+        if !keys.contains(&key) {
+            return Err(ConfigError(format!("unknown key {section}.{key} (from {name})")));
+        }
+        let value = format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(Value::String(raw));
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(t) = entry {
+            t.insert(key.to_string(), value);
+        }
+    }
+    Ok(())
+}
+
+fn as_str<'a>(key: &str, v: &'a Value) -> Result<&'a str, ConfigError> {
+    v.as_str()
+        .ok_or_else(|| ConfigError(format!("{key} must be a string")))
+}
+
+/// `"250ms"`, `"10s"`, `"2m"`, `"1h"`, `"1d"`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+fn duration(key: &str, v: &Value) -> Result<Duration, ConfigError> {
+    let s = as_str(key, v)?;
+    parse_duration(s).ok_or_else(|| {
+        ConfigError(format!(
+            "{key}: invalid duration {s:?} (use a whole number with ms, s, m, h or d, like \"250ms\" or \"2m\")"
+        ))
+    })
+}
+
+fn socket_addr(key: &str, v: &Value) -> Result<SocketAddr, ConfigError> {
+    let s = as_str(key, v)?;
+    s.parse()
+        .map_err(|_| ConfigError(format!("{key}: {s:?} is not an address like 127.0.0.1:8080")))
+}
+
+fn path_buf(key: &str, v: &Value) -> Result<PathBuf, ConfigError> {
+    Ok(PathBuf::from(as_str(key, v)?))
+}
+
+fn integer(key: &str, v: &Value) -> Result<i64, ConfigError> {
+    match v {
+        Value::Integer(i) => Ok(*i),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{key} must be a whole number, not {s:?}"))),
+        _ => Err(ConfigError(format!("{key} must be a whole number"))),
+    }
+}
+
+fn non_negative_i64(key: &str, v: &Value) -> Result<i64, ConfigError> {
+    let i = integer(key, v)?;
+    if i < 0 {
+        return Err(ConfigError(format!("{key} must not be negative")));
+    }
+    Ok(i)
+}
+
+fn positive_usize(key: &str, v: &Value) -> Result<usize, ConfigError> {
+    let i = integer(key, v)?;
+    usize::try_from(i)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ConfigError(format!("{key} must be a positive whole number")))
+}
+
+fn positive_u64(key: &str, v: &Value) -> Result<u64, ConfigError> {
+    let i = integer(key, v)?;
+    u64::try_from(i)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ConfigError(format!("{key} must be a positive whole number")))
+}
+
+fn string_list<'a>(key: &str, v: &'a Value) -> Result<Vec<&'a str>, ConfigError> {
+    let arr = v
+        .as_array()
+        .ok_or_else(|| ConfigError(format!("{key} must be an array of strings")))?;
+    arr.iter()
+        .map(|x| x.as_str().ok_or_else(|| ConfigError(format!("{key} must be an array of strings"))))
+        .collect()
+}
+
+fn phone_list(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+    string_list(key, v)?
+        .into_iter()
+        .map(|s| {
+            Phone::parse(s)
+                .map(|p| p.e164().to_string())
+                .map_err(|e| ConfigError(format!("{key}: {s:?}: {e}")))
+        })
+        .collect()
+}
+
+fn http_url(key: &str, v: &Value) -> Result<String, ConfigError> {
+    let s = as_str(key, v)?;
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => Err(ConfigError(format!("{key}: {s:?} is not an http(s) URL"))),
+    }
+}
+
+fn graph_version(key: &str, v: &Value) -> Result<String, ConfigError> {
+    let s = as_str(key, v)?;
+    let ok = s.len() <= 10
+        && s.starts_with('v')
+        && s[1..].split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !ok {
+        return Err(ConfigError(format!("{key}: {s:?} is not a Graph API version like \"v23.0\"")));
+    }
+    Ok(s.to_string())
+}
+
+fn resolve_table(key: &str, v: &Value) -> Result<BTreeMap<String, Vec<IpAddr>>, ConfigError> {
+    let t = v
+        .as_table()
+        .ok_or_else(|| ConfigError(format!("{key} must be a table of host = [addresses]")))?;
+    let mut out = BTreeMap::new();
+    for (host, addrs) in t {
+        let list = string_list(&format!("{key}.{host}"), addrs)?
+            .into_iter()
+            .map(|a| {
+                a.parse::<IpAddr>()
+                    .map_err(|_| ConfigError(format!("{key}.{host}: {a:?} is not an IP address")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.insert(host.trim_end_matches('.').to_ascii_lowercase(), list);
+    }
+    Ok(out)
+}
+
+fn networks(key: &str, v: &Value) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    string_list(key, v)?
+        .into_iter()
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError(format!("{key}: {s:?} is not a network like 127.0.0.1/32")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whatan.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults_and_names_every_key() {
+        let c = Config::from_toml(EXAMPLE).expect("example parses");
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.pacing.min_delay, d.pacing.min_delay);
+        assert_eq!(c.pacing.max_delay, d.pacing.max_delay);
+        assert_eq!(c.pacing.daily_limit, d.pacing.daily_limit);
+        assert_eq!(c.pacing.offline_grace, d.pacing.offline_grace);
+        assert_eq!(c.sandbox.receipt_delay, d.sandbox.receipt_delay);
+        assert_eq!(c.cloud.graph_version, d.cloud.graph_version);
+        assert_eq!(c.media.max_image_bytes, d.media.max_image_bytes);
+        for (section, keys) in KEYS {
+            assert!(EXAMPLE.contains(&format!("[{section}]")), "example lacks [{section}]");
+            for key in *keys {
+                assert!(
+                    EXAMPLE.lines().any(|l| l.trim_start_matches('#').trim_start().starts_with(&format!("{key} ="))),
+                    "example does not document {section}.{key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn env_wins_over_file() {
+        let c = load(
+            "[pacing]\nmin_delay = \"1s\"\nmax_delay = \"2s\"\n",
+            &[("WHATAN_PACING_MIN_DELAY", "10ms"), ("WHATAN_PACING_DAILY_LIMIT", "7"), ("OTHER", "x")],
+        )
+        .unwrap();
+        assert_eq!(c.pacing.min_delay, Duration::from_millis(10));
+        assert_eq!(c.pacing.max_delay, Duration::from_secs(2));
+        assert_eq!(c.pacing.daily_limit, 7);
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let cases = [
+            ("[pacing]\nfoo = 1\n", "pacing.foo"),
+            ("[nope]\n", "[nope]"),
+            ("[pacing]\nmin_delay = \"5x\"\n", "pacing.min_delay"),
+            ("[pacing]\nmin_delay = \"5m\"\nmax_delay = \"2m\"\n", "pacing.min_delay"),
+            ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+            ("[pacing]\ndaily_limit = -1\n", "pacing.daily_limit"),
+            ("[media]\nresolve = { \"a.example\" = [\"not-ip\"] }\n", "media.resolve.a.example"),
+            ("[sandbox]\nunreachable = [\"123\"]\n", "sandbox.unreachable"),
+        ];
+        for (text, key) in cases {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err:?} should name {key}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+        let err = load("", &[("WHATAN_PACING_TYPO", "1")]).unwrap_err().to_string();
+        assert!(err.contains("pacing.typo"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("99999999999999999999d"), None);
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+}

@@ -1,0 +1,143 @@
+//! The WhatsApp side, behind one trait. The delivery engine knows only
+//! [`WhatsAppDriver`]; each driver maps it onto one way of reaching WhatsApp:
+//! `sandbox` (a simulated network inside the binary, the default), `cloud`
+//! (Meta's WhatsApp Cloud API) and `web` (a linked device).
+//!
+//! Architecture invariant: only `driver/*` talks to WhatsApp.
+
+pub mod sandbox;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{AccountStatus, DriverKind};
+use crate::store::admin::Account;
+
+/// One message handed to a driver. `message_id` is chosen by us before the
+/// hand-off and kept across retries, so a re-send after a crash is the same
+/// message (WhatsApp de-duplicates by message id).
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub message_id: String,
+    /// Recipient in E.164, `+917999709798`.
+    pub to: String,
+    pub content: OutgoingContent,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutgoingContent {
+    Text {
+        body: String,
+    },
+    Image {
+        media: MediaPayload,
+        caption: Option<String>,
+    },
+    Document {
+        media: MediaPayload,
+        file_name: Option<String>,
+        caption: Option<String>,
+    },
+}
+
+/// Media as a driver receives it: the bytes of whatan's pinned fetch, or,
+/// for drivers that let WhatsApp fetch, the URL whatan already validated.
+#[derive(Clone)]
+pub enum MediaPayload {
+    Bytes { bytes: Vec<u8>, mimetype: String },
+    Link { url: String, mimetype: Option<String> },
+}
+
+impl std::fmt::Debug for MediaPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaPayload::Bytes { bytes, mimetype } => write!(f, "Bytes({} bytes, {mimetype})", bytes.len()),
+            MediaPayload::Link { url, .. } => write!(f, "Link({url})"),
+        }
+    }
+}
+
+/// How a driver wants media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaDelivery {
+    Bytes,
+    Link,
+}
+
+/// WhatsApp took the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub message_id: String,
+    /// `917999709798@s.whatsapp.net` style address of the recipient.
+    pub remote_jid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The number is not on WhatsApp: final, `recipient_not_found`.
+    NotOnWhatsApp(String),
+    /// The account cannot send now (offline, session gone, credentials
+    /// revoked): the engine marks the account disconnected and keeps the send
+    /// queued until it reconnects or the offline grace runs out.
+    NotConnected(String),
+    /// Try the same message again later (rate limits, transient errors that
+    /// certainly did not send).
+    RetryLater { after: Duration, reason: String },
+    /// Final failure with the code to report (`send_failed`, ...).
+    Failed { code: &'static str, message: String },
+}
+
+/// Later news about messages and accounts, pushed by drivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverEvent {
+    Delivered { message_id: String },
+    Read { message_id: String },
+    /// WhatsApp accepted a message after the hand-off returned (server ack).
+    Accepted { message_id: String, remote_jid: Option<String> },
+    /// WhatsApp reported a failure after accepting the message.
+    Failed { message_id: String, code: &'static str, message: String },
+    Connection { account_id: String, status: AccountStatus, detail: Option<String> },
+}
+
+pub type EventSink = tokio::sync::mpsc::UnboundedSender<DriverEvent>;
+
+#[async_trait]
+pub trait WhatsAppDriver: Send + Sync {
+    fn kind(&self) -> DriverKind;
+
+    /// A fresh message id in the style this route uses.
+    fn new_message_id(&self) -> String;
+
+    /// Whether the engine should fetch media bytes (pinned) or pass the link.
+    fn media_delivery(&self, _account: &Account) -> MediaDelivery {
+        MediaDelivery::Bytes
+    }
+
+    /// Hand one message to WhatsApp from `account`.
+    async fn send(&self, account: &Account, message: &OutgoingMessage) -> Result<Accepted, SendError>;
+}
+
+/// The drivers of one process, by kind.
+#[derive(Clone, Default)]
+pub struct Drivers {
+    by_kind: HashMap<DriverKind, Arc<dyn WhatsAppDriver>>,
+}
+
+impl Drivers {
+    pub fn with(mut self, driver: Arc<dyn WhatsAppDriver>) -> Drivers {
+        self.by_kind.insert(driver.kind(), driver);
+        self
+    }
+
+    pub fn get(&self, kind: DriverKind) -> Option<Arc<dyn WhatsAppDriver>> {
+        self.by_kind.get(&kind).cloned()
+    }
+}
+
+/// `<digits>@s.whatsapp.net` for an E.164 number.
+pub fn phone_jid(e164: &str) -> String {
+    format!("{}@s.whatsapp.net", e164.trim_start_matches('+'))
+}

@@ -1,0 +1,134 @@
+//! The HTTP server and the process around it: accept loop with a connection
+//! limit, hyper HTTP/1.1 per connection with header limits and timeouts,
+//! graceful shutdown (stop accepting, finish in-flight requests, let the
+//! engine finish the hand-off it is in), and the wiring of store, drivers,
+//! media guard and delivery engine.
+//!
+//! The listener and the shutdown future are passed in, so tests bind port 0.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::delivery::Engine;
+use crate::driver::sandbox::SandboxDriver;
+use crate::driver::{Drivers, EventSink};
+use crate::media::MediaGuard;
+use crate::store::Store;
+
+/// Request heads larger than this are refused by hyper (431).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+/// A client must send its request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The drivers this build has, wired to the engine's event channel.
+pub fn build_drivers(config: &Config, store: &Store, events: EventSink) -> Drivers {
+    Drivers::default().with(Arc::new(SandboxDriver::new(
+        store.clone(),
+        &config.sandbox.unreachable,
+        config.sandbox.receipt_delay,
+        events,
+    )))
+}
+
+/// Run the whole server on `listener` until `shutdown` resolves, then drain
+/// and return.
+pub async fn serve(
+    config: Config,
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let config = Arc::new(config);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let drivers = build_drivers(&config, &store, events_tx);
+    let media = MediaGuard::new(config.media.clone()).map_err(|e| format!("media: {e}"))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let engine = Engine::start(
+        store.clone(),
+        drivers,
+        media.clone(),
+        config.pacing.clone(),
+        events_rx,
+        stop_rx,
+    );
+    let state = AppState {
+        store,
+        config: config.clone(),
+        media,
+        engine: engine.clone(),
+    };
+    run_http(listener, state, config.server.max_connections, config.server.shutdown_timeout, shutdown).await;
+    let _ = stop_tx.send(true);
+    engine.drain(config.server.shutdown_timeout).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accept connections until `shutdown`, then stop accepting and wait (up to
+/// `drain_timeout`) for in-flight requests.
+pub async fn run_http(
+    listener: TcpListener,
+    state: AppState,
+    max_connections: usize,
+    drain_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(api::handle(state, req).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_headers(MAX_HEADERS)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections did not finish within the shutdown timeout");
+    }
+}

@@ -1,0 +1,387 @@
+//! Workspaces, users, accounts and tokens: what the admin CLI manages and
+//! what authentication reads.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{is_unique_violation, new_id, StoreError};
+use crate::clock::now_ms;
+use crate::domain::token::{NewToken, TokenKind};
+use crate::domain::{AccountStatus, DriverKind, Role};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: String,
+    pub workspace: String,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Clone, Serialize)]
+pub struct Account {
+    pub id: String,
+    pub workspace: String,
+    pub user: String,
+    pub phone: String,
+    pub driver: String,
+    pub status: String,
+    #[serde(rename = "statusChangedAt")]
+    pub status_changed_at: i64,
+    #[serde(rename = "statusDetail")]
+    pub status_detail: Option<String>,
+    /// Driver settings; may hold secrets, so never serialised or printed.
+    #[serde(skip)]
+    pub settings: serde_json::Value,
+    #[serde(skip)]
+    pub next_send_at: i64,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("id", &self.id)
+            .field("phone", &self.phone)
+            .field("driver", &self.driver)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Account {
+    pub fn status(&self) -> AccountStatus {
+        AccountStatus::parse(&self.status).unwrap_or(AccountStatus::Disconnected)
+    }
+
+    pub fn driver_kind(&self) -> DriverKind {
+        DriverKind::parse(&self.driver).unwrap_or(DriverKind::Sandbox)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub hint: String,
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+    #[serde(rename = "expiresAt")]
+    pub expires_at: Option<String>,
+    pub revoked: bool,
+}
+
+/// Who a valid bearer token speaks for.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: String,
+    pub secret_hash: Vec<u8>,
+    pub user_id: String,
+    pub workspace_id: String,
+    pub role: Role,
+    pub kind: TokenKind,
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+}
+
+pub fn create_workspace(conn: &Connection, name: &str) -> Result<Workspace, StoreError> {
+    let name = non_empty(name, "workspace name")?;
+    let id = new_id("ws");
+    conn.prepare_cached("INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, name, now_ms()])?;
+    Ok(Workspace { id, name })
+}
+
+pub fn list_workspaces(conn: &Connection) -> Result<Vec<Workspace>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, name FROM workspaces ORDER BY created_at, id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Workspace {
+            id: r.get(0)?,
+            name: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn workspace_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM workspaces WHERE id = ?1")?
+        .exists([id])?)
+}
+
+pub fn add_user(conn: &Connection, workspace: &str, name: &str, role: Role) -> Result<User, StoreError> {
+    let name = non_empty(name, "user name")?;
+    if !workspace_exists(conn, workspace)? {
+        return Err(StoreError::NotFound(format!("unknown workspace {workspace}")));
+    }
+    let id = new_id("usr");
+    conn.prepare_cached(
+        "INSERT INTO users (id, workspace_id, name, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, workspace, name, role.as_str(), now_ms()])?;
+    Ok(User {
+        id,
+        workspace: workspace.to_string(),
+        name,
+        role: role.as_str().to_string(),
+    })
+}
+
+pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, workspace_id, name, role FROM users ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(User {
+            id: r.get(0)?,
+            workspace: r.get(1)?,
+            name: r.get(2)?,
+            role: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn get_user(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id, workspace_id, name, role FROM users WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok(User {
+                id: r.get(0)?,
+                workspace: r.get(1)?,
+                name: r.get(2)?,
+                role: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+/// `phone` must already be E.164 (parsed by the caller).
+pub fn add_account(
+    conn: &Connection,
+    workspace: &str,
+    user: &str,
+    phone: &str,
+    driver: DriverKind,
+    settings: &serde_json::Value,
+) -> Result<Account, StoreError> {
+    if !workspace_exists(conn, workspace)? {
+        return Err(StoreError::NotFound(format!("unknown workspace {workspace}")));
+    }
+    let owner = get_user(conn, user)?.ok_or_else(|| StoreError::NotFound(format!("unknown user {user}")))?;
+    if owner.workspace != workspace {
+        return Err(StoreError::Invalid(format!(
+            "user {user} belongs to workspace {}, not {workspace}",
+            owner.workspace
+        )));
+    }
+    let id = new_id("acc");
+    let now = now_ms();
+    // A sandbox phone is "on" as soon as it exists; real drivers start
+    // disconnected until `account connect` pairs or verifies them.
+    let status = match driver {
+        DriverKind::Sandbox => AccountStatus::Connected,
+        DriverKind::Cloud | DriverKind::Web => AccountStatus::Disconnected,
+    };
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO accounts (id, workspace_id, user_id, phone, driver, status, status_changed_at, settings, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7)",
+        )?
+        .execute(params![id, workspace, user, phone, driver.as_str(), status.as_str(), now, settings.to_string()]);
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            let msg = if e.to_string().contains("accounts.phone") {
+                format!("phone {phone} is already an account")
+            } else {
+                format!("user {user} already has an account attached")
+            };
+            return Err(StoreError::Conflict(msg));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    get_account(conn, &id)?.ok_or_else(|| StoreError::Internal("account vanished".into()))
+}
+
+const ACCOUNT_COLUMNS: &str = "id, workspace_id, user_id, phone, driver, status, status_changed_at, status_detail, settings, next_send_at";
+
+fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    let settings: String = r.get(8)?;
+    Ok(Account {
+        id: r.get(0)?,
+        workspace: r.get(1)?,
+        user: r.get(2)?,
+        phone: r.get(3)?,
+        driver: r.get(4)?,
+        status: r.get(5)?,
+        status_changed_at: r.get(6)?,
+        status_detail: r.get(7)?,
+        settings: serde_json::from_str(&settings).unwrap_or(serde_json::Value::Null),
+        next_send_at: r.get(9)?,
+    })
+}
+
+pub fn get_account(conn: &Connection, id: &str) -> Result<Option<Account>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?
+        .query_row([id], account_from_row)
+        .optional()?)
+}
+
+pub fn account_by_phone_in_workspace(
+    conn: &Connection,
+    workspace: &str,
+    phone: &str,
+) -> Result<Option<Account>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE phone = ?1 AND workspace_id = ?2"
+        ))?
+        .query_row([phone, workspace], account_from_row)
+        .optional()?)
+}
+
+pub fn account_of_user(conn: &Connection, user: &str) -> Result<Option<Account>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ?1"))?
+        .query_row([user], account_from_row)
+        .optional()?)
+}
+
+pub fn list_accounts(conn: &Connection) -> Result<Vec<Account>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([], account_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Accounts whose status changed at or after `since_ms` (the server's
+/// watcher uses this to notice `account connect/disconnect` from the CLI).
+pub fn accounts_changed_since(conn: &Connection, since_ms: i64) -> Result<Vec<Account>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE status_changed_at >= ?1"
+    ))?;
+    let rows = stmt.query_map([since_ms], account_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_account_status(
+    conn: &Connection,
+    id: &str,
+    status: AccountStatus,
+    detail: Option<&str>,
+) -> Result<Account, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE accounts SET status = ?2, status_detail = ?3,
+                 status_changed_at = CASE WHEN status = ?2 THEN status_changed_at ELSE ?4 END
+             WHERE id = ?1",
+        )?
+        .execute(params![id, status.as_str(), detail, now_ms()])?;
+    if changed == 0 {
+        return Err(StoreError::NotFound(format!("unknown account {id}")));
+    }
+    get_account(conn, id)?.ok_or_else(|| StoreError::Internal("account vanished".into()))
+}
+
+pub fn set_account_settings(conn: &Connection, id: &str, settings: &serde_json::Value) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE accounts SET settings = ?2 WHERE id = ?1")?
+        .execute(params![id, settings.to_string()])?;
+    Ok(())
+}
+
+pub fn create_token(
+    conn: &Connection,
+    user: &str,
+    kind: TokenKind,
+    name: Option<&str>,
+    expires_at: Option<i64>,
+    token: &NewToken,
+) -> Result<String, StoreError> {
+    if get_user(conn, user)?.is_none() {
+        return Err(StoreError::NotFound(format!("unknown user {user}")));
+    }
+    let id = new_id("tok");
+    conn.prepare_cached(
+        "INSERT INTO tokens (id, user_id, kind, name, secret_hash, hint, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![id, user, kind.as_str(), name, &token.hash[..], token.hint, now_ms(), expires_at])?;
+    Ok(id)
+}
+
+pub fn revoke_token(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    let changed = conn
+        .prepare_cached("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")?
+        .execute(params![id, now_ms()])?;
+    if changed == 0 {
+        return Err(StoreError::NotFound(format!("unknown token {id}")));
+    }
+    Ok(())
+}
+
+pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, user_id, kind, name, hint, created_at, expires_at, revoked_at FROM tokens ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(TokenInfo {
+            id: r.get(0)?,
+            user: r.get(1)?,
+            kind: r.get(2)?,
+            name: r.get(3)?,
+            hint: r.get(4)?,
+            created_at: crate::clock::rfc3339_ms(r.get(5)?),
+            expires_at: r.get::<_, Option<i64>>(6)?.map(crate::clock::rfc3339_ms),
+            revoked: r.get::<_, Option<i64>>(7)?.is_some(),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The token with this secret hash, with its user; `None` if unknown.
+pub fn principal_by_hash(conn: &Connection, hash: &[u8]) -> Result<Option<Principal>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.id, t.secret_hash, t.user_id, u.workspace_id, u.role, t.kind, t.expires_at, t.revoked_at
+             FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.secret_hash = ?1",
+        )?
+        .query_row([hash], |r| {
+            let role: String = r.get(4)?;
+            let kind: String = r.get(5)?;
+            Ok(Principal {
+                token_id: r.get(0)?,
+                secret_hash: r.get(1)?,
+                user_id: r.get(2)?,
+                workspace_id: r.get(3)?,
+                role: Role::parse(&role).unwrap_or(Role::Member),
+                kind: TokenKind::parse(&kind).unwrap_or(TokenKind::Mcp),
+                expires_at: r.get(6)?,
+                revoked: r.get::<_, Option<i64>>(7)?.is_some(),
+            })
+        })
+        .optional()?)
+}
+
+pub fn is_empty(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(!conn.prepare_cached("SELECT 1 FROM workspaces LIMIT 1")?.exists([])?)
+}
+
+fn non_empty(s: &str, what: &str) -> Result<String, StoreError> {
+    let t = s.trim();
+    if t.is_empty() || t.chars().any(char::is_control) || t.chars().count() > 200 {
+        return Err(StoreError::Invalid(format!(
+            "{what} must be 1 to 200 characters with no control characters"
+        )));
+    }
+    Ok(t.to_string())
+}

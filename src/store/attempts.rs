@@ -1,0 +1,280 @@
+//! Send attempts: the enqueue transaction (idempotency claim, connection
+//! check, daily counter and insert in one atomic write), status reads, and
+//! the pacer's claim / result / receipt transitions.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{is_unique_violation, StoreError};
+use crate::clock::utc_day;
+use crate::domain::{AccountStatus, AttemptStatus};
+
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub seq: i64,
+    pub id: String,
+    pub workspace_id: String,
+    pub account_id: String,
+    pub user_id: String,
+    pub mode: String,
+    pub from_phone: String,
+    pub to_phone: String,
+    pub type_name: String,
+    pub payload: String,
+    pub status: AttemptStatus,
+    pub message_id: Option<String>,
+    pub remote_jid: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub tries: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const ATTEMPT_COLUMNS: &str = "seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, remote_jid, error_code, error_message, tries, created_at, updated_at";
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
+    let status: String = r.get(10)?;
+    Ok(AttemptRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        workspace_id: r.get(2)?,
+        account_id: r.get(3)?,
+        user_id: r.get(4)?,
+        mode: r.get(5)?,
+        from_phone: r.get(6)?,
+        to_phone: r.get(7)?,
+        type_name: r.get(8)?,
+        payload: r.get(9)?,
+        status: AttemptStatus::parse(&status).unwrap_or(AttemptStatus::Failed),
+        message_id: r.get(11)?,
+        remote_jid: r.get(12)?,
+        error_code: r.get(13)?,
+        error_message: r.get(14)?,
+        tries: r.get(15)?,
+        created_at: r.get(16)?,
+        updated_at: r.get(17)?,
+    })
+}
+
+/// Everything the enqueue transaction needs; built by the API after the
+/// checks that need no write (auth, shape, phones, sender, media).
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub id: String,
+    pub workspace_id: String,
+    pub account_id: String,
+    pub user_id: String,
+    pub mode: &'static str,
+    pub from_phone: String,
+    pub to_phone: String,
+    pub type_name: &'static str,
+    pub payload: String,
+    /// `(key, fingerprint)` when the request carried an Idempotency-Key.
+    pub idempotency: Option<(String, [u8; 32])>,
+    pub daily_limit: i64,
+    pub now: i64,
+    /// The exact 202 body, kept under the key for byte-identical replays.
+    pub response_body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    Queued,
+    Replayed { http_status: u16, body: Vec<u8> },
+    KeyConflict,
+    NotConnected,
+    RateLimited,
+}
+
+/// The contract's steps after the media check, as one atomic write:
+/// idempotency, connection state, daily limit, insert. Refusals store nothing.
+pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError> {
+    if let Some((key, fingerprint)) = &a.idempotency {
+        let existing = conn
+            .prepare_cached(
+                "SELECT fingerprint, http_status, response_body FROM idempotency_keys WHERE user_id = ?1 AND key = ?2",
+            )?
+            .query_row(params![a.user_id, key], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u16>(1)?, r.get::<_, Vec<u8>>(2)?))
+            })
+            .optional()?;
+        if let Some((stored, http_status, body)) = existing {
+            return Ok(if crate::domain::token::hashes_equal(&stored, fingerprint) {
+                EnqueueOutcome::Replayed { http_status, body }
+            } else {
+                EnqueueOutcome::KeyConflict
+            });
+        }
+    }
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM accounts WHERE id = ?1")?
+        .query_row([&a.account_id], |r| r.get(0))
+        .optional()?;
+    if status.as_deref() != Some(AccountStatus::Connected.as_str()) {
+        return Ok(EnqueueOutcome::NotConnected);
+    }
+    if a.daily_limit <= 0 {
+        return Ok(EnqueueOutcome::RateLimited);
+    }
+    let counted = conn
+        .prepare_cached(
+            "INSERT INTO daily_counters (account_id, day, count) VALUES (?1, ?2, 1)
+             ON CONFLICT (account_id, day) DO UPDATE SET count = count + 1 WHERE count < ?3",
+        )?
+        .execute(params![a.account_id, utc_day(a.now), a.daily_limit])?;
+    if counted == 0 {
+        return Ok(EnqueueOutcome::RateLimited);
+    }
+    conn.prepare_cached(
+        "INSERT INTO send_attempts (id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10, ?10)",
+    )?
+    .execute(params![
+        a.id, a.workspace_id, a.account_id, a.user_id, a.mode, a.from_phone, a.to_phone, a.type_name, a.payload, a.now
+    ])?;
+    if let Some((key, fingerprint)) = &a.idempotency {
+        let claimed = conn
+            .prepare_cached(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, attempt_id, http_status, response_body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 202, ?5, ?6)",
+            )?
+            .execute(params![a.user_id, key, &fingerprint[..], a.id, a.response_body, a.now]);
+        match claimed {
+            Ok(_) => {}
+            // Another writer claimed the key first: roll this request back.
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict("idempotency key claimed concurrently".into()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(EnqueueOutcome::Queued)
+}
+
+pub fn get_attempt(conn: &Connection, id: &str) -> Result<Option<AttemptRow>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {ATTEMPT_COLUMNS} FROM send_attempts WHERE id = ?1"))?
+        .query_row([id], attempt_from_row)
+        .optional()?)
+}
+
+/// Accounts that have queued or sending attempts (start-up recovery).
+pub fn accounts_with_pending(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT account_id FROM send_attempts WHERE status IN ('queued', 'sending')",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The oldest pending attempt of one account (an index range, no scan of
+/// other accounts' rows). A `sending` attempt left by a crash comes first
+/// because it is older than everything queued after it.
+pub fn next_pending(conn: &Connection, account_id: &str) -> Result<Option<AttemptRow>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM send_attempts INDEXED BY send_attempts_pending
+             WHERE account_id = ?1 AND status IN ('queued', 'sending') ORDER BY seq LIMIT 1"
+        ))?
+        .query_row([account_id], attempt_from_row)
+        .optional()?)
+}
+
+/// Claim an attempt for hand-off: `sending`, a message id chosen once and
+/// kept across retries, and the account's next hand-off time. Committed
+/// before the driver sees the message, so a crash re-sends the same id.
+pub fn claim(
+    conn: &Connection,
+    attempt_id: &str,
+    account_id: &str,
+    fresh_message_id: &str,
+    next_send_at: i64,
+    now: i64,
+) -> Result<Option<AttemptRow>, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE send_attempts SET status = 'sending', message_id = COALESCE(message_id, ?2),
+                 tries = tries + 1, updated_at = ?3
+             WHERE id = ?1 AND status IN ('queued', 'sending')",
+        )?
+        .execute(params![attempt_id, fresh_message_id, now])?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    set_next_send_at(conn, account_id, next_send_at)?;
+    get_attempt(conn, attempt_id)
+}
+
+pub fn set_next_send_at(conn: &Connection, account_id: &str, at: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE accounts SET next_send_at = ?2 WHERE id = ?1")?
+        .execute(params![account_id, at])?;
+    Ok(())
+}
+
+/// Which attempt a transition targets.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptKey<'a> {
+    Id(&'a str),
+    MessageId(&'a str),
+}
+
+/// Fields a transition may set alongside the status.
+#[derive(Debug, Clone, Default)]
+pub struct TransitionFields<'a> {
+    pub remote_jid: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+    pub error_code: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+}
+
+/// Move an attempt to `next` if that is forward; returns whether it moved.
+/// Duplicate and out-of-order events are therefore harmless.
+pub fn transition(
+    conn: &Connection,
+    key: AttemptKey<'_>,
+    next: AttemptStatus,
+    fields: &TransitionFields<'_>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let allowed: Vec<String> = AttemptStatus::predecessors(next)
+        .into_iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    let (column, value) = match key {
+        AttemptKey::Id(id) => ("id", id),
+        AttemptKey::MessageId(m) => ("message_id", m),
+    };
+    let sql = format!(
+        "UPDATE send_attempts SET status = ?2, updated_at = ?3,
+             remote_jid = COALESCE(?4, remote_jid), message_id = COALESCE(?5, message_id),
+             error_code = COALESCE(?6, error_code), error_message = COALESCE(?7, error_message)
+         WHERE {column} = ?1 AND status IN ({})",
+        allowed.join(", ")
+    );
+    let changed = conn.prepare_cached(&sql)?.execute(params![
+        value,
+        next.as_str(),
+        now,
+        fields.remote_jid,
+        fields.message_id,
+        fields.error_code,
+        fields.error_message
+    ])?;
+    Ok(changed > 0)
+}
+
+/// Fail every pending attempt of an account (offline past the grace period).
+pub fn fail_pending_of_account(
+    conn: &Connection,
+    account_id: &str,
+    code: &str,
+    message: &str,
+    now: i64,
+) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE send_attempts SET status = 'failed', error_code = ?2, error_message = ?3, updated_at = ?4
+             WHERE account_id = ?1 AND status IN ('queued', 'sending')",
+        )?
+        .execute(params![account_id, code, message, now])?)
+}

@@ -1,0 +1,291 @@
+//! The SQLite store: one local file holding workspaces, users, accounts,
+//! tokens, send attempts, idempotency records and counters.
+//!
+//! Reads go through an r2d2 pool on blocking threads; every write goes
+//! through the single group-committing [`Writer`]. Nothing here knows about
+//! HTTP. Repository functions are plain functions over `&Connection` with
+//! inline SQL and `prepare_cached`; "not found" is `Ok(None)`.
+
+pub mod admin;
+pub mod attempts;
+pub mod outbox;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+pub use writer::Writer;
+
+/// The schema, as ordered migrations (see the header of `schema.sql`).
+const SCHEMA: &str = include_str!("../../schema.sql");
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub enum StoreError {
+    Db(Arc<rusqlite::Error>),
+    Pool(String),
+    /// A named thing does not exist ("unknown user usr_...").
+    NotFound(String),
+    /// A uniqueness or state rule refused the write ("phone already used").
+    Conflict(String),
+    /// Input the store refuses ("user belongs to another workspace").
+    Invalid(String),
+    Internal(String),
+    Closed,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Db(e) => write!(f, "database error: {e}"),
+            StoreError::Pool(e) => write!(f, "database pool error: {e}"),
+            StoreError::NotFound(m) | StoreError::Conflict(m) | StoreError::Invalid(m) => {
+                f.write_str(m)
+            }
+            StoreError::Internal(m) => write!(f, "internal store error: {m}"),
+            StoreError::Closed => f.write_str("the database writer has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(Arc::new(e))
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Pool(e.to_string())
+    }
+}
+
+/// Handle to the database: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: Writer,
+    path: PathBuf,
+}
+
+/// Applied to every connection, pooled or the writer's.
+pub fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path`, apply pending
+    /// migrations, start the writer.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Invalid(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = Connection::open(path)?;
+        apply_pragmas(&conn)?;
+        migrate(&mut conn)?;
+        let manager = SqliteConnectionManager::file(path).with_init(|c| apply_pragmas(c));
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .min_idle(Some(1))
+            .build(manager)?;
+        Ok(Store {
+            pool,
+            writer: Writer::start(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Run a read on a pooled connection, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+
+    /// Blocking read, for the CLI and threads that are not async.
+    pub fn read_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError>,
+    {
+        let conn = self.pool.get()?;
+        f(&conn)
+    }
+
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write(f).await
+    }
+
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write_blocking(f)
+    }
+
+    /// A pooled connection, for tests and diagnostics.
+    pub fn pooled(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
+        Ok(self.pool.get()?)
+    }
+}
+
+/// The migrations in `schema.sql`, in order: `(version, sql)`. A block
+/// starts at a line that is exactly `-- migration: N`.
+pub fn migrations() -> Vec<(i64, String)> {
+    let mut out: Vec<(i64, String)> = Vec::new();
+    for line in SCHEMA.lines() {
+        if let Some(n) = line.trim_end().strip_prefix("-- migration: ") {
+            let version = n.parse().expect("schema.sql: bad migration number");
+            out.push((version, String::new()));
+        } else if let Some((_, sql)) = out.last_mut() {
+            sql.push_str(line);
+            sql.push('\n');
+        }
+    }
+    out
+}
+
+/// Apply every migration newer than `PRAGMA user_version`, in one transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let all = migrations();
+    let latest = all.last().map(|(v, _)| *v).unwrap_or(0);
+    if current > latest {
+        return Err(StoreError::Invalid(format!(
+            "database schema version {current} is newer than this whatan ({latest}); upgrade whatan"
+        )));
+    }
+    for (version, sql) in all.into_iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(&sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A fresh random id with a readable prefix: `ws_3f9a0c...` (96 random bits).
+pub fn new_id(prefix: &str) -> String {
+    let bytes: [u8; 12] = rand::random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+/// True if a SQLite error is a UNIQUE / PRIMARY KEY violation.
+pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_splits_into_numbered_migrations_starting_at_one() {
+        let all = migrations();
+        assert!(!all.is_empty());
+        for (i, (v, sql)) in all.iter().enumerate() {
+            assert_eq!(*v, i as i64 + 1);
+            assert!(sql.contains("CREATE") || sql.contains("ALTER"));
+        }
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op_and_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_1', 'a', 0)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, migrations().last().unwrap().0);
+        let n: i64 = conn.query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn pooled_connections_run_wal_full_sync_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.db")).unwrap();
+        for _ in 0..3 {
+            let conn = store.pooled().unwrap();
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+            let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+            let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+            let busy: i64 = conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0)).unwrap();
+            assert_eq!(mode, "wal");
+            assert_eq!(sync, 2, "synchronous=FULL");
+            assert_eq!(fk, 1);
+            assert!(busy >= 1000);
+        }
+    }
+
+    #[test]
+    fn a_failing_job_rolls_back_alone_within_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db")).unwrap();
+        let ok = store.write_blocking(|c| {
+            c.execute("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_a', 'a', 0)", [])?;
+            Ok(())
+        });
+        assert!(ok.is_ok());
+        let failed: Result<(), StoreError> = store.write_blocking(|c| {
+            c.execute("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_b', 'b', 0)", [])?;
+            Err(StoreError::Invalid("refused".into()))
+        });
+        assert!(failed.is_err());
+        let names: Vec<String> = store
+            .read_blocking(|c| {
+                let mut s = c.prepare("SELECT id FROM workspaces ORDER BY id")?;
+                let rows = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .unwrap();
+        assert_eq!(names, vec!["ws_a".to_string()]);
+    }
+}

@@ -1,0 +1,64 @@
+//! The sandbox network's durable record of what "reached phones". Kept in
+//! the same file so `whatan sandbox outbox` can show it from the CLI; the
+//! primary key de-duplicates by message id, as WhatsApp does.
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxEntry {
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(rename = "accountId")]
+    pub account_id: String,
+    pub from: String,
+    pub to: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub body: serde_json::Value,
+    #[serde(rename = "deliveredAt")]
+    pub delivered_at: String,
+}
+
+/// Record a delivery; returns false if this message id was already delivered.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    conn: &Connection,
+    message_id: &str,
+    account_id: &str,
+    from: &str,
+    to: &str,
+    type_name: &str,
+    body: &serde_json::Value,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO sandbox_outbox (message_id, account_id, from_phone, to_phone, type, body, delivered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (message_id) DO NOTHING",
+        )?
+        .execute(params![message_id, account_id, from, to, type_name, body.to_string(), now])?;
+    Ok(n > 0)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<OutboxEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, account_id, from_phone, to_phone, type, body, delivered_at
+         FROM sandbox_outbox ORDER BY delivered_at, message_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let body: String = r.get(5)?;
+        Ok(OutboxEntry {
+            message_id: r.get(0)?,
+            account_id: r.get(1)?,
+            from: r.get(2)?,
+            to: r.get(3)?,
+            type_name: r.get(4)?,
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+            delivered_at: crate::clock::rfc3339_ms(r.get(6)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
