@@ -488,8 +488,8 @@ fn check_ip_literal(ip: IpAddr, allow: &[IpNet]) -> Result<(), MediaError> {
 /// (lowercase, punycode, trailing dot kept).
 fn check_domain(raw: &str, parsed: &str) -> Result<(), MediaError> {
     // Same labels, ASCII ones unchanged but for case, Unicode ones turned into
-    // punycode. Anything else means the IDNA mapping rewrote the host
-    // (fullwidth letters, `⒈`, ignorable code points, ...).
+    // punycode of themselves. Anything else means the IDNA mapping rewrote the
+    // host (fullwidth letters, `⒈`, ligatures, ...).
     let raw_labels: Vec<&str> = raw.split('.').collect();
     let parsed_labels: Vec<&str> = parsed.split('.').collect();
     let canonical = raw_labels.len() == parsed_labels.len()
@@ -497,7 +497,7 @@ fn check_domain(raw: &str, parsed: &str) -> Result<(), MediaError> {
             if r.is_ascii() {
                 r.eq_ignore_ascii_case(p)
             } else {
-                p.starts_with("xn--")
+                idn_label_is_canonical(r, p)
             }
         });
     if !canonical {
@@ -530,6 +530,24 @@ fn check_domain(raw: &str, parsed: &str) -> Result<(), MediaError> {
         )));
     }
     Ok(())
+}
+
+/// Whether the punycode label `parsed` encodes the Unicode label `raw` with
+/// no character mapped to ASCII on the way. Punycode copies a label's ASCII
+/// characters, in order, before its last `-`; if that prefix differs from the
+/// ASCII characters actually written, IDNA turned something non-ASCII into
+/// ASCII (`ｘｎ－－...`, `ﬁ`, `㎏`, fullwidth letters).
+fn idn_label_is_canonical(raw: &str, parsed: &str) -> bool {
+    let Some(encoded) = parsed.strip_prefix("xn--") else {
+        return false;
+    };
+    let basic = encoded.rfind('-').map_or("", |at| &encoded[..at]);
+    let written: String = raw
+        .chars()
+        .filter(char::is_ascii)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    basic == written
 }
 
 /// The host name as used for the resolve table: lowercase punycode, no
@@ -718,6 +736,20 @@ impl MediaGuard {
     /// System DNS lookup (A and AAAA), bounded by the connect timeout.
     async fn lookup(&self, domain: &str, port: u16) -> Result<Vec<IpAddr>, MediaError> {
         let name = table_key(domain);
+        // Special-use names (RFC 6761, 6762, 7686, 8375, 9476 and ICANN's
+        // `.internal`) are never in public DNS: refuse them without asking a
+        // resolver, which might be a private one that answers them.
+        const RESERVED: [&str; 8] = [
+            "invalid", "test", "example", "local", "onion", "internal", "alt", "home.arpa",
+        ];
+        if RESERVED
+            .iter()
+            .any(|tld| name == *tld || name.ends_with(&format!(".{tld}")))
+        {
+            return Err(err(format!(
+                "media URL host {name} does not resolve (a special-use name, never public)"
+            )));
+        }
         let limit = self.inner.config.connect_timeout;
         match tokio::time::timeout(limit, tokio::net::lookup_host((domain, port))).await {
             Err(_) => Err(err(format!(
@@ -1079,6 +1111,15 @@ mod tests {
             ("https://xn--bcher-kva.example/x.png", true),
             ("https://münchen.de/", true),
             ("https://例え.テスト/画像.png", true),
+            ("https://straße.de/", true),
+            ("https://bü-cher.example/", true),
+            (
+                "https://\u{FF58}\u{FF4E}\u{FF0D}\u{FF0D}bcher-kva.example/",
+                false,
+            ),
+            ("https://bücher\u{FF45}.example/", false),
+            ("https://\u{FB01}le.example/", false),
+            ("https://\u{338F}.example/", false),
             // public IPv4 literals, including the edges of refused ranges
             ("https://93.184.215.14/a.png", true),
             ("https://93.184.215.14:8443/a.png", true),
@@ -1578,9 +1619,8 @@ mod tests {
 
     #[tokio::test]
     async fn name_that_never_resolves_is_refused() {
-        // `.invalid` is reserved never to resolve (RFC 6761). Not in the
-        // table, so this goes to the system resolver, bounded by the 2s
-        // connect timeout: either answer is a refusal.
+        // `.invalid` is reserved never to resolve (RFC 6761); it is refused
+        // without asking any resolver.
         let guard = table_guard();
         let e = guard
             .validate("https://nothing-here.whatan.invalid/x.png")

@@ -31,7 +31,7 @@
 use std::fmt;
 
 use phonenumber::metadata::DATABASE;
-use phonenumber::{Mode, Type};
+use phonenumber::Type;
 
 /// Longest raw input accepted, in characters, before any trimming.
 const MAX_RAW_CHARS: usize = 64;
@@ -206,7 +206,12 @@ fn validate(digits: &str) -> Result<String, PhoneError> {
     let candidate = format!("+{digits}");
 
     let library = phonenumber::parse(None, &candidate).ok().map(|number| {
-        let e164 = number.format().mode(Mode::E164).to_string();
+        // Built by hand rather than with `number.format()`: the library's
+        // formatter matches every format pattern of the region even for
+        // E.164 (thrashing its small regex cache, milliseconds per call), and
+        // its `Display` returns an error, so `to_string()` would panic, for a
+        // number whose country code it does not know.
+        let e164 = format!("+{}{}", number.code().value(), number.national());
         (e164, phonenumber::is_valid(&number))
     });
 

@@ -25,6 +25,11 @@ pub struct OutgoingMessage {
     /// Recipient in E.164, `+917999709798`.
     pub to: String,
     pub content: OutgoingContent,
+    /// A previous hand-off of this same message may have reached WhatsApp
+    /// (the process stopped before its result was recorded). Drivers whose
+    /// network de-duplicates by our message id can ignore it; a driver that
+    /// cannot de-duplicate must not send twice.
+    pub redelivery: bool,
 }
 
 #[derive(Debug, Clone)]
