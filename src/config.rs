@@ -24,7 +24,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("server", &["listen", "max_connections", "shutdown_timeout"]),
     ("database", &["path"]),
     ("pacing", &["min_delay", "max_delay", "daily_limit", "offline_grace"]),
-    ("sandbox", &["unreachable", "receipt_delay"]),
+    ("sandbox", &["unreachable", "receipt_delay", "ack_delay"]),
     ("cloud", &["graph_base_url", "graph_version", "request_timeout"]),
     (
         "media",
@@ -75,6 +75,8 @@ pub struct SandboxConfig {
     /// E.164 numbers the simulated network reports as not on WhatsApp.
     pub unreachable: Vec<String>,
     pub receipt_delay: Duration,
+    /// Simulated time the network takes to acknowledge a message.
+    pub ack_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ impl Default for Config {
             sandbox: SandboxConfig {
                 unreachable: Vec::new(),
                 receipt_delay: Duration::from_secs(2),
+                ack_delay: Duration::ZERO,
             },
             cloud: CloudConfig {
                 graph_base_url: "https://graph.facebook.com".into(),
@@ -181,6 +184,7 @@ impl Config {
         set!("pacing"."offline_grace", duration, c.pacing.offline_grace);
         set!("sandbox"."unreachable", phone_list, c.sandbox.unreachable);
         set!("sandbox"."receipt_delay", duration, c.sandbox.receipt_delay);
+        set!("sandbox"."ack_delay", duration, c.sandbox.ack_delay);
         set!("cloud"."graph_base_url", http_url, c.cloud.graph_base_url);
         set!("cloud"."graph_version", graph_version, c.cloud.graph_version);
         set!("cloud"."request_timeout", duration, c.cloud.request_timeout);

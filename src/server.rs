@@ -34,12 +34,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The drivers this build has, wired to the engine's event channel.
 pub fn build_drivers(config: &Config, store: &Store, events: EventSink) -> Drivers {
-    Drivers::default().with(Arc::new(SandboxDriver::new(
-        store.clone(),
-        &config.sandbox.unreachable,
-        config.sandbox.receipt_delay,
-        events,
-    )))
+    Drivers::default().with(Arc::new(SandboxDriver::new(store.clone(), &config.sandbox, events)))
 }
 
 /// Run the whole server on `listener` until `shutdown` resolves, then drain

@@ -18,6 +18,7 @@ use super::{
     WhatsAppDriver,
 };
 use crate::clock::now_ms;
+use crate::config::SandboxConfig;
 use crate::domain::{AccountStatus, DriverKind};
 use crate::store::admin::Account;
 use crate::store::{outbox, Store};
@@ -26,15 +27,17 @@ pub struct SandboxDriver {
     store: Store,
     unreachable: HashSet<String>,
     receipt_delay: Duration,
+    ack_delay: Duration,
     events: EventSink,
 }
 
 impl SandboxDriver {
-    pub fn new(store: Store, unreachable: &[String], receipt_delay: Duration, events: EventSink) -> SandboxDriver {
+    pub fn new(store: Store, config: &SandboxConfig, events: EventSink) -> SandboxDriver {
         SandboxDriver {
             store,
-            unreachable: unreachable.iter().cloned().collect(),
-            receipt_delay,
+            unreachable: config.unreachable.iter().cloned().collect(),
+            receipt_delay: config.receipt_delay,
+            ack_delay: config.ack_delay,
             events,
         }
     }
@@ -93,6 +96,9 @@ impl WhatsAppDriver for SandboxDriver {
                 after: Duration::from_secs(1),
                 reason: format!("sandbox network unavailable: {e}"),
             })?;
+        if !self.ack_delay.is_zero() {
+            tokio::time::sleep(self.ack_delay).await;
+        }
         let (events, delay, message_id) = (self.events.clone(), self.receipt_delay, message.message_id.clone());
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

@@ -1,0 +1,167 @@
+//! Exactly once across crashes: load the real binary with sends, `kill -9`
+//! it several times mid-run, restart, and check that every send that got a
+//! 202 is delivered exactly once (sandbox outbox) and nothing else is.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_whatan");
+const ROUNDS: usize = 4;
+const ACCEPTED_PER_ROUND: usize = 80;
+const CLIENTS: usize = 6;
+
+fn start(db: &Path) -> (Child, String, Option<String>) {
+    let mut child = Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .env("WHATAN_PACING_MIN_DELAY", "0ms")
+        .env("WHATAN_PACING_MAX_DELAY", "3ms")
+        .env("WHATAN_PACING_DAILY_LIMIT", "100000")
+        .env("WHATAN_SANDBOX_RECEIPT_DELAY", "1h")
+        // The network acknowledges after 4 ms: a kill often lands between a
+        // delivery and the commit of its result.
+        .env("WHATAN_SANDBOX_ACK_DELAY", "4ms")
+        .current_dir(db.parent().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut token = None;
+    loop {
+        let line = lines.next().expect("serve prints its address").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if let Some(t) = v["firstRun"]["token"].as_str() {
+            token = Some(t.to_string());
+        }
+        if let Some(addr) = v["listening"].as_str() {
+            return (child, addr.to_string(), token);
+        }
+    }
+}
+
+/// One POST; `Some(id)` only for a 202 whose body arrived whole.
+fn send(addr: &str, token: &str, key: &str, n: usize) -> Option<String> {
+    let body = format!(r#"{{"to":"+9179997{n:05}","type":"text","text":"crash test {n}"}}"#);
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let req = format!(
+        "POST /api/v1/messages/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    if !out.starts_with("HTTP/1.1 202") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()?;
+    Some(v["sendAttemptId"].as_str()?.to_string())
+}
+
+fn pending(db: &Path) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c.query_row(
+        "SELECT count(*) FROM send_attempts WHERE status IN ('queued', 'sending')",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("whatan.db");
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut token = String::new();
+
+    for round in 0..ROUNDS {
+        let (mut child, addr, first) = start(&db);
+        if let Some(t) = first {
+            token = t;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (addr, token, stop, accepted, counter) =
+                    (addr.clone(), token.clone(), stop.clone(), accepted.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::SeqCst) && n < 10_000 {
+                        n += 1;
+                        let seq = round * 100_000 + c * 10_000 + n;
+                        match send(&addr, &token, &format!("r{round}-c{c}-{n}"), seq % 100_000) {
+                            Some(id) => {
+                                accepted.lock().unwrap().push(id);
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            }
+                            None => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Kill -9 once this round's quota of 202s has arrived, mid-stream.
+        let target = (round + 1) * ACCEPTED_PER_ROUND;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counter.load(Ordering::SeqCst) < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        stop.store(true, Ordering::SeqCst);
+        for c in clients {
+            c.join().unwrap();
+        }
+    }
+    assert!(counter.load(Ordering::SeqCst) >= ROUNDS * ACCEPTED_PER_ROUND);
+
+    // Restart and let everything drain.
+    let (mut child, _addr, _) = start(&db);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pending(&db) > 0 {
+        assert!(Instant::now() < deadline, "sends never drained");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let accepted = accepted.lock().unwrap().clone();
+    for id in &accepted {
+        let (status, deliveries): (String, i64) = c
+            .query_row(
+                "SELECT a.status, (SELECT count(*) FROM sandbox_outbox o WHERE o.message_id = a.message_id)
+                 FROM send_attempts a WHERE a.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap_or_else(|e| panic!("attempt {id} that got a 202 is missing: {e}"));
+        assert_eq!(status, "accepted", "{id}");
+        assert_eq!(deliveries, 1, "{id} delivered {deliveries} times");
+    }
+    // Nothing else reached the network: one outbox row per sent attempt.
+    let sent: i64 = c
+        .query_row("SELECT count(*) FROM send_attempts WHERE status = 'accepted'", [], |r| r.get(0))
+        .unwrap();
+    let outbox: i64 = c.query_row("SELECT count(*) FROM sandbox_outbox", [], |r| r.get(0)).unwrap();
+    let orphans: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sandbox_outbox o WHERE NOT EXISTS
+               (SELECT 1 FROM send_attempts a WHERE a.message_id = o.message_id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outbox, sent, "outbox rows vs sent attempts");
+    assert_eq!(orphans, 0, "deliveries that belong to no attempt (a re-send with a new id)");
+    assert!(sent as usize >= accepted.len());
+}
