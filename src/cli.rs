@@ -15,7 +15,11 @@ use crate::domain::{AccountStatus, DriverKind, Phone, Role};
 use crate::store::{admin, outbox, Store, StoreError};
 
 #[derive(Parser, Debug)]
-#[command(name = "whatan", version, about = "Self-hosted WhatsApp Send API server")]
+#[command(
+    name = "whatan",
+    version,
+    about = "Self-hosted WhatsApp Send API server"
+)]
 pub struct Cli {
     /// Config file (default: ./whatan.toml if present).
     #[arg(long, global = true)]
@@ -83,7 +87,9 @@ pub enum AccountCmd {
         pair_code: bool,
     },
     /// Mark offline; queued sends wait (up to pacing.offline_grace).
-    Disconnect { id: String },
+    Disconnect {
+        id: String,
+    },
     List,
 }
 
@@ -127,7 +133,9 @@ pub enum TokenCmd {
         #[arg(long, default_value = "send")]
         kind: String,
     },
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
     List,
 }
 
@@ -195,10 +203,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         return Ok(());
     }
     let mut config = load_config(&cli)?;
-    if let Command::Serve { listen: Some(listen) } = &cli.command {
-        config.server.listen = listen
-            .parse()
-            .map_err(|_| CliError(format!("--listen: {listen:?} is not an address like 127.0.0.1:8080")))?;
+    if let Command::Serve {
+        listen: Some(listen),
+    } = &cli.command
+    {
+        config.server.listen = listen.parse().map_err(|_| {
+            CliError(format!(
+                "--listen: {listen:?} is not an address like 127.0.0.1:8080"
+            ))
+        })?;
     }
     let store = Store::open(&config.database.path)?;
     let json_out = cli.json;
@@ -214,22 +227,38 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Config(_) => Ok(()),
         Command::Workspace(WorkspaceCmd::Create { name }) => {
             let ws = store.write_blocking(move |c| admin::create_workspace(c, &name))?;
-            print(json!({"id": ws.id, "name": ws.name}), format!("created workspace {} ({})", ws.id, ws.name));
+            print(
+                json!({"id": ws.id, "name": ws.name}),
+                format!("created workspace {} ({})", ws.id, ws.name),
+            );
             Ok(())
         }
         Command::Workspace(WorkspaceCmd::List) => {
             let all = store.read_blocking(admin::list_workspaces)?;
-            let human = all.iter().map(|w| format!("{}  {}", w.id, w.name)).collect::<Vec<_>>().join("\n");
+            let human = all
+                .iter()
+                .map(|w| format!("{}  {}", w.id, w.name))
+                .collect::<Vec<_>>()
+                .join("\n");
             print(serde_json::to_value(&all).unwrap_or_default(), human);
             Ok(())
         }
-        Command::User(UserCmd::Add { workspace, name, role }) => {
-            let role = Role::parse(&role)
-                .ok_or_else(|| CliError(format!("bad role {role:?}: use owner, admin or member")))?;
-            let user = store.write_blocking(move |c| admin::add_user(c, &workspace, &name, role))?;
+        Command::User(UserCmd::Add {
+            workspace,
+            name,
+            role,
+        }) => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                CliError(format!("bad role {role:?}: use owner, admin or member"))
+            })?;
+            let user =
+                store.write_blocking(move |c| admin::add_user(c, &workspace, &name, role))?;
             print(
                 json!({"id": user.id, "workspace": user.workspace, "name": user.name, "role": user.role}),
-                format!("created {} {} ({}) in {}", user.role, user.id, user.name, user.workspace),
+                format!(
+                    "created {} {} ({}) in {}",
+                    user.role, user.id, user.name, user.workspace
+                ),
             );
             Ok(())
         }
@@ -247,7 +276,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let account = add_account(&store, add)?;
             print(
                 account_json(&account),
-                format!("added {} account {} ({}), {}", account.driver, account.id, account.phone, account.status),
+                format!(
+                    "added {} account {} ({}), {}",
+                    account.driver, account.id, account.phone, account.status
+                ),
             );
             Ok(())
         }
@@ -264,21 +296,33 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     )))
                 }
             }
-            let account = store
-                .write_blocking(move |c| admin::set_account_status(c, &id, AccountStatus::Connected, None))?;
+            let account = store.write_blocking(move |c| {
+                admin::set_account_status(c, &id, AccountStatus::Connected, None)
+            })?;
             print(
                 json!({"id": account.id, "status": account.status}),
-                format!("account {} ({}) is {}", account.id, account.phone, account.status),
+                format!(
+                    "account {} ({}) is {}",
+                    account.id, account.phone, account.status
+                ),
             );
             Ok(())
         }
         Command::Account(AccountCmd::Disconnect { id }) => {
             let account = store.write_blocking(move |c| {
-                admin::set_account_status(c, &id, AccountStatus::Disconnected, Some("disconnected by an administrator"))
+                admin::set_account_status(
+                    c,
+                    &id,
+                    AccountStatus::Disconnected,
+                    Some("disconnected by an administrator"),
+                )
             })?;
             print(
                 json!({"id": account.id, "status": account.status}),
-                format!("account {} ({}) is {}", account.id, account.phone, account.status),
+                format!(
+                    "account {} ({}) is {}",
+                    account.id, account.phone, account.status
+                ),
             );
             Ok(())
         }
@@ -286,39 +330,58 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let all = store.read_blocking(admin::list_accounts)?;
             let human = all
                 .iter()
-                .map(|a| format!("{}  {}  {}  {}  user {}", a.id, a.phone, a.driver, a.status, a.user))
+                .map(|a| {
+                    format!(
+                        "{}  {}  {}  {}  user {}",
+                        a.id, a.phone, a.driver, a.status, a.user
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             print(Value::Array(all.iter().map(account_json).collect()), human);
             Ok(())
         }
-        Command::Token(TokenCmd::Create { user, name, expires_in, kind }) => {
+        Command::Token(TokenCmd::Create {
+            user,
+            name,
+            expires_in,
+            kind,
+        }) => {
             let kind = TokenKind::parse(&kind)
                 .ok_or_else(|| CliError(format!("bad token kind {kind:?}: use send or mcp")))?;
             let expires_at = match expires_in {
                 None => None,
                 Some(s) => {
-                    let d = parse_duration(&s)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| CliError(format!("--expires-in: invalid duration {s:?} (e.g. 90d, 12h)")))?;
+                    let d = parse_duration(&s).filter(|d| !d.is_zero()).ok_or_else(|| {
+                        CliError(format!(
+                            "--expires-in: invalid duration {s:?} (e.g. 90d, 12h)"
+                        ))
+                    })?;
                     Some(now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
                 }
             };
             let new = token::generate(kind);
             let secret = new.secret.clone();
             let u = user.clone();
-            let id = store.write_blocking(move |c| admin::create_token(c, &u, kind, name.as_deref(), expires_at, &new))?;
+            let id = store.write_blocking(move |c| {
+                admin::create_token(c, &u, kind, name.as_deref(), expires_at, &new)
+            })?;
             print(
                 json!({"id": id, "token": secret, "user": user, "kind": kind.as_str(),
                        "expiresAt": expires_at.map(crate::clock::rfc3339_ms)}),
-                format!("created token {id} for {user}. Copy it now, it is not shown again:\n{secret}"),
+                format!(
+                    "created token {id} for {user}. Copy it now, it is not shown again:\n{secret}"
+                ),
             );
             Ok(())
         }
         Command::Token(TokenCmd::Revoke { id }) => {
             let i = id.clone();
             store.write_blocking(move |c| admin::revoke_token(c, &i))?;
-            print(json!({"id": id, "revoked": true}), format!("revoked token {id}"));
+            print(
+                json!({"id": id, "revoked": true}),
+                format!("revoked token {id}"),
+            );
             Ok(())
         }
         Command::Token(TokenCmd::List) => {
@@ -344,7 +407,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let all = store.read_blocking(outbox::list)?;
             let human = all
                 .iter()
-                .map(|e| format!("{}  {}  {} -> {}  {}  {}", e.delivered_at, e.message_id, e.from, e.to, e.type_name, e.body))
+                .map(|e| {
+                    format!(
+                        "{}  {}  {} -> {}  {}  {}",
+                        e.delivered_at, e.message_id, e.from, e.to, e.type_name, e.body
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             print(serde_json::to_value(&all).unwrap_or_default(), human);
@@ -361,9 +429,14 @@ fn account_json(a: &admin::Account) -> Value {
 }
 
 fn add_account(store: &Store, add: AccountAdd) -> Result<admin::Account, CliError> {
-    let phone = Phone::parse(&add.phone).map_err(|e| CliError(format!("phone {:?}: {e}", add.phone)))?;
-    let driver = DriverKind::parse(&add.driver)
-        .ok_or_else(|| CliError(format!("bad driver {:?}: use sandbox, cloud or web", add.driver)))?;
+    let phone =
+        Phone::parse(&add.phone).map_err(|e| CliError(format!("phone {:?}: {e}", add.phone)))?;
+    let driver = DriverKind::parse(&add.driver).ok_or_else(|| {
+        CliError(format!(
+            "bad driver {:?}: use sandbox, cloud or web",
+            add.driver
+        ))
+    })?;
     let settings = match driver {
         DriverKind::Cloud => {
             let need = |v: &Option<String>, flag: &str| {
@@ -379,14 +452,19 @@ fn add_account(store: &Store, add: AccountAdd) -> Result<admin::Account, CliErro
             })
         }
         _ => {
-            if add.phone_number_id.is_some() || add.access_token.is_some() || add.app_secret.is_some() || add.verify_token.is_some() {
+            if add.phone_number_id.is_some()
+                || add.access_token.is_some()
+                || add.app_secret.is_some()
+                || add.verify_token.is_some()
+            {
                 return Err(CliError("--phone-number-id, --access-token, --app-secret and --verify-token are for --driver cloud".into()));
             }
             json!({})
         }
     };
     let (ws, user, e164) = (add.workspace, add.user, phone.e164().to_string());
-    Ok(store.write_blocking(move |c| admin::add_account(c, &ws, &user, &e164, driver, &settings))?)
+    Ok(store
+        .write_blocking(move |c| admin::add_account(c, &ws, &user, &e164, driver, &settings))?)
 }
 
 /// Create a workspace, an owner, a connected sandbox account and a send
@@ -400,7 +478,14 @@ fn bootstrap(store: &Store) -> Result<Option<(admin::Account, String)>, CliError
         }
         let ws = admin::create_workspace(c, "My workspace")?;
         let owner = admin::add_user(c, &ws.id, "Owner", Role::Owner)?;
-        let account = admin::add_account(c, &ws.id, &owner.id, "+917000000001", DriverKind::Sandbox, &json!({}))?;
+        let account = admin::add_account(
+            c,
+            &ws.id,
+            &owner.id,
+            "+917000000001",
+            DriverKind::Sandbox,
+            &json!({}),
+        )?;
         admin::create_token(c, &owner.id, TokenKind::Send, Some("first-run"), None, &new)?;
         Ok(Some(account))
     })?;
@@ -420,7 +505,8 @@ fn serve(config: Config, store: Store, json_out: bool) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| CliError(e.to_string()))?;
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(|e| CliError(e.to_string()))?;
         tracing::info!(%addr, db = %store.path().display(), "whatan listening");
         if json_out {
             println!("{}", json!({"listening": addr.to_string()}));
@@ -431,7 +517,12 @@ fn serve(config: Config, store: Store, json_out: bool) -> Result<(), CliError> {
     })
 }
 
-fn print_first_run(account: &admin::Account, secret: &str, addr: std::net::SocketAddr, json_out: bool) {
+fn print_first_run(
+    account: &admin::Account,
+    secret: &str,
+    addr: std::net::SocketAddr,
+    json_out: bool,
+) {
     if json_out {
         println!(
             "{}",

@@ -23,9 +23,15 @@ pub const EXAMPLE: &str = include_str!("../whatan.toml.example");
 const KEYS: &[(&str, &[&str])] = &[
     ("server", &["listen", "max_connections", "shutdown_timeout"]),
     ("database", &["path"]),
-    ("pacing", &["min_delay", "max_delay", "daily_limit", "offline_grace"]),
+    (
+        "pacing",
+        &["min_delay", "max_delay", "daily_limit", "offline_grace"],
+    ),
     ("sandbox", &["unreachable", "receipt_delay", "ack_delay"]),
-    ("cloud", &["graph_base_url", "graph_version", "request_timeout"]),
+    (
+        "cloud",
+        &["graph_base_url", "graph_version", "request_timeout"],
+    ),
     (
         "media",
         &[
@@ -145,9 +151,9 @@ impl Config {
         if let Some(path) = path {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-            table = text
-                .parse::<Table>()
-                .map_err(|e| ConfigError(format!("{}: {}", path.display(), one_line(&e.to_string()))))?;
+            table = text.parse::<Table>().map_err(|e| {
+                ConfigError(format!("{}: {}", path.display(), one_line(&e.to_string())))
+            })?;
         }
         overlay_env(&mut table, env)?;
         Config::from_table(&table)
@@ -165,7 +171,10 @@ impl Config {
         check_known_keys(table)?;
         let mut c = Config::default();
         let get = |section: &str, key: &str| -> Option<&Value> {
-            table.get(section).and_then(Value::as_table).and_then(|t| t.get(key))
+            table
+                .get(section)
+                .and_then(Value::as_table)
+                .and_then(|t| t.get(key))
         };
         macro_rules! set {
             ($section:literal . $key:literal, $parse:expr, $target:expr) => {
@@ -219,7 +228,9 @@ fn check_known_keys(table: &Table) -> Result<(), ConfigError> {
             return Err(ConfigError(format!("unknown section [{section}]")));
         };
         let Some(inner) = value.as_table() else {
-            return Err(ConfigError(format!("{section} must be a [{section}] table")));
+            return Err(ConfigError(format!(
+                "{section} must be a [{section}] table"
+            )));
         };
         for key in inner.keys() {
             if !keys.contains(&key.as_str()) {
@@ -251,7 +262,9 @@ fn overlay_env(
         };
         let key = &rest[section.len() + 1..];
         if !keys.contains(&key) {
-            return Err(ConfigError(format!("unknown key {section}.{key} (from {name})")));
+            return Err(ConfigError(format!(
+                "unknown key {section}.{key} (from {name})"
+            )));
         }
         let value = format!("v = {raw}")
             .parse::<Table>()
@@ -292,7 +305,12 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms >= size && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -311,8 +329,11 @@ fn duration(key: &str, v: &Value) -> Result<Duration, ConfigError> {
 
 fn socket_addr(key: &str, v: &Value) -> Result<SocketAddr, ConfigError> {
     let s = as_str(key, v)?;
-    s.parse()
-        .map_err(|_| ConfigError(format!("{key}: {s:?} is not an address like 127.0.0.1:8080")))
+    s.parse().map_err(|_| {
+        ConfigError(format!(
+            "{key}: {s:?} is not an address like 127.0.0.1:8080"
+        ))
+    })
 }
 
 fn path_buf(key: &str, v: &Value) -> Result<PathBuf, ConfigError> {
@@ -359,7 +380,10 @@ fn string_list<'a>(key: &str, v: &'a Value) -> Result<Vec<&'a str>, ConfigError>
         .as_array()
         .ok_or_else(|| ConfigError(format!("{key} must be an array of strings")))?;
     arr.iter()
-        .map(|x| x.as_str().ok_or_else(|| ConfigError(format!("{key} must be an array of strings"))))
+        .map(|x| {
+            x.as_str()
+                .ok_or_else(|| ConfigError(format!("{key} must be an array of strings")))
+        })
         .collect()
 }
 
@@ -388,9 +412,13 @@ fn graph_version(key: &str, v: &Value) -> Result<String, ConfigError> {
     let s = as_str(key, v)?;
     let ok = s.len() <= 10
         && s.starts_with('v')
-        && s[1..].split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        && s[1..]
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if !ok {
-        return Err(ConfigError(format!("{key}: {s:?} is not a Graph API version like \"v23.0\"")));
+        return Err(ConfigError(format!(
+            "{key}: {s:?} is not a Graph API version like \"v23.0\""
+        )));
     }
     Ok(s.to_string())
 }
@@ -419,7 +447,9 @@ fn networks(key: &str, v: &Value) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         .map(|s| {
             s.parse::<ipnet::IpNet>()
                 .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| ConfigError(format!("{key}: {s:?} is not a network like 127.0.0.1/32")))
+                .map_err(|_| {
+                    ConfigError(format!("{key}: {s:?} is not a network like 127.0.0.1/32"))
+                })
         })
         .collect()
 }
@@ -451,10 +481,16 @@ mod tests {
         assert_eq!(c.cloud.graph_version, d.cloud.graph_version);
         assert_eq!(c.media.max_image_bytes, d.media.max_image_bytes);
         for (section, keys) in KEYS {
-            assert!(EXAMPLE.contains(&format!("[{section}]")), "example lacks [{section}]");
+            assert!(
+                EXAMPLE.contains(&format!("[{section}]")),
+                "example lacks [{section}]"
+            );
             for key in *keys {
                 assert!(
-                    EXAMPLE.lines().any(|l| l.trim_start_matches('#').trim_start().starts_with(&format!("{key} ="))),
+                    EXAMPLE.lines().any(|l| l
+                        .trim_start_matches('#')
+                        .trim_start()
+                        .starts_with(&format!("{key} ="))),
                     "example does not document {section}.{key}"
                 );
             }
@@ -465,7 +501,11 @@ mod tests {
     fn env_wins_over_file() {
         let c = load(
             "[pacing]\nmin_delay = \"1s\"\nmax_delay = \"2s\"\n",
-            &[("WHATAN_PACING_MIN_DELAY", "10ms"), ("WHATAN_PACING_DAILY_LIMIT", "7"), ("OTHER", "x")],
+            &[
+                ("WHATAN_PACING_MIN_DELAY", "10ms"),
+                ("WHATAN_PACING_DAILY_LIMIT", "7"),
+                ("OTHER", "x"),
+            ],
         )
         .unwrap();
         assert_eq!(c.pacing.min_delay, Duration::from_millis(10));
@@ -479,18 +519,29 @@ mod tests {
             ("[pacing]\nfoo = 1\n", "pacing.foo"),
             ("[nope]\n", "[nope]"),
             ("[pacing]\nmin_delay = \"5x\"\n", "pacing.min_delay"),
-            ("[pacing]\nmin_delay = \"5m\"\nmax_delay = \"2m\"\n", "pacing.min_delay"),
+            (
+                "[pacing]\nmin_delay = \"5m\"\nmax_delay = \"2m\"\n",
+                "pacing.min_delay",
+            ),
             ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
             ("[pacing]\ndaily_limit = -1\n", "pacing.daily_limit"),
-            ("[media]\nresolve = { \"a.example\" = [\"not-ip\"] }\n", "media.resolve.a.example"),
-            ("[sandbox]\nunreachable = [\"123\"]\n", "sandbox.unreachable"),
+            (
+                "[media]\nresolve = { \"a.example\" = [\"not-ip\"] }\n",
+                "media.resolve.a.example",
+            ),
+            (
+                "[sandbox]\nunreachable = [\"123\"]\n",
+                "sandbox.unreachable",
+            ),
         ];
         for (text, key) in cases {
             let err = load(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{err:?} should name {key}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
-        let err = load("", &[("WHATAN_PACING_TYPO", "1")]).unwrap_err().to_string();
+        let err = load("", &[("WHATAN_PACING_TYPO", "1")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pacing.typo"), "{err}");
     }
 

@@ -740,7 +740,14 @@ impl MediaGuard {
         // `.internal`) are never in public DNS: refuse them without asking a
         // resolver, which might be a private one that answers them.
         const RESERVED: [&str; 8] = [
-            "invalid", "test", "example", "local", "onion", "internal", "alt", "home.arpa",
+            "invalid",
+            "test",
+            "example",
+            "local",
+            "onion",
+            "internal",
+            "alt",
+            "home.arpa",
         ];
         if RESERVED
             .iter()

@@ -34,7 +34,11 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The drivers this build has, wired to the engine's event channel.
 pub fn build_drivers(config: &Config, store: &Store, events: EventSink) -> Drivers {
-    Drivers::default().with(Arc::new(SandboxDriver::new(store.clone(), &config.sandbox, events)))
+    Drivers::default().with(Arc::new(SandboxDriver::new(
+        store.clone(),
+        &config.sandbox,
+        events,
+    )))
 }
 
 /// Run the whole server on `listener` until `shutdown` resolves, then drain
@@ -64,7 +68,14 @@ pub async fn serve(
         media,
         engine: engine.clone(),
     };
-    run_http(listener, state, config.server.max_connections, config.server.shutdown_timeout, shutdown).await;
+    run_http(
+        listener,
+        state,
+        config.server.max_connections,
+        config.server.shutdown_timeout,
+        shutdown,
+    )
+    .await;
     let _ = stop_tx.send(true);
     engine.drain(config.server.shutdown_timeout).await;
     tracing::info!("stopped");
@@ -123,7 +134,10 @@ pub async fn run_http(
     }
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not finish within the shutdown timeout");
     }
 }

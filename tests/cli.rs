@@ -43,7 +43,10 @@ fn json(db: &Path, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{args:?}: stdout is not one JSON value ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "{args:?}: stdout is not one JSON value ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -71,17 +74,48 @@ struct Setup {
 fn setup(db: &Path) -> Setup {
     let ws = json(db, &["workspace", "create", "Acme"]);
     assert_eq!(ws["name"], "Acme");
-    let owner = json(db, &["user", "add", "--workspace", &s(&ws, "id"), "--name", "Ana", "--role", "owner"]);
+    let owner = json(
+        db,
+        &[
+            "user",
+            "add",
+            "--workspace",
+            &s(&ws, "id"),
+            "--name",
+            "Ana",
+            "--role",
+            "owner",
+        ],
+    );
     assert_eq!(owner["role"], "owner");
     assert_eq!(owner["workspace"], ws["id"]);
     let account = json(
         db,
-        &["account", "add", "--workspace", &s(&ws, "id"), "--user", &s(&owner, "id"), "--phone", "+91 70000-00001"],
+        &[
+            "account",
+            "add",
+            "--workspace",
+            &s(&ws, "id"),
+            "--user",
+            &s(&owner, "id"),
+            "--phone",
+            "+91 70000-00001",
+        ],
     );
     assert_eq!(account["phone"], "+917000000001");
     assert_eq!(account["driver"], "sandbox");
     assert_eq!(account["status"], "connected");
-    let token = json(db, &["token", "create", "--user", &s(&owner, "id"), "--name", "crm"]);
+    let token = json(
+        db,
+        &[
+            "token",
+            "create",
+            "--user",
+            &s(&owner, "id"),
+            "--name",
+            "crm",
+        ],
+    );
     assert!(s(&token, "token").starts_with("whatan_send_"));
     Setup {
         ws: s(&ws, "id"),
@@ -97,23 +131,45 @@ fn admin_commands_print_the_documented_json() {
     let st = setup(&db.path);
     let list = json(&db.path, &["workspace", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
-    assert_eq!(json(&db.path, &["user", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&db.path, &["user", "list"]).as_array().unwrap().len(),
+        1
+    );
     let accounts = json(&db.path, &["account", "list"]);
     assert_eq!(accounts[0]["id"], st.account.as_str());
     let off = json(&db.path, &["account", "disconnect", &st.account]);
-    assert_eq!(off, serde_json::json!({"id": st.account, "status": "disconnected"}));
+    assert_eq!(
+        off,
+        serde_json::json!({"id": st.account, "status": "disconnected"})
+    );
     let on = json(&db.path, &["account", "connect", &st.account]);
     assert_eq!(on["status"], "connected");
     let tokens = json(&db.path, &["token", "list"]);
     let text = tokens.to_string();
-    assert!(!text.contains(&st.token), "token list must not show secrets");
+    assert!(
+        !text.contains(&st.token),
+        "token list must not show secrets"
+    );
     let id = tokens[0]["id"].as_str().unwrap().to_string();
     let revoked = json(&db.path, &["token", "revoke", &id]);
     assert_eq!(revoked, serde_json::json!({"id": id, "revoked": true}));
     assert_eq!(json(&db.path, &["token", "list"])[0]["revoked"], true);
-    let expiring = json(&db.path, &["token", "create", "--user", &st.owner, "--expires-in", "90d"]);
+    let expiring = json(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--user",
+            &st.owner,
+            "--expires-in",
+            "90d",
+        ],
+    );
     assert!(expiring["expiresAt"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(json(&db.path, &["sandbox", "outbox"]), serde_json::json!([]));
+    assert_eq!(
+        json(&db.path, &["sandbox", "outbox"]),
+        serde_json::json!([])
+    );
 }
 
 #[test]
@@ -121,16 +177,117 @@ fn bad_input_fails_with_one_line_and_writes_nothing() {
     let db = fresh_db();
     let st = setup(&db.path);
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["user", "add", "--workspace", "ws_nope", "--name", "x", "--role", "owner"], "unknown workspace"),
-        (vec!["user", "add", "--workspace", &st.ws, "--name", "x", "--role", "king"], "bad role"),
-        (vec!["account", "add", "--workspace", &st.ws, "--user", &st.owner, "--phone", "+917000000001"], "already"),
-        (vec!["account", "add", "--workspace", &st.ws, "--user", "usr_nope", "--phone", "+917000000002"], "unknown user"),
-        (vec!["account", "add", "--workspace", &st.ws, "--user", &st.owner, "--phone", "07000000002"], "phone"),
-        (vec!["account", "add", "--workspace", &st.ws, "--user", &st.owner, "--phone", "+917000000002", "--driver", "fax"], "bad driver"),
-        (vec!["account", "add", "--workspace", &st.ws, "--user", &st.owner, "--phone", "+917000000002", "--driver", "cloud"], "needs --phone-number-id"),
+        (
+            vec![
+                "user",
+                "add",
+                "--workspace",
+                "ws_nope",
+                "--name",
+                "x",
+                "--role",
+                "owner",
+            ],
+            "unknown workspace",
+        ),
+        (
+            vec![
+                "user",
+                "add",
+                "--workspace",
+                &st.ws,
+                "--name",
+                "x",
+                "--role",
+                "king",
+            ],
+            "bad role",
+        ),
+        (
+            vec![
+                "account",
+                "add",
+                "--workspace",
+                &st.ws,
+                "--user",
+                &st.owner,
+                "--phone",
+                "+917000000001",
+            ],
+            "already",
+        ),
+        (
+            vec![
+                "account",
+                "add",
+                "--workspace",
+                &st.ws,
+                "--user",
+                "usr_nope",
+                "--phone",
+                "+917000000002",
+            ],
+            "unknown user",
+        ),
+        (
+            vec![
+                "account",
+                "add",
+                "--workspace",
+                &st.ws,
+                "--user",
+                &st.owner,
+                "--phone",
+                "07000000002",
+            ],
+            "phone",
+        ),
+        (
+            vec![
+                "account",
+                "add",
+                "--workspace",
+                &st.ws,
+                "--user",
+                &st.owner,
+                "--phone",
+                "+917000000002",
+                "--driver",
+                "fax",
+            ],
+            "bad driver",
+        ),
+        (
+            vec![
+                "account",
+                "add",
+                "--workspace",
+                &st.ws,
+                "--user",
+                &st.owner,
+                "--phone",
+                "+917000000002",
+                "--driver",
+                "cloud",
+            ],
+            "needs --phone-number-id",
+        ),
         (vec!["account", "connect", "acc_nope"], "unknown account"),
-        (vec!["token", "create", "--user", "usr_nope"], "unknown user"),
-        (vec!["token", "create", "--user", &st.owner, "--expires-in", "soon"], "expires-in"),
+        (
+            vec!["token", "create", "--user", "usr_nope"],
+            "unknown user",
+        ),
+        (
+            vec![
+                "token",
+                "create",
+                "--user",
+                &st.owner,
+                "--expires-in",
+                "soon",
+            ],
+            "expires-in",
+        ),
         (vec!["token", "revoke", "tok_nope"], "unknown token"),
         (vec!["workspace", "create", ""], "workspace name"),
     ];
@@ -138,9 +295,21 @@ fn bad_input_fails_with_one_line_and_writes_nothing() {
         let err = fails(&db.path, &args);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    assert_eq!(json(&db.path, &["user", "list"]).as_array().unwrap().len(), 1);
-    assert_eq!(json(&db.path, &["account", "list"]).as_array().unwrap().len(), 1);
-    assert_eq!(json(&db.path, &["token", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&db.path, &["user", "list"]).as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        json(&db.path, &["account", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        json(&db.path, &["token", "list"]).as_array().unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -153,7 +322,9 @@ fn the_token_secret_appears_nowhere_in_the_database_files() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         assert!(
-            !bytes.windows(st.token.len()).any(|w| w == st.token.as_bytes()),
+            !bytes
+                .windows(st.token.len())
+                .any(|w| w == st.token.as_bytes()),
             "secret found in {}",
             path.display()
         );
@@ -167,14 +338,29 @@ fn bad_config_stops_start_up_with_one_line_naming_the_key() {
     let db = fresh_db();
     let dir = db.path.parent().unwrap();
     let cases = [
-        ("[pacing]\nmin_delay = \"5m\"\nmax_delay = \"2m\"\n", "pacing.min_delay"),
+        (
+            "[pacing]\nmin_delay = \"5m\"\nmax_delay = \"2m\"\n",
+            "pacing.min_delay",
+        ),
         ("[pacing]\nspeed = 3\n", "pacing.speed"),
-        ("[sandbox]\nreceipt_delay = \"soon\"\n", "sandbox.receipt_delay"),
+        (
+            "[sandbox]\nreceipt_delay = \"soon\"\n",
+            "sandbox.receipt_delay",
+        ),
     ];
     for (text, key) in cases {
         let file = dir.join("bad.toml");
         std::fs::write(&file, text).unwrap();
-        let err = fails(&db.path, &["--config", file.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"]);
+        let err = fails(
+            &db.path,
+            &[
+                "--config",
+                file.to_str().unwrap(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        );
         assert!(err.contains(key), "{err}");
     }
     let out = Command::new(BIN)
@@ -189,7 +375,10 @@ fn bad_config_stops_start_up_with_one_line_naming_the_key() {
 
 #[test]
 fn config_example_prints_the_example_file() {
-    let out = Command::new(BIN).args(["config", "example"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "example"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(whatan::config::Config::from_toml(&text).is_ok());
@@ -224,13 +413,19 @@ fn serve(db: &Path, envs: &[(&str, &str)]) -> Server {
         }
         first_line = v;
     };
-    Server { child, addr, first_line }
+    Server {
+        child,
+        addr,
+        first_line,
+    }
 }
 
 fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -239,22 +434,38 @@ fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, 
     let mut out = String::new();
     stream.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 fn sigterm_and_wait(mut server: Server) -> std::process::ExitStatus {
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     server.child.wait().unwrap()
 }
 
 #[test]
 fn first_run_bootstraps_prints_a_token_and_the_curl_command_works() {
     let db = fresh_db();
-    let server = serve(&db.path, &[("WHATAN_PACING_MIN_DELAY", "1ms"), ("WHATAN_PACING_MAX_DELAY", "2ms")]);
+    let server = serve(
+        &db.path,
+        &[
+            ("WHATAN_PACING_MIN_DELAY", "1ms"),
+            ("WHATAN_PACING_MAX_DELAY", "2ms"),
+        ],
+    );
     let first = &server.first_line["firstRun"];
-    let token = first["token"].as_str().expect("first run prints a token").to_string();
+    let token = first["token"]
+        .as_str()
+        .expect("first run prints a token")
+        .to_string();
     let (status, body) = http(
         &server.addr,
         "POST",
@@ -267,7 +478,13 @@ fn first_run_bootstraps_prints_a_token_and_the_curl_command_works() {
     // Second start: the database is not empty, nothing is bootstrapped again.
     let again = serve(&db.path, &[]);
     assert!(again.first_line.is_null());
-    assert_eq!(json(&db.path, &["workspace", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&db.path, &["workspace", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(sigterm_and_wait(again).code(), Some(0));
 }
 
@@ -277,15 +494,54 @@ fn cli_changes_take_effect_in_a_running_server() {
     let st = setup(&db.path);
     let server = serve(&db.path, &[]);
     let send = r#"{"to": "+917999709798", "type": "text", "text": "x"}"#;
-    assert_eq!(http(&server.addr, "POST", "/api/v1/messages/send", &st.token, send).0, 202);
+    assert_eq!(
+        http(
+            &server.addr,
+            "POST",
+            "/api/v1/messages/send",
+            &st.token,
+            send
+        )
+        .0,
+        202
+    );
     json(&db.path, &["account", "disconnect", &st.account]);
-    let (status, body) = http(&server.addr, "POST", "/api/v1/messages/send", &st.token, send);
+    let (status, body) = http(
+        &server.addr,
+        "POST",
+        "/api/v1/messages/send",
+        &st.token,
+        send,
+    );
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("whatsapp_not_connected"));
     json(&db.path, &["account", "connect", &st.account]);
-    assert_eq!(http(&server.addr, "POST", "/api/v1/messages/send", &st.token, send).0, 202);
-    let id = json(&db.path, &["token", "list"])[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        http(
+            &server.addr,
+            "POST",
+            "/api/v1/messages/send",
+            &st.token,
+            send
+        )
+        .0,
+        202
+    );
+    let id = json(&db.path, &["token", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     json(&db.path, &["token", "revoke", &id]);
-    assert_eq!(http(&server.addr, "POST", "/api/v1/messages/send", &st.token, send).0, 401);
+    assert_eq!(
+        http(
+            &server.addr,
+            "POST",
+            "/api/v1/messages/send",
+            &st.token,
+            send
+        )
+        .0,
+        401
+    );
     assert_eq!(sigterm_and_wait(server).code(), Some(0));
 }

@@ -14,6 +14,7 @@ const ROUNDS: usize = 4;
 const ACCEPTED_PER_ROUND: usize = 80;
 const CLIENTS: usize = 6;
 
+#[allow(clippy::zombie_processes)] // every caller kills and waits
 fn start(db: &Path) -> (Child, String, Option<String>) {
     let mut child = Command::new(BIN)
         .arg("--db")
@@ -49,7 +50,9 @@ fn start(db: &Path) -> (Child, String, Option<String>) {
 fn send(addr: &str, token: &str, key: &str, n: usize) -> Option<String> {
     let body = format!(r#"{{"to":"+9179997{n:05}","type":"text","text":"crash test {n}"}}"#);
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let req = format!(
         "POST /api/v1/messages/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -91,8 +94,13 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..CLIENTS)
             .map(|c| {
-                let (addr, token, stop, accepted, counter) =
-                    (addr.clone(), token.clone(), stop.clone(), accepted.clone(), counter.clone());
+                let (addr, token, stop, accepted, counter) = (
+                    addr.clone(),
+                    token.clone(),
+                    stop.clone(),
+                    accepted.clone(),
+                    counter.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut n = 0;
                     while !stop.load(Ordering::SeqCst) && n < 10_000 {
@@ -150,9 +158,15 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
     }
     // Nothing else reached the network: one outbox row per sent attempt.
     let sent: i64 = c
-        .query_row("SELECT count(*) FROM send_attempts WHERE status = 'accepted'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM send_attempts WHERE status = 'accepted'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    let outbox: i64 = c.query_row("SELECT count(*) FROM sandbox_outbox", [], |r| r.get(0)).unwrap();
+    let outbox: i64 = c
+        .query_row("SELECT count(*) FROM sandbox_outbox", [], |r| r.get(0))
+        .unwrap();
     let orphans: i64 = c
         .query_row(
             "SELECT count(*) FROM sandbox_outbox o WHERE NOT EXISTS
@@ -162,6 +176,9 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
         )
         .unwrap();
     assert_eq!(outbox, sent, "outbox rows vs sent attempts");
-    assert_eq!(orphans, 0, "deliveries that belong to no attempt (a re-send with a new id)");
+    assert_eq!(
+        orphans, 0,
+        "deliveries that belong to no attempt (a re-send with a new id)"
+    );
     assert!(sent as usize >= accepted.len());
 }

@@ -21,7 +21,11 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
         .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
     let secret = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        _ => return Err(ApiError::unauthorized("the Authorization header must use the Bearer scheme")),
+        _ => {
+            return Err(ApiError::unauthorized(
+                "the Authorization header must use the Bearer scheme",
+            ))
+        }
     };
     if !token::looks_like_token(secret) {
         return Err(ApiError::unauthorized("invalid token"));

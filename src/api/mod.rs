@@ -147,7 +147,10 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let result = match (path.as_str(), path.strip_prefix("/api/v1/messages/")) {
         ("/healthz", _) => match method {
-            Method::GET | Method::HEAD => Ok(json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())),
+            Method::GET | Method::HEAD => Ok(json_response(
+                StatusCode::OK,
+                br#"{"status":"ok"}"#.to_vec(),
+            )),
             _ => Err(method_not_allowed("GET, HEAD")),
         },
         ("/api/v1/messages/send", _) => match method {

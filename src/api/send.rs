@@ -59,28 +59,37 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
                     ApiError::new(
                         StatusCode::FORBIDDEN,
                         "sender_not_allowed",
-                        format!("{} is not a connected sender in this workspace", from.e164()),
+                        format!(
+                            "{} is not a connected sender in this workspace",
+                            from.e164()
+                        ),
                     )
                 })?;
             (SenderMode::Workspace, Some(account))
         }
         None => {
             let user = principal.user_id.clone();
-            let account = state.store.read(move |c| admin::account_of_user(c, &user)).await?;
+            let account = state
+                .store
+                .read(move |c| admin::account_of_user(c, &user))
+                .await?;
             (SenderMode::Personal, account)
         }
     };
 
     if let Some(url) = request.message.media_url() {
         state.media.validate(url).await.map_err(|e| {
-            let mut err = ApiError::new(StatusCode::BAD_REQUEST, "invalid_media_url", e.to_string());
+            let mut err =
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_media_url", e.to_string());
             err.field = Some(format!("{}.url", request.message.type_name()));
             err
         })?;
     }
 
     let Some(account) = account else {
-        return Err(not_connected("no WhatsApp account is attached to this token's user"));
+        return Err(not_connected(
+            "no WhatsApp account is attached to this token's user",
+        ));
     };
 
     let now = now_ms();
@@ -125,11 +134,13 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(response)
         }
-        Ok(EnqueueOutcome::KeyConflict) | Err(crate::store::StoreError::Conflict(_)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_conflict",
-            "this Idempotency-Key was already used with a different request",
-        )),
+        Ok(EnqueueOutcome::KeyConflict) | Err(crate::store::StoreError::Conflict(_)) => {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "this Idempotency-Key was already used with a different request",
+            ))
+        }
         Ok(EnqueueOutcome::NotConnected) => Err(not_connected(&format!(
             "the WhatsApp account {} is not connected",
             account.phone
@@ -199,7 +210,10 @@ mod tests {
     #[test]
     fn idempotency_key_syntax() {
         assert_eq!(key(&[]), Ok(None));
-        assert_eq!(key(&[b"attio-workflow-123"]), Ok(Some("attio-workflow-123".into())));
+        assert_eq!(
+            key(&[b"attio-workflow-123"]),
+            Ok(Some("attio-workflow-123".into()))
+        );
         assert_eq!(key(&[b"\"abc\""]), Ok(Some("abc".into())));
         assert_eq!(key(&[&[b'a'; 255]]), Ok(Some("a".repeat(255))));
         assert!(key(&[&[b'a'; 256]]).is_err());

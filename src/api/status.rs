@@ -36,7 +36,11 @@ struct StatusResponse<'a> {
     type_name: &'a str,
 }
 
-pub async fn handle(state: &AppState, req: Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn handle(
+    state: &AppState,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     let principal = auth::authenticate(state, req.headers()).await?;
     let Ok(uuid) = uuid::Uuid::parse_str(id) else {
         return Err(ApiError::not_found());

@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, watch, Notify};
 use self::schedule::{decide, draw_gap, AccountView, Decision};
 use crate::clock::now_ms;
 use crate::config::PacingConfig;
-use crate::domain::error_codes::{INVALID_MEDIA_URL, RECIPIENT_NOT_FOUND, SEND_FAILED, WHATSAPP_NOT_CONNECTED};
+use crate::domain::error_codes::{
+    INVALID_MEDIA_URL, RECIPIENT_NOT_FOUND, SEND_FAILED, WHATSAPP_NOT_CONNECTED,
+};
 use crate::domain::{AccountStatus, AttemptStatus, Message};
 use crate::driver::{
     DriverEvent, Drivers, MediaDelivery, MediaPayload, OutgoingContent, OutgoingMessage, SendError,
@@ -119,7 +121,7 @@ impl Engine {
     }
 
     async fn recover_and_watch(self) {
-        match self.inner.store.read(|c| attempts::accounts_with_pending(c)).await {
+        match self.inner.store.read(attempts::accounts_with_pending).await {
             Ok(ids) => {
                 if !ids.is_empty() {
                     tracing::info!(accounts = ids.len(), "resuming accounts with pending sends");
@@ -141,7 +143,12 @@ impl Engine {
             let now = now_ms();
             let window_start = since - 5_000;
             since = now;
-            match self.inner.store.read(move |c| admin::accounts_changed_since(c, window_start)).await {
+            match self
+                .inner
+                .store
+                .read(move |c| admin::accounts_changed_since(c, window_start))
+                .await
+            {
                 Ok(changed) => {
                     for account in changed {
                         self.wake(&account.id);
@@ -160,26 +167,54 @@ impl Engine {
                 DriverEvent::Delivered { message_id } => {
                     store
                         .write(move |c| {
-                            attempts::transition(c, AttemptKey::MessageId(&message_id), AttemptStatus::Delivered, &TransitionFields::default(), now)
+                            attempts::transition(
+                                c,
+                                AttemptKey::MessageId(&message_id),
+                                AttemptStatus::Delivered,
+                                &TransitionFields::default(),
+                                now,
+                            )
                         })
                         .await
                 }
                 DriverEvent::Read { message_id } => {
                     store
                         .write(move |c| {
-                            attempts::transition(c, AttemptKey::MessageId(&message_id), AttemptStatus::Read, &TransitionFields::default(), now)
+                            attempts::transition(
+                                c,
+                                AttemptKey::MessageId(&message_id),
+                                AttemptStatus::Read,
+                                &TransitionFields::default(),
+                                now,
+                            )
                         })
                         .await
                 }
-                DriverEvent::Accepted { message_id, remote_jid } => {
+                DriverEvent::Accepted {
+                    message_id,
+                    remote_jid,
+                } => {
                     store
                         .write(move |c| {
-                            let fields = TransitionFields { remote_jid: remote_jid.as_deref(), ..Default::default() };
-                            attempts::transition(c, AttemptKey::MessageId(&message_id), AttemptStatus::Accepted, &fields, now)
+                            let fields = TransitionFields {
+                                remote_jid: remote_jid.as_deref(),
+                                ..Default::default()
+                            };
+                            attempts::transition(
+                                c,
+                                AttemptKey::MessageId(&message_id),
+                                AttemptStatus::Accepted,
+                                &fields,
+                                now,
+                            )
                         })
                         .await
                 }
-                DriverEvent::Failed { message_id, code, message } => {
+                DriverEvent::Failed {
+                    message_id,
+                    code,
+                    message,
+                } => {
                     store
                         .write(move |c| {
                             let fields = TransitionFields {
@@ -187,14 +222,27 @@ impl Engine {
                                 error_message: Some(&message),
                                 ..Default::default()
                             };
-                            attempts::transition(c, AttemptKey::MessageId(&message_id), AttemptStatus::Failed, &fields, now)
+                            attempts::transition(
+                                c,
+                                AttemptKey::MessageId(&message_id),
+                                AttemptStatus::Failed,
+                                &fields,
+                                now,
+                            )
                         })
                         .await
                 }
-                DriverEvent::Connection { account_id, status, detail } => {
+                DriverEvent::Connection {
+                    account_id,
+                    status,
+                    detail,
+                } => {
                     let id = account_id.clone();
                     let r = store
-                        .write(move |c| admin::set_account_status(c, &id, status, detail.as_deref()).map(|_| true))
+                        .write(move |c| {
+                            admin::set_account_status(c, &id, status, detail.as_deref())
+                                .map(|_| true)
+                        })
                         .await;
                     self.wake(&account_id);
                     r
@@ -261,7 +309,15 @@ impl Engine {
                     let r = self
                         .inner
                         .store
-                        .write(move |c| attempts::fail_pending_of_account(c, &id, WHATSAPP_NOT_CONNECTED, &message, now_ms()))
+                        .write(move |c| {
+                            attempts::fail_pending_of_account(
+                                c,
+                                &id,
+                                WHATSAPP_NOT_CONNECTED,
+                                &message,
+                                now_ms(),
+                            )
+                        })
                         .await;
                     if let Ok(n) = r {
                         tracing::info!(account = %account_id, failed = n, "offline grace ran out");
@@ -283,16 +339,34 @@ impl Engine {
     /// during shutdown, so an in-flight send is committed before exit.
     async fn hand_off(&self, account: Account, attempt: AttemptRow) {
         let store = &self.inner.store;
-        let redelivery = attempt.status == AttemptStatus::Sending
-            && !self.known_unsent().remove(&attempt.id);
+        let redelivery =
+            attempt.status == AttemptStatus::Sending && !self.known_unsent().remove(&attempt.id);
         let Some(driver) = self.inner.drivers.get(account.driver_kind()) else {
-            let message = format!("the {} driver is not available in this build", account.driver);
-            self.finish(&attempt.id, AttemptStatus::Failed, SEND_FAILED, &message, None).await;
+            let message = format!(
+                "the {} driver is not available in this build",
+                account.driver
+            );
+            self.finish(
+                &attempt.id,
+                AttemptStatus::Failed,
+                SEND_FAILED,
+                &message,
+                None,
+            )
+            .await;
             return;
         };
-        let gap = draw_gap(&mut rand::thread_rng(), self.inner.pacing.min_delay, self.inner.pacing.max_delay);
+        let gap = draw_gap(
+            &mut rand::thread_rng(),
+            self.inner.pacing.min_delay,
+            self.inner.pacing.max_delay,
+        );
         let now = now_ms();
-        let (attempt_id, account_id, fresh_id) = (attempt.id.clone(), account.id.clone(), driver.new_message_id());
+        let (attempt_id, account_id, fresh_id) = (
+            attempt.id.clone(),
+            account.id.clone(),
+            driver.new_message_id(),
+        );
         let next_slot = now + gap.as_millis() as i64;
         let claimed = store
             .write(move |c| attempts::claim(c, &attempt_id, &account_id, &fresh_id, next_slot, now))
@@ -306,10 +380,14 @@ impl Engine {
             }
         };
         let message_id = attempt.message_id.clone().unwrap_or_default();
-        let content = match self.content_for(&attempt, driver.media_delivery(&account)).await {
+        let content = match self
+            .content_for(&attempt, driver.media_delivery(&account))
+            .await
+        {
             Ok(content) => content,
             Err((code, message)) => {
-                self.finish(&attempt.id, AttemptStatus::Failed, code, &message, None).await;
+                self.finish(&attempt.id, AttemptStatus::Failed, code, &message, None)
+                    .await;
                 return;
             }
         };
@@ -329,7 +407,13 @@ impl Engine {
                             message_id: Some(&accepted.message_id),
                             ..Default::default()
                         };
-                        attempts::transition(c, AttemptKey::Id(&id), AttemptStatus::Accepted, &fields, now_ms())
+                        attempts::transition(
+                            c,
+                            AttemptKey::Id(&id),
+                            AttemptStatus::Accepted,
+                            &fields,
+                            now_ms(),
+                        )
                     })
                     .await;
                 if let Err(e) = r {
@@ -337,10 +421,18 @@ impl Engine {
                 }
             }
             Err(SendError::NotOnWhatsApp(m)) => {
-                self.finish(&attempt.id, AttemptStatus::Failed, RECIPIENT_NOT_FOUND, &m, None).await;
+                self.finish(
+                    &attempt.id,
+                    AttemptStatus::Failed,
+                    RECIPIENT_NOT_FOUND,
+                    &m,
+                    None,
+                )
+                .await;
             }
             Err(SendError::Failed { code, message }) => {
-                self.finish(&attempt.id, AttemptStatus::Failed, code, &message, None).await;
+                self.finish(&attempt.id, AttemptStatus::Failed, code, &message, None)
+                    .await;
             }
             Err(SendError::NotConnected(m)) => {
                 // Keep the send queued (same message id) until the account
@@ -349,29 +441,50 @@ impl Engine {
                 self.known_unsent().insert(attempt.id.clone());
                 let id = account.id.clone();
                 let _ = store
-                    .write(move |c| admin::set_account_status(c, &id, AccountStatus::Disconnected, Some(&m)))
+                    .write(move |c| {
+                        admin::set_account_status(c, &id, AccountStatus::Disconnected, Some(&m))
+                    })
                     .await;
             }
             Err(SendError::RetryLater { after, reason }) => {
                 if attempt.tries >= MAX_TRIES {
                     let message = format!("gave up after {} tries: {reason}", attempt.tries);
-                    self.finish(&attempt.id, AttemptStatus::Failed, SEND_FAILED, &message, None).await;
+                    self.finish(
+                        &attempt.id,
+                        AttemptStatus::Failed,
+                        SEND_FAILED,
+                        &message,
+                        None,
+                    )
+                    .await;
                 } else {
                     tracing::info!(attempt = %attempt.id, ?after, %reason, "send will be retried");
                     self.known_unsent().insert(attempt.id.clone());
                     let id = account.id.clone();
                     let at = now_ms() + after.as_millis() as i64;
-                    let _ = store.write(move |c| attempts::set_next_send_at(c, &id, at)).await;
+                    let _ = store
+                        .write(move |c| attempts::set_next_send_at(c, &id, at))
+                        .await;
                 }
             }
         }
     }
 
     fn known_unsent(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.inner.known_unsent.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .known_unsent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn finish(&self, attempt_id: &str, status: AttemptStatus, code: &'static str, message: &str, jid: Option<String>) {
+    async fn finish(
+        &self,
+        attempt_id: &str,
+        status: AttemptStatus,
+        code: &'static str,
+        message: &str,
+        jid: Option<String>,
+    ) {
         let (id, message) = (attempt_id.to_string(), message.to_string());
         let r = self
             .inner
@@ -399,8 +512,10 @@ impl Engine {
         delivery: MediaDelivery,
     ) -> Result<OutgoingContent, (&'static str, String)> {
         let payload: serde_json::Value = serde_json::from_str(&attempt.payload).unwrap_or_default();
-        let message = Message::from_payload(&attempt.type_name, &payload)
-            .ok_or((SEND_FAILED, "stored message payload is unreadable".to_string()))?;
+        let message = Message::from_payload(&attempt.type_name, &payload).ok_or((
+            SEND_FAILED,
+            "stored message payload is unreadable".to_string(),
+        ))?;
         let media = |url: String, kind: MediaKind, mimetype: Option<String>| async move {
             match delivery {
                 MediaDelivery::Link => Ok(MediaPayload::Link { url, mimetype }),

@@ -29,7 +29,12 @@ pub struct AccountView {
     pub next_send_at: i64,
 }
 
-pub fn decide(now: i64, account: AccountView, has_pending: bool, offline_grace: Duration) -> Decision {
+pub fn decide(
+    now: i64,
+    account: AccountView,
+    has_pending: bool,
+    offline_grace: Duration,
+) -> Decision {
     if !has_pending {
         return Decision::Idle;
     }
@@ -83,7 +88,11 @@ mod tests {
 
     #[test]
     fn nothing_pending_means_idle_whatever_the_account() {
-        for s in [AccountStatus::Connected, AccountStatus::Disconnected, AccountStatus::Banned] {
+        for s in [
+            AccountStatus::Connected,
+            AccountStatus::Disconnected,
+            AccountStatus::Banned,
+        ] {
             assert_eq!(decide(0, view(s, 0, 0), false, GRACE), Decision::Idle);
         }
     }
@@ -102,7 +111,10 @@ mod tests {
         assert_eq!(decide(10_500, v, true, GRACE), Decision::WaitUntil(11_000));
         assert_eq!(decide(11_000, v, true, GRACE), Decision::FailOffline);
         let logged_out = view(AccountStatus::LoggedOut, 10_000, 0);
-        assert_eq!(decide(12_000, logged_out, true, GRACE), Decision::FailOffline);
+        assert_eq!(
+            decide(12_000, logged_out, true, GRACE),
+            Decision::FailOffline
+        );
     }
 
     #[test]
@@ -114,11 +126,20 @@ mod tests {
     #[test]
     fn gaps_are_drawn_within_bounds_and_spread_over_them() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let (min, max) = (Duration::from_millis(120_000), Duration::from_millis(300_000));
+        let (min, max) = (
+            Duration::from_millis(120_000),
+            Duration::from_millis(300_000),
+        );
         let gaps: Vec<Duration> = (0..2000).map(|_| draw_gap(&mut rng, min, max)).collect();
         assert!(gaps.iter().all(|g| *g >= min && *g <= max));
-        let low = gaps.iter().filter(|g| **g < Duration::from_millis(180_000)).count();
-        let high = gaps.iter().filter(|g| **g > Duration::from_millis(240_000)).count();
+        let low = gaps
+            .iter()
+            .filter(|g| **g < Duration::from_millis(180_000))
+            .count();
+        let high = gaps
+            .iter()
+            .filter(|g| **g > Duration::from_millis(240_000))
+            .count();
         // Each third of the range gets roughly a third of the draws.
         assert!((500..=830).contains(&low), "{low}");
         assert!((500..=830).contains(&high), "{high}");

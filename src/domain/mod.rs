@@ -204,7 +204,10 @@ mod tests {
     fn statuses_only_move_forward() {
         assert!(Queued.can_move_to(Sending));
         assert!(Sending.can_move_to(Accepted));
-        assert!(Accepted.can_move_to(Read), "a read receipt may overtake delivered");
+        assert!(
+            Accepted.can_move_to(Read),
+            "a read receipt may overtake delivered"
+        );
         assert!(Delivered.can_move_to(Read));
         assert!(!Read.can_move_to(Delivered));
         assert!(!Delivered.can_move_to(Accepted));

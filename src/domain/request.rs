@@ -274,7 +274,10 @@ fn sub_string<'a>(
 
 fn check_text(field: &str, s: &str, max_chars: usize) -> Result<(), FieldError> {
     if s.trim().is_empty() {
-        return Err(FieldError::invalid(field, format!("{field} must not be empty")));
+        return Err(FieldError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     let n = s.chars().count();
     if n > max_chars {
@@ -290,7 +293,10 @@ fn media_url(obj: &Map<String, Value>, field: &str) -> Result<String, FieldError
     let url = sub_string(obj, "url", field)?
         .ok_or_else(|| FieldError::invalid(field, format!("{field} is required")))?;
     if url.is_empty() {
-        return Err(FieldError::invalid(field, format!("{field} must not be empty")));
+        return Err(FieldError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if url.len() > MAX_URL_BYTES {
         return Err(FieldError::invalid(
@@ -318,7 +324,10 @@ fn file_name(obj: &Map<String, Value>) -> Result<Option<String>, FieldError> {
         None => Ok(None),
         Some(name) => {
             if name.trim().is_empty() {
-                return Err(FieldError::invalid(field, format!("{field} must not be empty")));
+                return Err(FieldError::invalid(
+                    field,
+                    format!("{field} must not be empty"),
+                ));
             }
             if name.chars().count() > MAX_FILE_NAME_CHARS {
                 return Err(FieldError::invalid(
@@ -326,7 +335,10 @@ fn file_name(obj: &Map<String, Value>) -> Result<Option<String>, FieldError> {
                     format!("{field} is longer than {MAX_FILE_NAME_CHARS} characters"),
                 ));
             }
-            if name.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
+            if name
+                .chars()
+                .any(|c| c.is_control() || c == '/' || c == '\\')
+            {
                 return Err(FieldError::invalid(
                     field,
                     format!("{field} must not contain control characters or path separators"),
@@ -381,7 +393,9 @@ mod tests {
         let i = parse(r#"{"to":"+917999709798","type":"image","image":{"url":"https://example.com/p.png","caption":"c"}}"#).unwrap();
         assert_eq!(i.message.media_url(), Some("https://example.com/p.png"));
         let d = parse(r#"{"to":"+917999709798","type":"document","document":{"url":"https://example.com/q.pdf","fileName":"quote.pdf","mimetype":"application/pdf","caption":"x"}}"#).unwrap();
-        assert!(matches!(d.message, Message::Document { file_name: Some(ref f), .. } if f == "quote.pdf"));
+        assert!(
+            matches!(d.message, Message::Document { file_name: Some(ref f), .. } if f == "quote.pdf")
+        );
     }
 
     #[test]
@@ -394,15 +408,39 @@ mod tests {
             (r#"{"to":"+917999709798","text":"x"}"#, Some("type")),
             (r#"{"to":"+917999709798","type":"video"}"#, Some("type")),
             (r#"{"to":"+917999709798","type":"text"}"#, Some("text")),
-            (r#"{"to":"+917999709798","type":"text","text":"  "}"#, Some("text")),
-            (r#"{"to":"+917999709798","type":"text","text":7}"#, Some("text")),
+            (
+                r#"{"to":"+917999709798","type":"text","text":"  "}"#,
+                Some("text"),
+            ),
+            (
+                r#"{"to":"+917999709798","type":"text","text":7}"#,
+                Some("text"),
+            ),
             (r#"{"to":"+917999709798","type":"image"}"#, Some("image")),
-            (r#"{"to":"+917999709798","type":"image","image":{}}"#, Some("image.url")),
-            (r#"{"to":"+917999709798","type":"image","image":"https://x"}"#, Some("image")),
-            (r#"{"to":"+917999709798","type":"image","text":"x","image":{"url":"https://a.b/c"}}"#, Some("text")),
-            (r#"{"to":"+917999709798","type":"document","document":{"url":"https://a.b/c","fileName":"../x"}}"#, Some("document.fileName")),
-            (r#"{"to":"+917999709798","type":"document","document":{"url":"https://a.b/c","mimetype":"pdf"}}"#, Some("document.mimetype")),
-            (r#"{"to":"+917999709798","from":1,"type":"text","text":"x"}"#, Some("from")),
+            (
+                r#"{"to":"+917999709798","type":"image","image":{}}"#,
+                Some("image.url"),
+            ),
+            (
+                r#"{"to":"+917999709798","type":"image","image":"https://x"}"#,
+                Some("image"),
+            ),
+            (
+                r#"{"to":"+917999709798","type":"image","text":"x","image":{"url":"https://a.b/c"}}"#,
+                Some("text"),
+            ),
+            (
+                r#"{"to":"+917999709798","type":"document","document":{"url":"https://a.b/c","fileName":"../x"}}"#,
+                Some("document.fileName"),
+            ),
+            (
+                r#"{"to":"+917999709798","type":"document","document":{"url":"https://a.b/c","mimetype":"pdf"}}"#,
+                Some("document.mimetype"),
+            ),
+            (
+                r#"{"to":"+917999709798","from":1,"type":"text","text":"x"}"#,
+                Some("from"),
+            ),
         ];
         for (body, field) in cases {
             let (code, f) = field_of(body);
@@ -413,9 +451,15 @@ mod tests {
 
     #[test]
     fn text_and_caption_limits_count_characters() {
-        let ok = format!(r#"{{"to":"+917999709798","type":"text","text":"{}"}}"#, "é".repeat(4096));
+        let ok = format!(
+            r#"{{"to":"+917999709798","type":"text","text":"{}"}}"#,
+            "é".repeat(4096)
+        );
         assert!(parse(&ok).is_ok());
-        let long = format!(r#"{{"to":"+917999709798","type":"text","text":"{}"}}"#, "a".repeat(4097));
+        let long = format!(
+            r#"{{"to":"+917999709798","type":"text","text":"{}"}}"#,
+            "a".repeat(4097)
+        );
         assert_eq!(field_of(&long).1.as_deref(), Some("text"));
         let cap = format!(
             r#"{{"to":"+917999709798","type":"image","image":{{"url":"https://a.b/c","caption":"{}"}}}}"#,
@@ -427,11 +471,18 @@ mod tests {
     #[test]
     fn phone_errors_come_after_shape_errors() {
         let (code, field) = field_of(r#"{"to":"12","type":"text","text":"x"}"#);
-        assert_eq!((code.as_str(), field.as_deref()), ("invalid_phone_number", Some("to")));
+        assert_eq!(
+            (code.as_str(), field.as_deref()),
+            ("invalid_phone_number", Some("to"))
+        );
         let (code, _) = field_of(r#"{"to":"12","type":"text"}"#);
         assert_eq!(code, "invalid_request");
-        let (code, field) = field_of(r#"{"from":"abc","to":"+917999709798","type":"text","text":"x"}"#);
-        assert_eq!((code.as_str(), field.as_deref()), ("invalid_phone_number", Some("from")));
+        let (code, field) =
+            field_of(r#"{"from":"abc","to":"+917999709798","type":"text","text":"x"}"#);
+        assert_eq!(
+            (code.as_str(), field.as_deref()),
+            ("invalid_phone_number", Some("from"))
+        );
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub struct NewToken {
 
 impl std::fmt::Debug for NewToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewToken").field("hint", &self.hint).finish_non_exhaustive()
+        f.debug_struct("NewToken")
+            .field("hint", &self.hint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +84,9 @@ pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
 
 /// Cheap syntactic check before touching the database.
 pub fn looks_like_token(s: &str) -> bool {
-    s.len() <= 128 && s.starts_with("whatan_") && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    s.len() <= 128
+        && s.starts_with("whatan_")
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]

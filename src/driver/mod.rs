@@ -52,14 +52,22 @@ pub enum OutgoingContent {
 /// for drivers that let WhatsApp fetch, the URL whatan already validated.
 #[derive(Clone)]
 pub enum MediaPayload {
-    Bytes { bytes: Vec<u8>, mimetype: String },
-    Link { url: String, mimetype: Option<String> },
+    Bytes {
+        bytes: Vec<u8>,
+        mimetype: String,
+    },
+    Link {
+        url: String,
+        mimetype: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for MediaPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MediaPayload::Bytes { bytes, mimetype } => write!(f, "Bytes({} bytes, {mimetype})", bytes.len()),
+            MediaPayload::Bytes { bytes, mimetype } => {
+                write!(f, "Bytes({} bytes, {mimetype})", bytes.len())
+            }
             MediaPayload::Link { url, .. } => write!(f, "Link({url})"),
         }
     }
@@ -98,13 +106,28 @@ pub enum SendError {
 /// Later news about messages and accounts, pushed by drivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverEvent {
-    Delivered { message_id: String },
-    Read { message_id: String },
+    Delivered {
+        message_id: String,
+    },
+    Read {
+        message_id: String,
+    },
     /// WhatsApp accepted a message after the hand-off returned (server ack).
-    Accepted { message_id: String, remote_jid: Option<String> },
+    Accepted {
+        message_id: String,
+        remote_jid: Option<String>,
+    },
     /// WhatsApp reported a failure after accepting the message.
-    Failed { message_id: String, code: &'static str, message: String },
-    Connection { account_id: String, status: AccountStatus, detail: Option<String> },
+    Failed {
+        message_id: String,
+        code: &'static str,
+        message: String,
+    },
+    Connection {
+        account_id: String,
+        status: AccountStatus,
+        detail: Option<String>,
+    },
 }
 
 pub type EventSink = tokio::sync::mpsc::UnboundedSender<DriverEvent>;
@@ -122,7 +145,11 @@ pub trait WhatsAppDriver: Send + Sync {
     }
 
     /// Hand one message to WhatsApp from `account`.
-    async fn send(&self, account: &Account, message: &OutgoingMessage) -> Result<Accepted, SendError>;
+    async fn send(
+        &self,
+        account: &Account,
+        message: &OutgoingMessage,
+    ) -> Result<Accepted, SendError>;
 }
 
 /// The drivers of one process, by kind.

@@ -14,8 +14,8 @@ use rand::Rng;
 use serde_json::json;
 
 use super::{
-    phone_jid, Accepted, DriverEvent, EventSink, MediaPayload, OutgoingContent, OutgoingMessage, SendError,
-    WhatsAppDriver,
+    phone_jid, Accepted, DriverEvent, EventSink, MediaPayload, OutgoingContent, OutgoingMessage,
+    SendError, WhatsAppDriver,
 };
 use crate::clock::now_ms;
 use crate::config::SandboxConfig;
@@ -51,7 +51,9 @@ pub fn web_style_message_id() -> String {
 
 fn media_summary(media: &MediaPayload) -> serde_json::Value {
     match media {
-        MediaPayload::Bytes { bytes, mimetype } => json!({ "bytes": bytes.len(), "mimetype": mimetype }),
+        MediaPayload::Bytes { bytes, mimetype } => {
+            json!({ "bytes": bytes.len(), "mimetype": mimetype })
+        }
         MediaPayload::Link { url, mimetype } => json!({ "url": url, "mimetype": mimetype }),
     }
 }
@@ -66,19 +68,33 @@ impl WhatsAppDriver for SandboxDriver {
         web_style_message_id()
     }
 
-    async fn send(&self, account: &Account, message: &OutgoingMessage) -> Result<Accepted, SendError> {
+    async fn send(
+        &self,
+        account: &Account,
+        message: &OutgoingMessage,
+    ) -> Result<Accepted, SendError> {
         if account.status() != AccountStatus::Connected {
-            return Err(SendError::NotConnected("the sandbox phone is switched off".into()));
+            return Err(SendError::NotConnected(
+                "the sandbox phone is switched off".into(),
+            ));
         }
         if self.unreachable.contains(&message.to) {
-            return Err(SendError::NotOnWhatsApp(format!("{} is not on WhatsApp (sandbox)", message.to)));
+            return Err(SendError::NotOnWhatsApp(format!(
+                "{} is not on WhatsApp (sandbox)",
+                message.to
+            )));
         }
         let (type_name, body) = match &message.content {
             OutgoingContent::Text { body } => ("text", json!({ "text": body })),
-            OutgoingContent::Image { media, caption } => {
-                ("image", json!({ "media": media_summary(media), "caption": caption }))
-            }
-            OutgoingContent::Document { media, file_name, caption } => (
+            OutgoingContent::Image { media, caption } => (
+                "image",
+                json!({ "media": media_summary(media), "caption": caption }),
+            ),
+            OutgoingContent::Document {
+                media,
+                file_name,
+                caption,
+            } => (
                 "document",
                 json!({ "media": media_summary(media), "fileName": file_name, "caption": caption }),
             ),
@@ -90,7 +106,9 @@ impl WhatsAppDriver for SandboxDriver {
             message.to.clone(),
         );
         self.store
-            .write(move |c| outbox::record(c, &id, &account_id, &from, &to, type_name, &body, now_ms()))
+            .write(move |c| {
+                outbox::record(c, &id, &account_id, &from, &to, type_name, &body, now_ms())
+            })
             .await
             .map_err(|e| SendError::RetryLater {
                 after: Duration::from_secs(1),
@@ -99,10 +117,16 @@ impl WhatsAppDriver for SandboxDriver {
         if !self.ack_delay.is_zero() {
             tokio::time::sleep(self.ack_delay).await;
         }
-        let (events, delay, message_id) = (self.events.clone(), self.receipt_delay, message.message_id.clone());
+        let (events, delay, message_id) = (
+            self.events.clone(),
+            self.receipt_delay,
+            message.message_id.clone(),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = events.send(DriverEvent::Delivered { message_id: message_id.clone() });
+            let _ = events.send(DriverEvent::Delivered {
+                message_id: message_id.clone(),
+            });
             tokio::time::sleep(delay).await;
             let _ = events.send(DriverEvent::Read { message_id });
         });
@@ -122,7 +146,9 @@ mod tests {
         let id = web_style_message_id();
         assert_eq!(id.len(), 20);
         assert!(id.starts_with("BAE5"));
-        assert!(id[4..].bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)));
+        assert!(id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)));
         assert_ne!(id, web_style_message_id());
         assert_eq!(phone_jid("+917999709798"), "917999709798@s.whatsapp.net");
     }

@@ -99,7 +99,8 @@ pub fn create_workspace(conn: &Connection, name: &str) -> Result<Workspace, Stor
 }
 
 pub fn list_workspaces(conn: &Connection) -> Result<Vec<Workspace>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT id, name FROM workspaces ORDER BY created_at, id")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name FROM workspaces ORDER BY created_at, id")?;
     let rows = stmt.query_map([], |r| {
         Ok(Workspace {
             id: r.get(0)?,
@@ -115,10 +116,17 @@ fn workspace_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
         .exists([id])?)
 }
 
-pub fn add_user(conn: &Connection, workspace: &str, name: &str, role: Role) -> Result<User, StoreError> {
+pub fn add_user(
+    conn: &Connection,
+    workspace: &str,
+    name: &str,
+    role: Role,
+) -> Result<User, StoreError> {
     let name = non_empty(name, "user name")?;
     if !workspace_exists(conn, workspace)? {
-        return Err(StoreError::NotFound(format!("unknown workspace {workspace}")));
+        return Err(StoreError::NotFound(format!(
+            "unknown workspace {workspace}"
+        )));
     }
     let id = new_id("usr");
     conn.prepare_cached(
@@ -134,9 +142,8 @@ pub fn add_user(conn: &Connection, workspace: &str, name: &str, role: Role) -> R
 }
 
 pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, workspace_id, name, role FROM users ORDER BY created_at, id",
-    )?;
+    let mut stmt = conn
+        .prepare_cached("SELECT id, workspace_id, name, role FROM users ORDER BY created_at, id")?;
     let rows = stmt.query_map([], |r| {
         Ok(User {
             id: r.get(0)?,
@@ -172,9 +179,12 @@ pub fn add_account(
     settings: &serde_json::Value,
 ) -> Result<Account, StoreError> {
     if !workspace_exists(conn, workspace)? {
-        return Err(StoreError::NotFound(format!("unknown workspace {workspace}")));
+        return Err(StoreError::NotFound(format!(
+            "unknown workspace {workspace}"
+        )));
     }
-    let owner = get_user(conn, user)?.ok_or_else(|| StoreError::NotFound(format!("unknown user {user}")))?;
+    let owner = get_user(conn, user)?
+        .ok_or_else(|| StoreError::NotFound(format!("unknown user {user}")))?;
     if owner.workspace != workspace {
         return Err(StoreError::Invalid(format!(
             "user {user} belongs to workspace {}, not {workspace}",
@@ -230,7 +240,9 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
 
 pub fn get_account(conn: &Connection, id: &str) -> Result<Option<Account>, StoreError> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"
+        ))?
         .query_row([id], account_from_row)
         .optional()?)
 }
@@ -250,7 +262,9 @@ pub fn account_by_phone_in_workspace(
 
 pub fn account_of_user(conn: &Connection, user: &str) -> Result<Option<Account>, StoreError> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ?1"
+        ))?
         .query_row([user], account_from_row)
         .optional()?)
 }
@@ -265,7 +279,10 @@ pub fn list_accounts(conn: &Connection) -> Result<Vec<Account>, StoreError> {
 
 /// Accounts whose status changed at or after `since_ms` (the server's
 /// watcher uses this to notice `account connect/disconnect` from the CLI).
-pub fn accounts_changed_since(conn: &Connection, since_ms: i64) -> Result<Vec<Account>, StoreError> {
+pub fn accounts_changed_since(
+    conn: &Connection,
+    since_ms: i64,
+) -> Result<Vec<Account>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE status_changed_at >= ?1"
     ))?;
@@ -292,7 +309,11 @@ pub fn set_account_status(
     get_account(conn, id)?.ok_or_else(|| StoreError::Internal("account vanished".into()))
 }
 
-pub fn set_account_settings(conn: &Connection, id: &str, settings: &serde_json::Value) -> Result<(), StoreError> {
+pub fn set_account_settings(
+    conn: &Connection,
+    id: &str,
+    settings: &serde_json::Value,
+) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE accounts SET settings = ?2 WHERE id = ?1")?
         .execute(params![id, settings.to_string()])?;
     Ok(())
@@ -314,7 +335,16 @@ pub fn create_token(
         "INSERT INTO tokens (id, user_id, kind, name, secret_hash, hint, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![id, user, kind.as_str(), name, &token.hash[..], token.hint, now_ms(), expires_at])?;
+    .execute(params![
+        id,
+        user,
+        kind.as_str(),
+        name,
+        &token.hash[..],
+        token.hint,
+        now_ms(),
+        expires_at
+    ])?;
     Ok(id)
 }
 
@@ -373,7 +403,9 @@ pub fn principal_by_hash(conn: &Connection, hash: &[u8]) -> Result<Option<Princi
 }
 
 pub fn is_empty(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(!conn.prepare_cached("SELECT 1 FROM workspaces LIMIT 1")?.exists([])?)
+    Ok(!conn
+        .prepare_cached("SELECT 1 FROM workspaces LIMIT 1")?
+        .exists([])?)
 }
 
 fn non_empty(s: &str, what: &str) -> Result<String, StoreError> {

@@ -99,11 +99,13 @@ pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, Stor
             })
             .optional()?;
         if let Some((stored, http_status, body)) = existing {
-            return Ok(if crate::domain::token::hashes_equal(&stored, fingerprint) {
-                EnqueueOutcome::Replayed { http_status, body }
-            } else {
-                EnqueueOutcome::KeyConflict
-            });
+            return Ok(
+                if crate::domain::token::hashes_equal(&stored, fingerprint) {
+                    EnqueueOutcome::Replayed { http_status, body }
+                } else {
+                    EnqueueOutcome::KeyConflict
+                },
+            );
         }
     }
     let status: Option<String> = conn
@@ -143,7 +145,9 @@ pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, Stor
             Ok(_) => {}
             // Another writer claimed the key first: roll this request back.
             Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict("idempotency key claimed concurrently".into()))
+                return Err(StoreError::Conflict(
+                    "idempotency key claimed concurrently".into(),
+                ))
             }
             Err(e) => return Err(e.into()),
         }
@@ -153,7 +157,9 @@ pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, Stor
 
 pub fn get_attempt(conn: &Connection, id: &str) -> Result<Option<AttemptRow>, StoreError> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {ATTEMPT_COLUMNS} FROM send_attempts WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM send_attempts WHERE id = ?1"
+        ))?
         .query_row([id], attempt_from_row)
         .optional()?)
 }

@@ -242,9 +242,13 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(version, migrations().last().unwrap().0);
-        let n: i64 = conn.query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
     }
 
@@ -254,10 +258,18 @@ mod tests {
         let store = Store::open(&dir.path().join("p.db")).unwrap();
         for _ in 0..3 {
             let conn = store.pooled().unwrap();
-            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-            let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
-            let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
-            let busy: i64 = conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0)).unwrap();
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            let sync: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            let fk: i64 = conn
+                .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+                .unwrap();
+            let busy: i64 = conn
+                .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+                .unwrap();
             assert_eq!(mode, "wal");
             assert_eq!(sync, 2, "synchronous=FULL");
             assert_eq!(fk, 1);
@@ -270,12 +282,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("w.db")).unwrap();
         let ok = store.write_blocking(|c| {
-            c.execute("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_a', 'a', 0)", [])?;
+            c.execute(
+                "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_a', 'a', 0)",
+                [],
+            )?;
             Ok(())
         });
         assert!(ok.is_ok());
         let failed: Result<(), StoreError> = store.write_blocking(|c| {
-            c.execute("INSERT INTO workspaces (id, name, created_at) VALUES ('ws_b', 'b', 0)", [])?;
+            c.execute(
+                "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_b', 'b', 0)",
+                [],
+            )?;
             Err(StoreError::Invalid("refused".into()))
         });
         assert!(failed.is_err());

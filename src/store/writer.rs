@@ -43,7 +43,10 @@ impl Writer {
         Writer { jobs }
     }
 
-    fn submit<T, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<Result<T, StoreError>>, StoreError>
+    fn submit<T, F>(
+        &self,
+        f: F,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<T, StoreError>>, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -53,7 +56,9 @@ impl Writer {
             let outcome = match conn {
                 Some(conn) => catch_unwind(AssertUnwindSafe(|| f(conn)))
                     .unwrap_or_else(|_| Err(StoreError::Internal("write job panicked".into()))),
-                None => Err(StoreError::Internal("could not begin a write transaction".into())),
+                None => Err(StoreError::Internal(
+                    "could not begin a write transaction".into(),
+                )),
             };
             let ok = outcome.is_ok();
             let completion: Completion = Box::new(move |commit| {
@@ -84,7 +89,9 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(f)?.blocking_recv().map_err(|_| StoreError::Closed)?
+        self.submit(f)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
     }
 }
 

@@ -14,7 +14,12 @@ async fn healthz_answers_ok() {
 #[tokio::test]
 async fn unknown_paths_get_a_json_404() {
     let app = spawn_app().await;
-    for path in ["/", "/api/v1/messages", "/api/v1/messages/a/b", "/api/v2/messages/send"] {
+    for path in [
+        "/",
+        "/api/v1/messages",
+        "/api/v1/messages/a/b",
+        "/api/v2/messages/send",
+    ] {
         let r = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
         let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
@@ -25,7 +30,12 @@ async fn unknown_paths_get_a_json_404() {
 #[tokio::test]
 async fn a_wrong_method_gets_405_with_allow() {
     let app = spawn_app().await;
-    let r = app.client.get(app.url("/api/v1/messages/send")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/api/v1/messages/send"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
     let r = app
@@ -60,7 +70,14 @@ async fn requests_without_a_valid_send_token_get_401_with_www_authenticate() {
         .unwrap();
     let body = text_to("+917999709798");
     let unknown = token::generate(TokenKind::Send).secret;
-    for t in ["", "garbage", unknown.as_str(), mcp.as_str(), expired.as_str(), revoked.as_str()] {
+    for t in [
+        "",
+        "garbage",
+        unknown.as_str(),
+        mcp.as_str(),
+        expired.as_str(),
+        revoked.as_str(),
+    ] {
         let r = app.send(t, None, &body).await;
         assert_eq!(r.status, 401, "token {t:?}");
         assert_eq!(r.code(), "unauthorized");
@@ -133,7 +150,12 @@ async fn a_huge_header_is_refused_without_harm() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_and_returns() {
     let mut app = spawn_app().await;
-    assert_eq!(app.send(&app.owner.token, None, &text_to("+917999709798")).await.status, 202);
+    assert_eq!(
+        app.send(&app.owner.token, None, &text_to("+917999709798"))
+            .await
+            .status,
+        202
+    );
     app.stop().await;
     assert!(app.client.get(app.url("/healthz")).send().await.is_err());
 }

@@ -18,7 +18,7 @@ fn status_is(s: &'static str) -> impl Fn(&Value) -> bool {
 
 async fn outbox(app: &TestApp) -> Vec<Value> {
     app.store
-        .read(|c| whatan::store::outbox::list(c))
+        .read(whatan::store::outbox::list)
         .await
         .unwrap()
         .into_iter()
@@ -30,7 +30,9 @@ async fn outbox(app: &TestApp) -> Vec<Value> {
 async fn a_text_goes_queued_accepted_delivered_read_and_reaches_the_sandbox_outbox() {
     let app = spawn_app().await;
     let id = queue_text(&app, &app.member.token, "+917999709798").await;
-    let read = app.wait_for_status(&app.member.token, &id, status_is("read")).await;
+    let read = app
+        .wait_for_status(&app.member.token, &id, status_is("read"))
+        .await;
     let message_id = read["messageId"].as_str().unwrap();
     assert!(message_id.starts_with("BAE5"), "{message_id}");
     assert_eq!(read["remoteJid"], "917999709798@s.whatsapp.net");
@@ -48,9 +50,14 @@ async fn a_text_goes_queued_accepted_delivered_read_and_reaches_the_sandbox_outb
 async fn a_number_not_on_whatsapp_fails_with_recipient_not_found() {
     let app = spawn_app().await;
     let id = queue_text(&app, &app.owner.token, "+917999000000").await;
-    let failed = app.wait_for_status(&app.owner.token, &id, status_is("failed")).await;
+    let failed = app
+        .wait_for_status(&app.owner.token, &id, status_is("failed"))
+        .await;
     assert_eq!(failed["errorCode"], "recipient_not_found");
-    assert!(failed["errorMessage"].as_str().unwrap().contains("+917999000000"));
+    assert!(failed["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("+917999000000"));
     assert!(outbox(&app).await.is_empty());
 }
 
@@ -66,12 +73,26 @@ async fn an_account_sends_oldest_first_with_a_gap_of_at_least_min_delay() {
         ids.push(queue_text(&app, &app.owner.token, &format!("+91799970979{i}")).await);
     }
     for id in &ids {
-        app.wait_for_status(&app.owner.token, id, |b| b["status"] != "queued" && b["status"] != "sending").await;
+        app.wait_for_status(&app.owner.token, id, |b| {
+            b["status"] != "queued" && b["status"] != "sending"
+        })
+        .await;
     }
     let sent = outbox(&app).await;
     let recipients: Vec<&str> = sent.iter().map(|e| e["to"].as_str().unwrap()).collect();
-    assert_eq!(recipients, ["+917999709790", "+917999709791", "+917999709792", "+917999709793"]);
-    let times: Vec<String> = sent.iter().map(|e| e["deliveredAt"].as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        recipients,
+        [
+            "+917999709790",
+            "+917999709791",
+            "+917999709792",
+            "+917999709793"
+        ]
+    );
+    let times: Vec<String> = sent
+        .iter()
+        .map(|e| e["deliveredAt"].as_str().unwrap().to_string())
+        .collect();
     let ms = |t: &str| -> i64 {
         let secs: f64 = t[17..23].parse().unwrap();
         let mins: i64 = t[14..16].parse().unwrap();
@@ -93,11 +114,16 @@ async fn a_busy_account_never_delays_another() {
     // The owner's first send goes at once, the rest wait an hour...
     let first = queue_text(&app, &app.owner.token, "+917999709791").await;
     let second = queue_text(&app, &app.owner.token, "+917999709792").await;
-    app.wait_for_status(&app.owner.token, &first, status_is("read")).await;
+    app.wait_for_status(&app.owner.token, &first, status_is("read"))
+        .await;
     // ...while the member's account sends straight away.
     let other = queue_text(&app, &app.member.token, "+917999709793").await;
-    app.wait_for_status(&app.member.token, &other, status_is("read")).await;
-    assert_eq!(app.status(&app.owner.token, &second).await.json()["status"], "queued");
+    app.wait_for_status(&app.member.token, &other, status_is("read"))
+        .await;
+    assert_eq!(
+        app.status(&app.owner.token, &second).await.json()["status"],
+        "queued"
+    );
     // The next slot is durable, so a restart does not make the next send early.
     let next_at = app
         .count("SELECT next_send_at FROM accounts WHERE phone = '+917000000001'")
@@ -121,7 +147,8 @@ async fn an_offline_account_keeps_its_queue_and_resumes_on_reconnect() {
     .await;
     let account = app.member.account.clone().unwrap();
     let first = queue_text(&app, &app.member.token, "+917999709791").await;
-    app.wait_for_status(&app.member.token, &first, status_is("read")).await;
+    app.wait_for_status(&app.member.token, &first, status_is("read"))
+        .await;
     let waiting = queue_text(&app, &app.member.token, "+917999709792").await;
     // The phone goes offline; then the pacing slot comes due (moved by hand
     // instead of waiting an hour).
@@ -131,10 +158,14 @@ async fn an_offline_account_keeps_its_queue_and_resumes_on_reconnect() {
         .write(move |c| whatan::store::attempts::set_next_send_at(c, &id, 0))
         .await
         .unwrap();
-    assert_eq!(app.status(&app.member.token, &waiting).await.json()["status"], "queued");
+    assert_eq!(
+        app.status(&app.member.token, &waiting).await.json()["status"],
+        "queued"
+    );
     // Back online (as `account connect` from the CLI would): the queue resumes.
     app.set_status(&account, AccountStatus::Connected).await;
-    app.wait_for_status(&app.member.token, &waiting, status_is("read")).await;
+    app.wait_for_status(&app.member.token, &waiting, status_is("read"))
+        .await;
     assert_eq!(outbox(&app).await.len(), 2);
 }
 
@@ -148,13 +179,19 @@ async fn queued_sends_fail_after_the_offline_grace() {
     .await;
     let account = app.owner.account.clone().unwrap();
     let first = queue_text(&app, &app.owner.token, "+917999709791").await;
-    app.wait_for_status(&app.owner.token, &first, status_is("read")).await;
+    app.wait_for_status(&app.owner.token, &first, status_is("read"))
+        .await;
     let waiting = queue_text(&app, &app.owner.token, "+917999709792").await;
     app.set_status(&account, AccountStatus::Disconnected).await;
-    let failed = app.wait_for_status(&app.owner.token, &waiting, status_is("failed")).await;
+    let failed = app
+        .wait_for_status(&app.owner.token, &waiting, status_is("failed"))
+        .await;
     assert_eq!(failed["errorCode"], "whatsapp_not_connected");
     // A status never moves backwards: the read one stays read.
-    assert_eq!(app.status(&app.owner.token, &first).await.json()["status"], "read");
+    assert_eq!(
+        app.status(&app.owner.token, &first).await.json()["status"],
+        "read"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +207,8 @@ async fn sends_survive_a_restart_and_go_out_once() {
     };
     app = app.restart().await;
     for id in &ids {
-        app.wait_for_status(&app.admin.token, id, status_is("read")).await;
+        app.wait_for_status(&app.admin.token, id, status_is("read"))
+            .await;
     }
     assert_eq!(outbox(&app).await.len(), 5);
 }
@@ -185,12 +223,18 @@ async fn a_document_with_an_unfetchable_url_fails_with_invalid_media_url() {
     })
     .await;
     let r = app
-        .send(&app.owner.token, None, &json!({"to": "+917999709798", "type": "document",
-            "document": {"url": "https://media.example.com/quote.pdf", "fileName": "quote.pdf"}}))
+        .send(
+            &app.owner.token,
+            None,
+            &json!({"to": "+917999709798", "type": "document",
+            "document": {"url": "https://media.example.com/quote.pdf", "fileName": "quote.pdf"}}),
+        )
         .await;
     assert_eq!(r.status, 202);
     let id = r.json()["sendAttemptId"].as_str().unwrap().to_string();
-    let failed = app.wait_for_status(&app.owner.token, &id, status_is("failed")).await;
+    let failed = app
+        .wait_for_status(&app.owner.token, &id, status_is("failed"))
+        .await;
     assert_eq!(failed["errorCode"], "invalid_media_url");
     assert!(outbox(&app).await.is_empty());
 }

@@ -47,9 +47,10 @@ pub fn test_config(db: PathBuf) -> Config {
     // Media hosts resolve to a loopback address admitted by the test-only
     // allow-list, where nothing listens: validation passes, fetches fail fast,
     // and no test ever sends a packet off this machine.
-    c.media
-        .resolve
-        .insert("media.example.com".into(), vec!["127.0.0.2".parse().unwrap()]);
+    c.media.resolve.insert(
+        "media.example.com".into(),
+        vec!["127.0.0.2".parse().unwrap()],
+    );
     c.media.unsafe_allow_networks_for_testing = vec!["127.0.0.2/32".parse().unwrap()];
     c.server.shutdown_timeout = Duration::from_secs(5);
     c
@@ -94,7 +95,17 @@ pub fn add_member(
     let account = if phone.is_empty() {
         None
     } else {
-        Some(admin::add_account(c, ws, &user.id, phone, DriverKind::Sandbox, &serde_json::json!({}))?.id)
+        Some(
+            admin::add_account(
+                c,
+                ws,
+                &user.id,
+                phone,
+                DriverKind::Sandbox,
+                &serde_json::json!({}),
+            )?
+            .id,
+        )
     };
     let t = token::generate(TokenKind::Send);
     admin::create_token(c, &user.id, TokenKind::Send, None, None, &t)?;
@@ -110,9 +121,14 @@ async fn start(config: Config, store: Store) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(whatan::server::serve(config.clone(), store.clone(), listener, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(whatan::server::serve(
+        config.clone(),
+        store.clone(),
+        listener,
+        async {
+            let _ = rx.await;
+        },
+    ));
     let empty = || Member {
         user: String::new(),
         token: String::new(),
@@ -143,17 +159,21 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.bytes).unwrap_or_else(|_| {
-            panic!("not JSON: {}", String::from_utf8_lossy(&self.bytes))
-        })
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.bytes)))
     }
 
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
     }
 }
 
@@ -162,7 +182,12 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub async fn send_raw(&self, token: &str, key: Option<&str>, body: impl Into<reqwest::Body>) -> Reply {
+    pub async fn send_raw(
+        &self,
+        token: &str,
+        key: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
         let mut req = self
             .client
             .post(self.url("/api/v1/messages/send"))
@@ -193,7 +218,12 @@ impl TestApp {
     }
 
     /// Poll the status endpoint until `done` holds (bounded; no fixed sleeps).
-    pub async fn wait_for_status(&self, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for_status(
+        &self,
+        token: &str,
+        id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let body = self.status(token, id).await.json();
@@ -250,7 +280,11 @@ async fn reply(resp: reqwest::Response) -> Reply {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap().to_vec();
-    Reply { status, headers, bytes }
+    Reply {
+        status,
+        headers,
+        bytes,
+    }
 }
 
 pub fn text_to(to: &str) -> Value {

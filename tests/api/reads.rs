@@ -21,7 +21,16 @@ async fn the_status_body_has_the_pages_fields() {
     let r = app.status(&app.member.token, &id).await;
     assert_eq!(r.status, 200);
     let body = r.json();
-    for k in ["sendAttemptId", "status", "messageId", "remoteJid", "errorCode", "errorMessage", "createdAt", "updatedAt"] {
+    for k in [
+        "sendAttemptId",
+        "status",
+        "messageId",
+        "remoteJid",
+        "errorCode",
+        "errorMessage",
+        "createdAt",
+        "updatedAt",
+    ] {
         assert!(body.get(k).is_some(), "missing {k}");
     }
     assert_eq!(body["sendAttemptId"], id.as_str());
@@ -81,7 +90,12 @@ async fn read_rules_follow_the_page() {
 #[tokio::test]
 async fn malformed_and_unknown_ids_are_404() {
     let app = spawn_app().await;
-    for id in ["nope", "f1f7a5a0-2ff4-4ef7-b4bf-1a3b50ad6f53", "%27%20OR%201%3D1", "1"] {
+    for id in [
+        "nope",
+        "f1f7a5a0-2ff4-4ef7-b4bf-1a3b50ad6f53",
+        "%27%20OR%201%3D1",
+        "1",
+    ] {
         let r = app.status(&app.owner.token, id).await;
         assert_eq!((r.status, r.code().as_str()), (404, "not_found"), "{id}");
     }

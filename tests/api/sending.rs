@@ -9,14 +9,32 @@ use whatan::domain::{AccountStatus, Role};
 async fn a_personal_text_send_is_queued_with_the_pages_fields() {
     let app = spawn_app().await;
     let r = app
-        .send(&app.member.token, Some("invoice-123-reminder"), &json!({
-            "to": "+91 7999-709798", "type": "text", "text": "Your invoice is ready."
-        }))
+        .send(
+            &app.member.token,
+            Some("invoice-123-reminder"),
+            &json!({
+                "to": "+91 7999-709798", "type": "text", "text": "Your invoice is ready."
+            }),
+        )
         .await;
     assert_eq!(r.status, 202);
     let body = r.json();
-    let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-    for k in ["accepted", "sendAttemptId", "messageId", "remoteJid", "from", "to", "normalizedPhone", "status"] {
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "accepted",
+        "sendAttemptId",
+        "messageId",
+        "remoteJid",
+        "from",
+        "to",
+        "normalizedPhone",
+        "status",
+    ] {
         assert!(keys.contains(&k), "missing {k}");
     }
     assert_eq!(body["accepted"], true);
@@ -28,7 +46,10 @@ async fn a_personal_text_send_is_queued_with_the_pages_fields() {
     assert!(uuid::Uuid::parse_str(body["sendAttemptId"].as_str().unwrap()).is_ok());
     // Field order follows the page.
     let text = String::from_utf8(r.bytes.clone()).unwrap();
-    assert!(text.starts_with(r#"{"accepted":true,"sendAttemptId":"#), "{text}");
+    assert!(
+        text.starts_with(r#"{"accepted":true,"sendAttemptId":"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -52,7 +73,11 @@ async fn workspace_sender_mode_lets_owners_and_admins_pick_any_workspace_number(
         (&app.owner, &app.owner.phone),
     ] {
         let r = app
-            .send(&who.token, None, &json!({"from": from, "to": "+917999709798", "type": "text", "text": "x"}))
+            .send(
+                &who.token,
+                None,
+                &json!({"from": from, "to": "+917999709798", "type": "text", "text": "x"}),
+            )
             .await;
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.bytes));
         assert_eq!(r.json()["from"], from.as_str());
@@ -64,7 +89,11 @@ async fn members_may_not_pick_a_sender_even_their_own() {
     let app = spawn_app().await;
     for from in [&app.member.phone, &app.owner.phone] {
         let r = app
-            .send(&app.member.token, None, &json!({"from": from, "to": "+917999709798", "type": "text", "text": "x"}))
+            .send(
+                &app.member.token,
+                None,
+                &json!({"from": from, "to": "+917999709798", "type": "text", "text": "x"}),
+            )
             .await;
         assert_eq!(r.status, 403);
         assert_eq!(r.code(), "sender_selection_forbidden");
@@ -85,14 +114,22 @@ async fn a_from_outside_the_workspace_is_sender_not_allowed() {
         .unwrap();
     for from in ["+917000000009", "+917000000008"] {
         let r = app
-            .send(&app.owner.token, None, &json!({"from": from, "to": "+917999709798", "type": "text", "text": "x"}))
+            .send(
+                &app.owner.token,
+                None,
+                &json!({"from": from, "to": "+917999709798", "type": "text", "text": "x"}),
+            )
             .await;
         assert_eq!(r.status, 403, "{from}");
         assert_eq!(r.code(), "sender_not_allowed");
     }
     // And the other workspace's owner cannot send from ours.
     let r = app
-        .send(&other.token, None, &json!({"from": app.owner.phone, "to": "+917999709798", "type": "text", "text": "x"}))
+        .send(
+            &other.token,
+            None,
+            &json!({"from": app.owner.phone, "to": "+917999709798", "type": "text", "text": "x"}),
+        )
         .await;
     assert_eq!(r.code(), "sender_not_allowed");
 }
@@ -100,13 +137,33 @@ async fn a_from_outside_the_workspace_is_sender_not_allowed() {
 #[tokio::test]
 async fn a_disconnected_sender_or_a_user_without_account_is_whatsapp_not_connected() {
     let app = spawn_app().await;
-    app.set_status(app.member.account.as_ref().unwrap(), AccountStatus::Disconnected).await;
-    let r = app.send(&app.member.token, Some("k-offline"), &text_to("+917999709798")).await;
-    assert_eq!((r.status, r.code().as_str()), (409, "whatsapp_not_connected"));
+    app.set_status(
+        app.member.account.as_ref().unwrap(),
+        AccountStatus::Disconnected,
+    )
+    .await;
     let r = app
-        .send(&app.owner.token, None, &json!({"from": app.member.phone, "to": "+917999709798", "type": "text", "text": "x"}))
+        .send(
+            &app.member.token,
+            Some("k-offline"),
+            &text_to("+917999709798"),
+        )
         .await;
-    assert_eq!((r.status, r.code().as_str()), (409, "whatsapp_not_connected"));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (409, "whatsapp_not_connected")
+    );
+    let r = app
+        .send(
+            &app.owner.token,
+            None,
+            &json!({"from": app.member.phone, "to": "+917999709798", "type": "text", "text": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (409, "whatsapp_not_connected")
+    );
 
     let ws = app.workspace.clone();
     let lonely = app
@@ -114,14 +171,29 @@ async fn a_disconnected_sender_or_a_user_without_account_is_whatsapp_not_connect
         .write(move |c| add_member(c, &ws, Role::Member, ""))
         .await
         .unwrap();
-    let r = app.send(&lonely.token, None, &text_to("+917999709798")).await;
-    assert_eq!((r.status, r.code().as_str()), (409, "whatsapp_not_connected"));
+    let r = app
+        .send(&lonely.token, None, &text_to("+917999709798"))
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (409, "whatsapp_not_connected")
+    );
     assert_eq!(app.count("SELECT count(*) FROM send_attempts").await, 0);
 
     // The refused request stored nothing under its key: after reconnecting,
     // the CRM's retry with the same key succeeds.
-    app.set_status(app.member.account.as_ref().unwrap(), AccountStatus::Connected).await;
-    let r = app.send(&app.member.token, Some("k-offline"), &text_to("+917999709798")).await;
+    app.set_status(
+        app.member.account.as_ref().unwrap(),
+        AccountStatus::Connected,
+    )
+    .await;
+    let r = app
+        .send(
+            &app.member.token,
+            Some("k-offline"),
+            &text_to("+917999709798"),
+        )
+        .await;
     assert_eq!(r.status, 202);
     assert!(r.header("idempotent-replayed").is_none());
 }
@@ -151,7 +223,9 @@ async fn malformed_bodies_are_invalid_request_naming_the_field() {
         (r#"{"to":"+917999709798","type":"document","document":{"url":"https://media.example.com/a.pdf","fileName":5}}"#.into(), Some("document.fileName")),
     ];
     for (body, field) in cases {
-        let r = app.send_raw(&app.owner.token, Some("same-key"), body.clone()).await;
+        let r = app
+            .send_raw(&app.owner.token, Some("same-key"), body.clone())
+            .await;
         assert_eq!(r.status, 400, "{body}");
         assert_eq!(r.code(), "invalid_request", "{body}");
         assert_eq!(r.json()["error"]["field"].as_str(), field, "{body}");
@@ -165,23 +239,49 @@ async fn malformed_bodies_are_invalid_request_naming_the_field() {
 async fn bad_idempotency_keys_are_invalid_request() {
     let app = spawn_app().await;
     for key in ["", "has space", &"k".repeat(256)] {
-        let r = app.send(&app.owner.token, Some(key), &text_to("+917999709798")).await;
-        assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"), "{key:?}");
+        let r = app
+            .send(&app.owner.token, Some(key), &text_to("+917999709798"))
+            .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid_request"),
+            "{key:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn bad_phone_numbers_are_invalid_phone_number() {
     let app = spawn_app().await;
-    for to in ["917999709798", "07999 709798", "++917999709798", "tel:+917999709798", "+91 7000O 00001", "+917999709798 x12", "+12", "+999 1234567"] {
+    for to in [
+        "917999709798",
+        "07999 709798",
+        "++917999709798",
+        "tel:+917999709798",
+        "+91 7000O 00001",
+        "+917999709798 x12",
+        "+12",
+        "+999 1234567",
+    ] {
         let r = app.send(&app.owner.token, None, &text_to(to)).await;
-        assert_eq!((r.status, r.code().as_str()), (400, "invalid_phone_number"), "{to}");
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid_phone_number"),
+            "{to}"
+        );
         assert_eq!(r.json()["error"]["field"], "to");
     }
     let r = app
-        .send(&app.owner.token, None, &json!({"from": "12345", "to": "+917999709798", "type": "text", "text": "x"}))
+        .send(
+            &app.owner.token,
+            None,
+            &json!({"from": "12345", "to": "+917999709798", "type": "text", "text": "x"}),
+        )
         .await;
-    assert_eq!((r.code().as_str(), r.json()["error"]["field"].as_str()), ("invalid_phone_number", Some("from")));
+    assert_eq!(
+        (r.code().as_str(), r.json()["error"]["field"].as_str()),
+        ("invalid_phone_number", Some("from"))
+    );
 }
 
 #[tokio::test]
@@ -198,9 +298,17 @@ async fn unsafe_media_urls_are_invalid_media_url() {
         "https://nothing-resolves-here.invalid/a.png",
     ] {
         let r = app
-            .send(&app.owner.token, None, &json!({"to": "+917999709798", "type": "image", "image": {"url": url}}))
+            .send(
+                &app.owner.token,
+                None,
+                &json!({"to": "+917999709798", "type": "image", "image": {"url": url}}),
+            )
             .await;
-        assert_eq!((r.status, r.code().as_str()), (400, "invalid_media_url"), "{url}");
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid_media_url"),
+            "{url}"
+        );
     }
     assert_eq!(app.count("SELECT count(*) FROM send_attempts").await, 0);
 }
@@ -212,11 +320,17 @@ async fn checks_run_in_the_contracts_order() {
     let r = app.send_raw("", None, "{").await;
     assert_eq!(r.code(), "unauthorized");
     // body shape before phone numbers
-    let r = app.send_raw(&app.owner.token, None, r#"{"to":"bad","type":"nope"}"#).await;
+    let r = app
+        .send_raw(&app.owner.token, None, r#"{"to":"bad","type":"nope"}"#)
+        .await;
     assert_eq!(r.code(), "invalid_request");
     // phone numbers before sender selection
     let r = app
-        .send(&app.member.token, None, &json!({"from": app.owner.phone, "to": "bad", "type": "text", "text": "x"}))
+        .send(
+            &app.member.token,
+            None,
+            &json!({"from": app.owner.phone, "to": "bad", "type": "text", "text": "x"}),
+        )
         .await;
     assert_eq!(r.code(), "invalid_phone_number");
     // sender selection before media URL
@@ -225,7 +339,11 @@ async fn checks_run_in_the_contracts_order() {
         .await;
     assert_eq!(r.code(), "sender_selection_forbidden");
     // media URL before connection state
-    app.set_status(app.member.account.as_ref().unwrap(), AccountStatus::Disconnected).await;
+    app.set_status(
+        app.member.account.as_ref().unwrap(),
+        AccountStatus::Disconnected,
+    )
+    .await;
     let r = app
         .send(&app.member.token, None, &json!({"to": "+917999709798", "type": "image", "image": {"url": "https://10.1.1.1/x.png"}}))
         .await;
