@@ -545,3 +545,31 @@ fn cli_changes_take_effect_in_a_running_server() {
     );
     assert_eq!(sigterm_and_wait(server).code(), Some(0));
 }
+
+#[test]
+fn the_pages_curl_examples_run_unchanged_against_a_first_run_server() {
+    let db = fresh_db();
+    let dir = db.path.parent().unwrap();
+    // example.com resolves to a loopback address admitted for tests, where
+    // nothing listens: the requests are accepted, their media fetches fail
+    // later, and no packet leaves this machine.
+    let config = dir.join("whatan.toml");
+    std::fs::write(
+        &config,
+        "[media]\nresolve = { \"example.com\" = [\"127.0.0.2\"] }\nunsafe_allow_networks_for_testing = [\"127.0.0.2/32\"]\n",
+    )
+    .unwrap();
+    let server = serve(&db.path, &[]);
+    let token = server.first_line["firstRun"]["token"].as_str().unwrap().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/page-curl-examples.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .env("WHATAN_URL", format!("http://{}", server.addr))
+        .env("WHATAN_TOKEN", &token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("all 5 page examples queued"), "{stdout}");
+    assert_eq!(sigterm_and_wait(server).code(), Some(0));
+}

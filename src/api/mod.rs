@@ -128,16 +128,26 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     response
 }
 
+/// A client must send its whole body within this time (slow-body clients
+/// would otherwise hold a connection slot forever).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Read the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+    let collect = Limited::new(body, MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            "the request body did not arrive in time",
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request",
             format!("request body is larger than {MAX_BODY_BYTES} bytes"),
         )),
-        Err(_) => Err(ApiError::invalid("could not read the request body")),
+        Ok(Err(_)) => Err(ApiError::invalid("could not read the request body")),
     }
 }
 
