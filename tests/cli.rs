@@ -560,8 +560,14 @@ fn the_pages_curl_examples_run_unchanged_against_a_first_run_server() {
     )
     .unwrap();
     let server = serve(&db.path, &[]);
-    let token = server.first_line["firstRun"]["token"].as_str().unwrap().to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/page-curl-examples.sh");
+    let token = server.first_line["firstRun"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/page-curl-examples.sh"
+    );
     let out = Command::new("bash")
         .arg(script)
         .env("WHATAN_URL", format!("http://{}", server.addr))
@@ -569,7 +575,55 @@ fn the_pages_curl_examples_run_unchanged_against_a_first_run_server() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("all 5 page examples queued"), "{stdout}");
     assert_eq!(sigterm_and_wait(server).code(), Some(0));
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_hand_off_finish_and_commit() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    // The simulated network takes a second to acknowledge, so SIGTERM
+    // arrives while the hand-off is in flight.
+    let server = serve(&db.path, &[("WHATAN_SANDBOX_ACK_DELAY", "1s")]);
+    let (status, body) = http(
+        &server.addr,
+        "POST",
+        "/api/v1/messages/send",
+        &st.token,
+        r#"{"to": "+917999709798", "type": "text", "text": "x"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let id: Value = serde_json::from_str(&body).unwrap();
+    let path = format!("/api/v1/messages/{}", id["sendAttemptId"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http(&server.addr, "GET", &path, &st.token, "");
+        if body.contains(r#""status":"sending""#) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw sending: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(sigterm_and_wait(server).code(), Some(0));
+    let c = rusqlite::Connection::open(&db.path).unwrap();
+    let status: String = c
+        .query_row("SELECT status FROM send_attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "accepted");
+    assert_eq!(
+        json(&db.path, &["sandbox", "outbox"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -325,8 +325,12 @@ impl Engine {
                 }
                 Decision::SendNow => {
                     if let Some(attempt) = next {
+                        // Count the hand-off before the last shutdown check,
+                        // so `drain` either waits for it or it never starts.
                         self.inner.handoffs_in_flight.fetch_add(1, Ordering::SeqCst);
-                        self.hand_off(account, attempt).await;
+                        if !self.shutting_down() {
+                            self.hand_off(account, attempt).await;
+                        }
                         self.inner.handoffs_in_flight.fetch_sub(1, Ordering::SeqCst);
                         self.inner.handoff_done.notify_waiters();
                     }
