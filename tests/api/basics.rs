@@ -159,3 +159,70 @@ async fn graceful_shutdown_finishes_and_returns() {
     app.stop().await;
     assert!(app.client.get(app.url("/healthz")).send().await.is_err());
 }
+
+#[tokio::test]
+async fn garbage_on_the_wire_never_takes_the_server_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let token = app.owner.token.clone();
+    let inputs: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02\xff\xfe garbage\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"POST /api/v1/messages/send HTTP/1.1\r\nContent-Length: -5\r\n\r\n".to_vec(),
+        b"POST /api/v1/messages/send HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        [
+            format!("POST /api/v1/messages/send HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 10\r\n\r\n").into_bytes(),
+            b"\xff\xfe\x00{{{{{{{".to_vec(),
+        ]
+        .concat(),
+        format!("POST /api/v1/messages/send HTTP/1.1\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFF\r\n")
+            .into_bytes(),
+        format!("GET /api/v1/messages/{} HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n", "%".repeat(2000)).into_bytes(),
+        b"GET /healthz HTTP/1.1\r\nHost: \xc3\x28\r\n\r\n".to_vec(),
+    ];
+    for input in inputs {
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(&input).await.unwrap();
+        let _ = stream.shutdown().await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_to_end(&mut out),
+        )
+        .await;
+        if !out.is_empty() {
+            let head = String::from_utf8_lossy(&out[..out.len().min(12)]).to_string();
+            assert!(
+                head.starts_with("HTTP/1.1 ") && !head.starts_with("HTTP/1.1 5"),
+                "{head:?} for {:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+    }
+    // JSON bodies of every wrong shape are answered with 400, never a 500.
+    for body in [
+        r#"{"to":["+917999709798"],"type":"text","text":"x"}"#,
+        r#"{"to":"+917999709798","type":{"a":1},"text":"x"}"#,
+        r#"{"to":"+917999709798","type":"image","image":{"url":["x"]}}"#,
+        r#"{"to":"+917999709798","type":"document","document":{"url":"https://media.example.com/a","mimetype":{}}}"#,
+        r#"{"to":"\u0000","type":"text","text":"\ud800"}"#,
+        r#"{"to":"+917999709798","type":"text","text":"x","text":"y"}"#,
+        "\u{feff}{}",
+        "1e999999",
+        &format!("{}1{}", "[".repeat(5000), "]".repeat(5000)),
+    ] {
+        let r = app.send_raw(&token, None, body.to_string()).await;
+        assert!(
+            r.status == 400 || r.status == 202,
+            "{} for {body:.80}",
+            r.status
+        );
+    }
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.count("SELECT count(*) FROM send_attempts WHERE to_phone NOT LIKE '+%'")
+            .await,
+        0
+    );
+}
