@@ -2,10 +2,14 @@
 //! fresh SQLite file, spoken to over HTTP like a client would.
 
 mod helpers;
+#[allow(dead_code)]
+#[path = "../support/tls_server.rs"]
+mod tls_server;
 
 mod basics;
 mod delivery;
 mod idempotency;
 mod limits;
+mod media;
 mod reads;
 mod sending;
