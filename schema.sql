@@ -115,3 +115,14 @@ CREATE TABLE sandbox_outbox (
     body          TEXT NOT NULL,                      -- JSON: text / caption / file name / sizes
     delivered_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- migration: 2
+
+-- 1 when the last hand-off of a `sending` attempt certainly did not reach
+-- WhatsApp (retry later, account offline). A `sending` attempt with 0 was
+-- interrupted mid-hand-off: drivers that cannot de-duplicate by message id
+-- must not send it again.
+ALTER TABLE send_attempts ADD COLUMN handoff_unsent INTEGER NOT NULL DEFAULT 0;
+-- When whatan last handed the message to WhatsApp (the claim); pacing gaps
+-- run from one hand-off to the next.
+ALTER TABLE send_attempts ADD COLUMN handed_off_at INTEGER;

@@ -283,26 +283,47 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Account(AccountCmd::Connect { id, pair_code: _ }) => {
+        Command::Account(AccountCmd::Connect { id, pair_code }) => {
             let account = store
                 .read_blocking(|c| admin::get_account(c, &id))?
                 .ok_or_else(|| CliError(format!("unknown account {id}")))?;
-            match account.driver_kind() {
-                DriverKind::Sandbox => {}
-                other => {
+            // A sandbox phone switches on at once; a cloud account is connected
+            // only once Meta's phone number endpoint accepts its credentials.
+            let detail = match account.driver_kind() {
+                DriverKind::Sandbox => None,
+                DriverKind::Cloud => Some(
+                    crate::driver::cloud::verify_credentials_blocking(&config.cloud, &account)
+                        .map_err(|reason| CliError(format!("account {id}: {reason}")))?,
+                ),
+                // A web account is connected once its phone is linked (QR or
+                // pair code shown here; the running server picks the session up).
+                #[cfg(feature = "web")]
+                DriverKind::Web => Some(
+                    crate::driver::web::link_account_blocking(
+                        &config, &account, pair_code, json_out,
+                    )
+                    .map_err(|reason| CliError(format!("account {id}: {reason}")))?,
+                ),
+                #[cfg(not(feature = "web"))]
+                DriverKind::Web => {
+                    let _ = pair_code;
                     return Err(CliError(format!(
-                        "account {id} uses the {} driver, which this build cannot connect yet",
-                        other.as_str()
-                    )))
+                        "account {id} uses the web driver, but this build of whatan has no linked-device support (built without the `web` feature)"
+                    )));
                 }
-            }
+            };
             let account = store.write_blocking(move |c| {
-                admin::set_account_status(c, &id, AccountStatus::Connected, None)
+                admin::set_account_status(c, &id, AccountStatus::Connected, detail.as_deref())
             })?;
+            let verified = account
+                .status_detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
             print(
                 json!({"id": account.id, "status": account.status}),
                 format!(
-                    "account {} ({}) is {}",
+                    "account {} ({}) is {}{verified}",
                     account.id, account.phone, account.status
                 ),
             );

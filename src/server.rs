@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::delivery::Engine;
+use crate::driver::cloud::CloudDriver;
 use crate::driver::sandbox::SandboxDriver;
 use crate::driver::{Drivers, EventSink};
 use crate::media::MediaGuard;
@@ -34,11 +35,58 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The drivers this build has, wired to the engine's event channel.
 pub fn build_drivers(config: &Config, store: &Store, events: EventSink) -> Drivers {
-    Drivers::default().with(Arc::new(SandboxDriver::new(
+    let drivers = Drivers::default().with(Arc::new(SandboxDriver::new(
         store.clone(),
         &config.sandbox,
-        events,
-    )))
+        events.clone(),
+    )));
+    // Linked devices (WhatsApp Web): reconnects every linked account, so it
+    // must be built inside the runtime. Without the feature, web accounts
+    // stay disconnected.
+    #[cfg(feature = "web")]
+    let drivers = drivers.with(crate::driver::web::WebDriver::start(config, store, events));
+    #[cfg(not(feature = "web"))]
+    leave_web_accounts_disconnected(store, events);
+    // Without its HTTP client the cloud driver is left out; the engine then
+    // fails cloud sends with "driver not available" instead of hiding it.
+    match CloudDriver::new(&config.cloud) {
+        Ok(cloud) => drivers.with(Arc::new(cloud)),
+        Err(e) => {
+            tracing::error!(error = %e, "the Cloud API driver is unavailable");
+            drivers
+        }
+    }
+}
+
+/// A build without the `web` feature cannot reach linked devices: a web
+/// account that claims to be connected (from an earlier build) is marked
+/// disconnected, so the API refuses its sends with `whatsapp_not_connected`.
+#[cfg(not(feature = "web"))]
+fn leave_web_accounts_disconnected(store: &Store, events: EventSink) {
+    use crate::domain::{AccountStatus, DriverKind};
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let store = store.clone();
+    runtime.spawn(async move {
+        let Ok(accounts) = store.read(crate::store::admin::list_accounts).await else {
+            return;
+        };
+        for account in accounts {
+            if account.driver_kind() == DriverKind::Web
+                && matches!(
+                    account.status(),
+                    AccountStatus::Connected | AccountStatus::Connecting
+                )
+            {
+                let _ = events.send(crate::driver::DriverEvent::Connection {
+                    account_id: account.id,
+                    status: AccountStatus::Disconnected,
+                    detail: Some("this build of whatan has no linked-device (web) support".into()),
+                });
+            }
+        }
+    });
 }
 
 /// Run the whole server on `listener` until `shutdown` resolves, then drain
@@ -56,7 +104,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine = Engine::start(
         store.clone(),
-        drivers,
+        drivers.clone(),
         media.clone(),
         config.pacing.clone(),
         events_rx,
@@ -78,6 +126,8 @@ pub async fn serve(
     .await;
     let _ = stop_tx.send(true);
     engine.drain(config.server.shutdown_timeout).await;
+    // Linked devices disconnect gracefully (their state is flushed).
+    let _ = tokio::time::timeout(config.server.shutdown_timeout, drivers.shutdown()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -627,3 +627,79 @@ fn sigterm_lets_an_in_flight_hand_off_finish_and_commit() {
         1
     );
 }
+
+/// A `web` account on the setup's workspace and owner (a second user, since
+/// a user has at most one account).
+fn add_web_account(db: &Path, st: &Setup) -> String {
+    let user = json(
+        db,
+        &[
+            "user",
+            "add",
+            "--workspace",
+            &st.ws,
+            "--name",
+            "Sales line",
+            "--role",
+            "member",
+        ],
+    );
+    let account = json(
+        db,
+        &[
+            "account",
+            "add",
+            "--workspace",
+            &st.ws,
+            "--user",
+            &s(&user, "id"),
+            "--phone",
+            "+917000000002",
+            "--driver",
+            "web",
+        ],
+    );
+    assert_eq!(account["driver"], "web");
+    assert_eq!(account["status"], "disconnected");
+    s(&account, "id")
+}
+
+#[cfg(not(feature = "web"))]
+#[test]
+fn without_the_web_feature_connecting_a_web_account_fails_with_one_line() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let account = add_web_account(&db.path, &st);
+    let err = fails(&db.path, &["account", "connect", &account]);
+    assert!(err.contains("no linked-device support"), "{err}");
+    let err = fails(&db.path, &["account", "connect", &account, "--pair-code"]);
+    assert!(err.contains("no linked-device support"), "{err}");
+}
+
+#[cfg(feature = "web")]
+#[test]
+fn connecting_a_web_account_whose_session_folder_is_unusable_fails_with_one_line() {
+    // Pairing stops before any network use: the session folder next to the
+    // database cannot be created (a file is in the way).
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let account = add_web_account(&db.path, &st);
+    std::fs::write(
+        db.path.parent().unwrap().join("web-sessions"),
+        b"in the way",
+    )
+    .unwrap();
+    let err = fails(&db.path, &["--json", "account", "connect", &account]);
+    assert!(
+        err.contains(&account) && err.contains("web-sessions"),
+        "{err}"
+    );
+    let list = json(&db.path, &["account", "list"]);
+    let web = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == account.as_str())
+        .unwrap();
+    assert_eq!(web["status"], "disconnected", "nothing half-written");
+}

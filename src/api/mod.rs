@@ -7,6 +7,7 @@
 mod auth;
 mod send;
 mod status;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -173,6 +174,13 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
                 status::handle(&state, req, &id).await
             }
             _ => Err(method_not_allowed("GET")),
+        },
+        (p, _) if p.starts_with(webhooks::PATH_PREFIX) => match method {
+            Method::GET | Method::POST => {
+                let account_id = p[webhooks::PATH_PREFIX.len()..].to_string();
+                webhooks::handle(&state, req, &account_id).await
+            }
+            _ => Err(method_not_allowed("GET, POST")),
         },
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

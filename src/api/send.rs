@@ -31,7 +31,12 @@ struct QueuedResponse<'a> {
 }
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let principal = auth::authenticate(state, req.headers()).await?;
+    // The token's own account (personal mode, the usual case) is read in
+    // the same trip as the token; with `from` it is simply not used.
+    let (principal, own_account) = auth::authenticate_with(state, req.headers(), |c, p| {
+        admin::account_of_user(c, &p.user_id)
+    })
+    .await?;
     let key = idempotency_key(req.headers())?;
     let body = read_body(req.into_body()).await?;
     let request = SendRequest::parse(&body).map_err(|e| {
@@ -67,14 +72,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
                 })?;
             (SenderMode::Workspace, Some(account))
         }
-        None => {
-            let user = principal.user_id.clone();
-            let account = state
-                .store
-                .read(move |c| admin::account_of_user(c, &user))
-                .await?;
-            (SenderMode::Personal, account)
-        }
+        None => (SenderMode::Personal, own_account),
     };
 
     if let Some(url) = request.message.media_url() {
@@ -93,7 +91,13 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     };
 
     let now = now_ms();
-    let id = uuid::Uuid::new_v4().to_string();
+    // A time-ordered UUID (version 7: 48-bit milliseconds, 74 random bits):
+    // still unguessable, and each insert lands at the end of the
+    // `send_attempts.id` index instead of on a random page, which under
+    // load is one 4 KiB page less to write per send.
+    let id = uuid::Builder::from_unix_timestamp_millis(now.max(0) as u64, &rand::random())
+        .into_uuid()
+        .to_string();
     let response_body = serde_json::to_vec(&QueuedResponse {
         accepted: true,
         send_attempt_id: &id,

@@ -34,6 +34,9 @@ struct StatusResponse<'a> {
     to: &'a str,
     #[serde(rename = "type")]
     type_name: &'a str,
+    /// When whatan last handed the message to WhatsApp.
+    #[serde(rename = "sentAt")]
+    sent_at: Option<String>,
 }
 
 pub async fn handle(
@@ -41,16 +44,18 @@ pub async fn handle(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let principal = auth::authenticate(state, req.headers()).await?;
     let Ok(uuid) = uuid::Uuid::parse_str(id) else {
+        // Authentication still comes first: a bad token is 401, not 404.
+        auth::authenticate(state, req.headers()).await?;
         return Err(ApiError::not_found());
     };
+    // The attempt is read in the same trip to a reader thread as the token.
     let id = uuid.hyphenated().to_string();
-    let attempt = state
-        .store
-        .read(move |c| attempts::get_attempt(c, &id))
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let (principal, attempt) = auth::authenticate_with(state, req.headers(), move |c, _| {
+        attempts::get_attempt(c, &id)
+    })
+    .await?;
+    let attempt = attempt.ok_or_else(ApiError::not_found)?;
     let own = attempt.user_id == principal.user_id;
     let workspace_view = principal.role.may_choose_sender()
         && attempt.mode == SenderMode::Workspace.as_str()
@@ -74,6 +79,7 @@ fn status_body(a: &AttemptRow) -> Vec<u8> {
         from: &a.from_phone,
         to: &a.to_phone,
         type_name: &a.type_name,
+        sent_at: a.handed_off_at.map(rfc3339_ms),
     })
     .unwrap_or_default()
 }

@@ -54,10 +54,6 @@ struct Inner {
     shutdown: watch::Receiver<bool>,
     handoffs_in_flight: AtomicUsize,
     handoff_done: Notify,
-    /// Attempts left in `sending` by this process after a hand-off that
-    /// certainly did not send (retry later, account offline). Anything else
-    /// found in `sending` was interrupted by a crash: a redelivery.
-    known_unsent: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Engine {
@@ -81,7 +77,6 @@ impl Engine {
                 shutdown,
                 handoffs_in_flight: AtomicUsize::new(0),
                 handoff_done: Notify::new(),
-                known_unsent: Mutex::new(Default::default()),
             }),
         };
         tokio::spawn(engine.clone().recover_and_watch());
@@ -343,8 +338,7 @@ impl Engine {
     /// during shutdown, so an in-flight send is committed before exit.
     async fn hand_off(&self, account: Account, attempt: AttemptRow) {
         let store = &self.inner.store;
-        let redelivery =
-            attempt.status == AttemptStatus::Sending && !self.known_unsent().remove(&attempt.id);
+        let redelivery = attempt.status == AttemptStatus::Sending && !attempt.handoff_unsent;
         let Some(driver) = self.inner.drivers.get(account.driver_kind()) else {
             let message = format!(
                 "the {} driver is not available in this build",
@@ -442,10 +436,10 @@ impl Engine {
                 // Keep the send queued (same message id) until the account
                 // reconnects or the offline grace runs out.
                 tracing::warn!(account = %account.id, reason = %m, "account went offline during a send");
-                self.known_unsent().insert(attempt.id.clone());
-                let id = account.id.clone();
+                let (id, attempt_id) = (account.id.clone(), attempt.id.clone());
                 let _ = store
                     .write(move |c| {
+                        attempts::mark_handoff_unsent(c, &attempt_id)?;
                         admin::set_account_status(c, &id, AccountStatus::Disconnected, Some(&m))
                     })
                     .await;
@@ -463,22 +457,17 @@ impl Engine {
                     .await;
                 } else {
                     tracing::info!(attempt = %attempt.id, ?after, %reason, "send will be retried");
-                    self.known_unsent().insert(attempt.id.clone());
-                    let id = account.id.clone();
+                    let (id, attempt_id) = (account.id.clone(), attempt.id.clone());
                     let at = now_ms() + after.as_millis() as i64;
                     let _ = store
-                        .write(move |c| attempts::set_next_send_at(c, &id, at))
+                        .write(move |c| {
+                            attempts::mark_handoff_unsent(c, &attempt_id)?;
+                            attempts::set_next_send_at(c, &id, at)
+                        })
                         .await;
                 }
             }
         }
-    }
-
-    fn known_unsent(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.inner
-            .known_unsent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 
     async fn finish(

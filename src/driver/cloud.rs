@@ -203,7 +203,10 @@ impl GraphError {
 
     /// Like [`GraphError::describe`] with another label (`OAuthException`).
     fn describe_as(&self, label: &str) -> String {
-        let code = self.code.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
+        let code = self
+            .code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "?".into());
         let mut text = format!("{label} {code}");
         if let Some(sub) = self.subcode {
             text.push_str(&format!("/{sub}"));
@@ -309,7 +312,10 @@ pub fn classify_refusal(status: u16, body: &[u8], retry_after: Option<Duration>)
     }
     if UNAVAILABLE_CODES.contains(&code) {
         return Refusal::Transient {
-            reason: format!("the Cloud API is temporarily unavailable ({})", error.describe()),
+            reason: format!(
+                "the Cloud API is temporarily unavailable ({})",
+                error.describe()
+            ),
             retry_after,
         };
     }
@@ -441,8 +447,8 @@ pub fn signature_is_valid(app_secret: &str, body: &[u8], header: &str) -> bool {
     given.len() == expected.len() && bool::from(expected.as_slice().ct_eq(&given))
 }
 
-/// Constant-time comparison of a webhook verify token.
-pub fn verify_token_matches(expected: &str, given: &str) -> bool {
+/// Constant-time comparison of two secrets (verify tokens, app secrets).
+pub fn secrets_equal(expected: &str, given: &str) -> bool {
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
@@ -476,7 +482,13 @@ impl Graph {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            // Shorter than the whole-call limit, so a slow connect is reported
+            // as a connect failure (nothing sent, safe to retry).
+            .connect_timeout((config.request_timeout / 2).min(Duration::from_secs(10)))
+            // Reusing a connection the server is closing can fail a POST after
+            // it was written, which whatan must then report as "outcome
+            // unknown"; idle connections are dropped early to make that rare.
+            .pool_idle_timeout(Duration::from_secs(20))
             .user_agent(concat!("whatan/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the Graph API client: {}", error_chain(&e)))?;
@@ -840,7 +852,12 @@ fn accepted_from(body: &[u8], message: &OutgoingMessage) -> Accepted {
 /// because it is three parts; reqwest's `multipart` feature would add a
 /// dependency for this alone. The boundary is random (122 bits), so it
 /// cannot occur in the file by accident.
-fn multipart_body(boundary: &str, bytes: &[u8], mimetype: &str, file_name: Option<&str>) -> Vec<u8> {
+fn multipart_body(
+    boundary: &str,
+    bytes: &[u8],
+    mimetype: &str,
+    file_name: Option<&str>,
+) -> Vec<u8> {
     let mimetype = header_safe_mimetype(mimetype);
     let file_name = file_name
         .map(|name| {
@@ -858,7 +875,10 @@ fn multipart_body(boundary: &str, bytes: &[u8], mimetype: &str, file_name: Optio
         .filter(|name| !name.trim().is_empty())
         .unwrap_or_else(|| "upload".into());
     let mut body = Vec::with_capacity(bytes.len() + 512);
-    for (name, value) in [("messaging_product", "whatsapp"), ("type", mimetype.as_str())] {
+    for (name, value) in [
+        ("messaging_product", "whatsapp"),
+        ("type", mimetype.as_str()),
+    ] {
         body.extend_from_slice(
             format!(
                 "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
@@ -927,7 +947,11 @@ impl WhatsAppDriver for CloudDriver {
         MediaDelivery::Bytes
     }
 
-    async fn send(&self, account: &Account, message: &OutgoingMessage) -> Result<Accepted, SendError> {
+    async fn send(
+        &self,
+        account: &Account,
+        message: &OutgoingMessage,
+    ) -> Result<Accepted, SendError> {
         // Checked first: any other answer (even "not connected") would let
         // the engine hand this message over again later.
         if message.redelivery {
@@ -937,7 +961,8 @@ impl WhatsAppDriver for CloudDriver {
                 message: REDELIVERY_REFUSED.into(),
             });
         }
-        let settings = CloudSettings::from_json(&account.settings).map_err(SendError::NotConnected)?;
+        let settings =
+            CloudSettings::from_json(&account.settings).map_err(SendError::NotConnected)?;
         let result = self.send_once(&settings, message).await;
         match &result {
             Err(SendError::RetryLater { reason, after }) => {
@@ -968,10 +993,16 @@ pub async fn verify_credentials(config: &CloudConfig, account: &Account) -> Resu
     let (status, body) = match graph.exchange(request).await {
         Exchange::Answered { status, body, .. } => (status, body),
         Exchange::NotSent(e) => {
-            return Err(format!("cannot reach the Graph API at {}: {e}", graph.base_url))
+            return Err(format!(
+                "cannot reach the Graph API at {}: {e}",
+                graph.base_url
+            ))
         }
         Exchange::Unknown(e) => {
-            return Err(format!("the Graph API at {} did not answer: {e}", graph.base_url))
+            return Err(format!(
+                "the Graph API at {} did not answer: {e}",
+                graph.base_url
+            ))
         }
     };
     let id = &settings.phone_number_id;
@@ -1042,7 +1073,10 @@ pub async fn verify_credentials(config: &CloudConfig, account: &Account) -> Resu
 
 /// [`verify_credentials`] for the synchronous CLI, on a small
 /// current-thread runtime of its own.
-pub fn verify_credentials_blocking(config: &CloudConfig, account: &Account) -> Result<String, String> {
+pub fn verify_credentials_blocking(
+    config: &CloudConfig,
+    account: &Account,
+) -> Result<String, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1065,25 +1099,41 @@ mod tests {
         if let (Some(e), Some(extra)) = (error.as_object_mut(), body_extra.as_object()) {
             e.extend(extra.clone());
         }
-        classify_refusal(status, json!({ "error": error }).to_string().as_bytes(), None)
+        classify_refusal(
+            status,
+            json!({ "error": error }).to_string().as_bytes(),
+            None,
+        )
     }
 
     #[test]
     fn meta_errors_map_to_what_they_mean() {
-        assert!(matches!(meta_error(400, 131026, json!({})), Refusal::NotOnWhatsApp(_)));
+        assert!(matches!(
+            meta_error(400, 131026, json!({})),
+            Refusal::NotOnWhatsApp(_)
+        ));
         match meta_error(400, 131047, json!({})) {
             Refusal::Final(m) => assert!(m.contains("template") && m.contains("131047"), "{m}"),
             other => panic!("{other:?}"),
         }
         for code in [190, 102, 10, 200, 299, 133010] {
-            assert!(matches!(meta_error(401, code, json!({})), Refusal::AccountUnusable(_)), "{code}");
+            assert!(
+                matches!(
+                    meta_error(401, code, json!({})),
+                    Refusal::AccountUnusable(_)
+                ),
+                "{code}"
+            );
         }
         assert!(matches!(
             meta_error(400, 100, json!({"error_subcode": 33})),
             Refusal::AccountUnusable(_)
         ));
         for code in [4, 80007, 130429, 131048, 131056, 2, 131016, 133004] {
-            assert!(matches!(meta_error(400, code, json!({})), Refusal::Transient { .. }), "{code}");
+            assert!(
+                matches!(meta_error(400, code, json!({})), Refusal::Transient { .. }),
+                "{code}"
+            );
         }
         for code in [100, 131000, 131051, 368, 131031] {
             match meta_error(400, code, json!({})) {
@@ -1095,12 +1145,30 @@ mod tests {
 
     #[test]
     fn answers_without_a_meta_error_map_by_status() {
-        assert!(matches!(classify_refusal(429, b"", None), Refusal::Transient { .. }));
-        assert!(matches!(classify_refusal(503, b"busy", None), Refusal::Transient { .. }));
-        assert!(matches!(classify_refusal(502, b"<html>", None), Refusal::Ambiguous(_)));
-        assert!(matches!(classify_refusal(500, b"{}", None), Refusal::Ambiguous(_)));
-        assert!(matches!(classify_refusal(401, b"", None), Refusal::AccountUnusable(_)));
-        assert!(matches!(classify_refusal(404, b"nope", None), Refusal::Final(_)));
+        assert!(matches!(
+            classify_refusal(429, b"", None),
+            Refusal::Transient { .. }
+        ));
+        assert!(matches!(
+            classify_refusal(503, b"busy", None),
+            Refusal::Transient { .. }
+        ));
+        assert!(matches!(
+            classify_refusal(502, b"<html>", None),
+            Refusal::Ambiguous(_)
+        ));
+        assert!(matches!(
+            classify_refusal(500, b"{}", None),
+            Refusal::Ambiguous(_)
+        ));
+        assert!(matches!(
+            classify_refusal(401, b"", None),
+            Refusal::AccountUnusable(_)
+        ));
+        assert!(matches!(
+            classify_refusal(404, b"nope", None),
+            Refusal::Final(_)
+        ));
     }
 
     #[test]
@@ -1109,8 +1177,14 @@ mod tests {
         assert_eq!(backoff(2, None, 1.0), Duration::from_secs(2));
         assert_eq!(backoff(4, None, 1.0), Duration::from_secs(8));
         assert_eq!(backoff(30, None, 1.0), MAX_BACKOFF);
-        assert_eq!(backoff(1, Some(Duration::from_secs(60)), 1.0), Duration::from_secs(60));
-        assert_eq!(backoff(1, Some(Duration::from_secs(86_400)), 1.0), MAX_RETRY_AFTER);
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(60)), 1.0),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(86_400)), 1.0),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]
@@ -1120,10 +1194,18 @@ mod tests {
         mac.update(body);
         let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
         assert!(signature_is_valid("s3cret", body, &good));
-        assert!(signature_is_valid("s3cret", body, &good.to_uppercase().replace("SHA256=", "sha256=")));
+        assert!(signature_is_valid(
+            "s3cret",
+            body,
+            &good.to_uppercase().replace("SHA256=", "sha256=")
+        ));
         assert!(!signature_is_valid("other", body, &good));
         assert!(!signature_is_valid("s3cret", b"{}", &good));
-        assert!(!signature_is_valid("s3cret", body, good.trim_start_matches("sha256=")));
+        assert!(!signature_is_valid(
+            "s3cret",
+            body,
+            good.trim_start_matches("sha256=")
+        ));
         assert!(!signature_is_valid("s3cret", body, "sha256=zz"));
         assert!(!signature_is_valid("s3cret", body, "sha256="));
         assert!(!signature_is_valid("s3cret", body, &good[..good.len() - 2]));
@@ -1151,11 +1233,17 @@ mod tests {
         let updates = status_updates(&notification);
         assert_eq!(updates.len(), 2);
         assert_eq!(updates[0].status, AttemptStatus::Accepted);
-        assert_eq!(updates[0].remote_jid.as_deref(), Some("917999709798@s.whatsapp.net"));
+        assert_eq!(
+            updates[0].remote_jid.as_deref(),
+            Some("917999709798@s.whatsapp.net")
+        );
         assert_eq!(updates[0].placeholder.as_deref(), Some("whatan-123"));
         let (code, message) = updates[1].failure.clone().unwrap();
         assert_eq!(code, RECIPIENT_NOT_FOUND);
-        assert_eq!(message, "Meta error 131026: Message undeliverable / not a WhatsApp user");
+        assert_eq!(
+            message,
+            "Meta error 131026: Message undeliverable / not a WhatsApp user"
+        );
         assert!(status_updates(&json!("x")).is_empty());
     }
 
@@ -1165,21 +1253,34 @@ mod tests {
                               "app_secret": "app-secret", "verify_token": "vt"});
         let parsed = CloudSettings::from_json(&settings).unwrap();
         let debug = format!("{parsed:?}");
-        assert!(!debug.contains("EAAG-secret") && !debug.contains("app-secret"), "{debug}");
+        assert!(
+            !debug.contains("EAAG-secret") && !debug.contains("app-secret"),
+            "{debug}"
+        );
         let bad_id = json!({"phone_number_id": "../x", "access_token": "t", "app_secret": "s", "verify_token": "v"});
-        assert!(CloudSettings::from_json(&bad_id).unwrap_err().contains("not a Graph API id"));
+        assert!(CloudSettings::from_json(&bad_id)
+            .unwrap_err()
+            .contains("not a Graph API id"));
         let missing = json!({"phone_number_id": "1", "access_token": " "});
-        assert!(CloudSettings::from_json(&missing).unwrap_err().contains("access_token"));
+        assert!(CloudSettings::from_json(&missing)
+            .unwrap_err()
+            .contains("access_token"));
     }
 
     #[test]
     fn multipart_body_has_the_three_fields() {
         let body = multipart_body("B", b"\x89PNG", "image/png; x=y", Some("a\"b\r\n.pdf"));
         let text = String::from_utf8_lossy(&body);
-        assert!(text.starts_with("--B\r\nContent-Disposition: form-data; name=\"messaging_product\"\r\n\r\nwhatsapp\r\n"));
+        assert!(text.starts_with(
+            "--B\r\nContent-Disposition: form-data; name=\"messaging_product\"\r\n\r\nwhatsapp\r\n"
+        ));
         assert!(text.contains("name=\"type\"\r\n\r\nimage/png\r\n"));
-        assert!(text.contains("name=\"file\"; filename=\"a_b__.pdf\"\r\nContent-Type: image/png\r\n\r\n"));
+        assert!(text
+            .contains("name=\"file\"; filename=\"a_b__.pdf\"\r\nContent-Type: image/png\r\n\r\n"));
         assert!(text.ends_with("\r\n--B--\r\n"));
-        assert_eq!(header_safe_mimetype("text/html\r\nX: y"), "application/octet-stream");
+        assert_eq!(
+            header_safe_mimetype("text/html\r\nX: y"),
+            "application/octet-stream"
+        );
     }
 }

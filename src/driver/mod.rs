@@ -5,7 +5,10 @@
 //!
 //! Architecture invariant: only `driver/*` talks to WhatsApp.
 
+pub mod cloud;
 pub mod sandbox;
+#[cfg(feature = "web")]
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -150,6 +153,10 @@ pub trait WhatsAppDriver: Send + Sync {
         account: &Account,
         message: &OutgoingMessage,
     ) -> Result<Accepted, SendError>;
+
+    /// Close connections gracefully when the server stops (after the engine
+    /// drained). Drivers that hold no connection keep the default.
+    async fn shutdown(&self) {}
 }
 
 /// The drivers of one process, by kind.
@@ -166,6 +173,13 @@ impl Drivers {
 
     pub fn get(&self, kind: DriverKind) -> Option<Arc<dyn WhatsAppDriver>> {
         self.by_kind.get(&kind).cloned()
+    }
+
+    /// Shut every driver down (see [`WhatsAppDriver::shutdown`]).
+    pub async fn shutdown(&self) {
+        for driver in self.by_kind.values() {
+            driver.shutdown().await;
+        }
     }
 }
 

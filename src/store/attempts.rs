@@ -26,11 +26,17 @@ pub struct AttemptRow {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub tries: i64,
+    /// The last hand-off certainly did not reach WhatsApp (the driver said
+    /// "retry later" or "not connected"); a `sending` attempt without it was
+    /// interrupted mid-hand-off and may have been sent.
+    pub handoff_unsent: bool,
+    /// When whatan last handed the message to WhatsApp.
+    pub handed_off_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const ATTEMPT_COLUMNS: &str = "seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, remote_jid, error_code, error_message, tries, created_at, updated_at";
+const ATTEMPT_COLUMNS: &str = "seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, remote_jid, error_code, error_message, tries, created_at, updated_at, handoff_unsent, handed_off_at";
 
 fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
     let status: String = r.get(10)?;
@@ -53,6 +59,8 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
         tries: r.get(15)?,
         created_at: r.get(16)?,
         updated_at: r.get(17)?,
+        handoff_unsent: r.get::<_, i64>(18)? != 0,
+        handed_off_at: r.get(19)?,
     })
 }
 
@@ -164,6 +172,18 @@ pub fn get_attempt(conn: &Connection, id: &str) -> Result<Option<AttemptRow>, St
         .optional()?)
 }
 
+/// `(attempt id, account id)` of the attempt carrying `message_id` (the
+/// `send_attempts_by_message` index).
+pub fn attempt_of_message(
+    conn: &Connection,
+    message_id: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id, account_id FROM send_attempts WHERE message_id = ?1 LIMIT 1")?
+        .query_row([message_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 /// Accounts that have queued or sending attempts (start-up recovery).
 pub fn accounts_with_pending(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached(
@@ -200,7 +220,7 @@ pub fn claim(
     let changed = conn
         .prepare_cached(
             "UPDATE send_attempts SET status = 'sending', message_id = COALESCE(message_id, ?2),
-                 tries = tries + 1, updated_at = ?3
+                 tries = tries + 1, handoff_unsent = 0, handed_off_at = ?3, updated_at = ?3
              WHERE id = ?1 AND status IN ('queued', 'sending')",
         )?
         .execute(params![attempt_id, fresh_message_id, now])?;
@@ -209,6 +229,14 @@ pub fn claim(
     }
     set_next_send_at(conn, account_id, next_send_at)?;
     get_attempt(conn, attempt_id)
+}
+
+/// Record that the last hand-off of a `sending` attempt certainly did not
+/// reach WhatsApp, so handing it off again is not a redelivery.
+pub fn mark_handoff_unsent(conn: &Connection, attempt_id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE send_attempts SET handoff_unsent = 1 WHERE id = ?1")?
+        .execute([attempt_id])?;
+    Ok(())
 }
 
 pub fn set_next_send_at(conn: &Connection, account_id: &str, at: i64) -> Result<(), StoreError> {

@@ -9,9 +9,17 @@
 //! each caller is answered only after the commit that holds its rows is
 //! durable (or has failed, in which case every caller of the batch gets the
 //! error and nothing of the batch is kept).
+//!
+//! Checkpoints (copying the WAL back into the database file) run on a
+//! separate thread with its own connection, woken after commits, so the
+//! writer does not stall on them; the writer's own automatic checkpoint is
+//! kept, at a higher threshold, as the backstop that lets the WAL restart
+//! from its beginning under continuous load.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -26,6 +34,11 @@ type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
 
 /// Most jobs in one transaction; bounds latency of the first job in a batch.
 const MAX_BATCH: usize = 2048;
+/// The writer checkpoints itself only past this many WAL pages (about 40
+/// MB); below it the checkpoint thread does the copying.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+/// The checkpoint thread runs at most this often.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct Writer {
@@ -95,7 +108,55 @@ impl Writer {
     }
 }
 
+/// A transaction-control statement, prepared once per connection rather
+/// than parsed again for every job.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Start the checkpoint thread for the database `conn` writes to; `None`
+/// for an in-memory database.
+fn start_checkpointer(conn: &Connection) -> Option<mpsc::SyncSender<()>> {
+    let path = PathBuf::from(conn.path().filter(|p| !p.is_empty())?);
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("whatan-checkpoint".into())
+        .spawn(move || {
+            let mut conn: Option<Connection> = None;
+            // Ends when the writer thread ends (the sender is dropped).
+            while woken.recv().is_ok() {
+                if conn.is_none() {
+                    conn = Connection::open(&path)
+                        .and_then(|c| super::apply_pragmas(&c).map(|()| c))
+                        .map_err(|e| tracing::warn!(error = %e, "checkpoint connection failed"))
+                        .ok();
+                }
+                if let Some(c) = &conn {
+                    // PASSIVE: copies what it can, never waits for the
+                    // writer or readers, never blocks them.
+                    if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "background checkpoint failed");
+                    }
+                }
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+            }
+        })
+        .ok()?;
+    Some(wake)
+}
+
 fn run(conn: Connection, receiver: mpsc::Receiver<Job>) {
+    let checkpointer = start_checkpointer(&conn);
+    if checkpointer.is_some() {
+        if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+        {
+            tracing::warn!(error = %e, "writer: could not raise wal_autocheckpoint");
+        }
+    }
+    // Savepoint journals of a batch stay in memory instead of a temp file.
+    if let Err(e) = conn.execute_batch("PRAGMA temp_store = MEMORY") {
+        tracing::warn!(error = %e, "writer: could not set temp_store");
+    }
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     let mut completions: Vec<Completion> = Vec::with_capacity(64);
     while let Ok(first) = receiver.recv() {
@@ -106,7 +167,7 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = control(&conn, "BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "writer: BEGIN failed; answering the batch with an error");
             for job in batch.drain(..) {
                 let (_, completion) = job(None);
@@ -115,20 +176,24 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>) {
             continue;
         }
         for job in batch.drain(..) {
-            let _ = conn.execute_batch("SAVEPOINT job");
+            let _ = control(&conn, "SAVEPOINT job");
             let (ok, completion) = job(Some(&conn));
             if !ok {
-                let _ = conn.execute_batch("ROLLBACK TO job");
+                let _ = control(&conn, "ROLLBACK TO job");
             }
-            let _ = conn.execute_batch("RELEASE job");
+            let _ = control(&conn, "RELEASE job");
             completions.push(completion);
         }
-        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let commit = control(&conn, "COMMIT").map_err(StoreError::from);
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = control(&conn, "ROLLBACK");
         }
         for completion in completions.drain(..) {
             completion(commit.clone());
+        }
+        if let Some(wake) = &checkpointer {
+            // Full means a wake-up is already pending: nothing to add.
+            let _ = wake.try_send(());
         }
     }
 }

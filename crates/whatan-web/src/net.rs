@@ -1,0 +1,109 @@
+//! The network pieces the library is built with: its own defaults (Tokio
+//! WebSocket to WhatsApp, ureq for media and version checks) in production;
+//! an offline transport in tests, so that no test ever reaches the network.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use whatsapp_rust::bot::{Bot, BotBuilder, Provided};
+use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
+use whatsapp_rust_sqlite_storage::SqliteStore;
+
+use crate::session::store_url;
+use crate::WebError;
+
+/// How to reach WhatsApp.
+#[derive(Clone, Default)]
+pub(crate) struct Net {
+    /// Replaces the WebSocket transport (tests).
+    pub transport: Option<Arc<dyn TransportFactory>>,
+    /// Fixed client version instead of asking WhatsApp's web site (tests).
+    pub version: Option<(u32, u32, u32)>,
+}
+
+pub(crate) type Builder = BotBuilder<Provided, Provided, Provided, Provided>;
+
+impl Net {
+    /// A bot builder on the session store at `path` (created if missing).
+    pub async fn builder(&self, path: &Path) -> Result<Builder, WebError> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                create_private_dir(dir).map_err(|e| {
+                    WebError::Store(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let store = SqliteStore::new(store_url(path)?)
+            .await
+            .map_err(|e| WebError::Store(format!("cannot open {}: {e}", path.display())))?;
+        // History is of no use to a sending API; skipping it keeps the first
+        // connection light.
+        let mut builder = Bot::builder().with_backend(store).skip_history_sync();
+        if let Some(transport) = &self.transport {
+            builder = builder.with_transport_factory(SharedTransport(transport.clone()));
+        }
+        if let Some(version) = self.version {
+            builder = builder.with_version(version);
+        }
+        Ok(builder)
+    }
+
+    /// A network that is never reached: every connection attempt fails at
+    /// once, as on a machine without a route to WhatsApp.
+    #[cfg(test)]
+    pub fn offline() -> Net {
+        Net {
+            transport: Some(Arc::new(OfflineTransport)),
+            version: Some((2, 3000, 1)),
+        }
+    }
+}
+
+/// Session files hold the account's keys: a folder created for them is
+/// readable by its owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// The builder wants a transport factory by value; this shares one.
+struct SharedTransport(Arc<dyn TransportFactory>);
+
+#[whatsapp_rust::async_trait]
+impl TransportFactory for SharedTransport {
+    async fn create_transport(
+        &self,
+    ) -> Result<
+        (
+            Arc<dyn Transport>,
+            whatsapp_rust::async_channel::Receiver<TransportEvent>,
+        ),
+        whatsapp_rust::anyhow::Error,
+    > {
+        self.0.create_transport().await
+    }
+}
+
+#[cfg(test)]
+pub(crate) struct OfflineTransport;
+
+#[cfg(test)]
+#[whatsapp_rust::async_trait]
+impl TransportFactory for OfflineTransport {
+    async fn create_transport(
+        &self,
+    ) -> Result<
+        (
+            Arc<dyn Transport>,
+            whatsapp_rust::async_channel::Receiver<TransportEvent>,
+        ),
+        whatsapp_rust::anyhow::Error,
+    > {
+        Err(whatsapp_rust::anyhow::anyhow!(
+            "offline: tests never reach WhatsApp"
+        ))
+    }
+}
