@@ -158,75 +158,26 @@ impl Engine {
         while let Some(event) = events.recv().await {
             let store = self.inner.store.clone();
             let now = now_ms();
-            let result = match event {
+            // Message events are forward-only transitions by message id.
+            let (message_id, next, remote_jid, error) = match event {
                 DriverEvent::Delivered { message_id } => {
-                    store
-                        .write(move |c| {
-                            attempts::transition(
-                                c,
-                                AttemptKey::MessageId(&message_id),
-                                AttemptStatus::Delivered,
-                                &TransitionFields::default(),
-                                now,
-                            )
-                        })
-                        .await
+                    (message_id, AttemptStatus::Delivered, None, None)
                 }
-                DriverEvent::Read { message_id } => {
-                    store
-                        .write(move |c| {
-                            attempts::transition(
-                                c,
-                                AttemptKey::MessageId(&message_id),
-                                AttemptStatus::Read,
-                                &TransitionFields::default(),
-                                now,
-                            )
-                        })
-                        .await
-                }
+                DriverEvent::Read { message_id } => (message_id, AttemptStatus::Read, None, None),
                 DriverEvent::Accepted {
                     message_id,
                     remote_jid,
-                } => {
-                    store
-                        .write(move |c| {
-                            let fields = TransitionFields {
-                                remote_jid: remote_jid.as_deref(),
-                                ..Default::default()
-                            };
-                            attempts::transition(
-                                c,
-                                AttemptKey::MessageId(&message_id),
-                                AttemptStatus::Accepted,
-                                &fields,
-                                now,
-                            )
-                        })
-                        .await
-                }
+                } => (message_id, AttemptStatus::Accepted, remote_jid, None),
                 DriverEvent::Failed {
                     message_id,
                     code,
                     message,
-                } => {
-                    store
-                        .write(move |c| {
-                            let fields = TransitionFields {
-                                error_code: Some(code),
-                                error_message: Some(&message),
-                                ..Default::default()
-                            };
-                            attempts::transition(
-                                c,
-                                AttemptKey::MessageId(&message_id),
-                                AttemptStatus::Failed,
-                                &fields,
-                                now,
-                            )
-                        })
-                        .await
-                }
+                } => (
+                    message_id,
+                    AttemptStatus::Failed,
+                    None,
+                    Some((code, message)),
+                ),
                 DriverEvent::Connection {
                     account_id,
                     status,
@@ -236,14 +187,27 @@ impl Engine {
                     let r = store
                         .write(move |c| {
                             admin::set_account_status(c, &id, status, detail.as_deref())
-                                .map(|_| true)
                         })
                         .await;
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "could not apply an account state change");
+                    }
                     self.wake(&account_id);
-                    r
+                    continue;
                 }
             };
-            if let Err(e) = result {
+            let r = store
+                .write(move |c| {
+                    let fields = TransitionFields {
+                        remote_jid: remote_jid.as_deref(),
+                        error_code: error.as_ref().map(|(code, _)| *code),
+                        error_message: error.as_ref().map(|(_, m)| m.as_str()),
+                        ..Default::default()
+                    };
+                    attempts::transition(c, AttemptKey::MessageId(&message_id), next, &fields, now)
+                })
+                .await;
+            if let Err(e) = r {
                 tracing::warn!(error = %e, "could not apply a driver event");
             }
         }
