@@ -8,6 +8,20 @@ use serde_json::json;
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR not really a picture";
 
+/// The app, with `media.test` pinned to the loopback test server, loopback
+/// admitted by the test-only allow-list, and the test CA trusted.
+async fn app_trusting(pki: &TestPki) -> TestApp {
+    let ca = pki.ca_path().to_path_buf();
+    spawn_app_with(move |c| {
+        c.media
+            .resolve
+            .insert("media.test".into(), vec!["127.0.0.1".parse().unwrap()]);
+        c.media.unsafe_allow_networks_for_testing = vec!["127.0.0.1/32".parse().unwrap()];
+        c.media.extra_ca_file = Some(ca);
+    })
+    .await
+}
+
 #[tokio::test]
 async fn image_and_document_bytes_reach_the_sandbox_through_the_pinned_fetch() {
     let pki = TestPki::new(&["media.test"]);
@@ -17,15 +31,7 @@ async fn image_and_document_bytes_reach_the_sandbox_through_the_pinned_fetch() {
         _ => Reply::status(404),
     })
     .await;
-    let ca = pki.ca_path().to_path_buf();
-    let app = spawn_app_with(move |c| {
-        c.media
-            .resolve
-            .insert("media.test".into(), vec!["127.0.0.1".parse().unwrap()]);
-        c.media.unsafe_allow_networks_for_testing = vec!["127.0.0.1/32".parse().unwrap()];
-        c.media.extra_ca_file = Some(ca);
-    })
-    .await;
+    let app = app_trusting(&pki).await;
     let image = app
         .send(&app.owner.token, None, &json!({"to": "+917999709798", "type": "image",
             "image": {"url": format!("https://media.test:{}/promo.png", server.port), "caption": "New arrivals"}}))
@@ -67,15 +73,7 @@ async fn a_media_server_answering_html_fails_the_attempt_with_the_reason() {
     let pki = TestPki::new(&["media.test"]);
     let server =
         TestServer::start(&pki, |_, _| Reply::ok("text/html", b"<html>login</html>")).await;
-    let ca = pki.ca_path().to_path_buf();
-    let app = spawn_app_with(move |c| {
-        c.media
-            .resolve
-            .insert("media.test".into(), vec!["127.0.0.1".parse().unwrap()]);
-        c.media.unsafe_allow_networks_for_testing = vec!["127.0.0.1/32".parse().unwrap()];
-        c.media.extra_ca_file = Some(ca);
-    })
-    .await;
+    let app = app_trusting(&pki).await;
     let r = app
         .send(
             &app.owner.token,
