@@ -308,14 +308,7 @@ impl Engine {
                 "the {} driver is not available in this build",
                 account.driver
             );
-            self.finish(
-                &attempt.id,
-                AttemptStatus::Failed,
-                SEND_FAILED,
-                &message,
-                None,
-            )
-            .await;
+            self.fail(&attempt.id, SEND_FAILED, &message).await;
             return;
         };
         let gap = draw_gap(
@@ -348,8 +341,7 @@ impl Engine {
         {
             Ok(content) => content,
             Err((code, message)) => {
-                self.finish(&attempt.id, AttemptStatus::Failed, code, &message, None)
-                    .await;
+                self.fail(&attempt.id, code, &message).await;
                 return;
             }
         };
@@ -383,18 +375,10 @@ impl Engine {
                 }
             }
             Err(SendError::NotOnWhatsApp(m)) => {
-                self.finish(
-                    &attempt.id,
-                    AttemptStatus::Failed,
-                    RECIPIENT_NOT_FOUND,
-                    &m,
-                    None,
-                )
-                .await;
+                self.fail(&attempt.id, RECIPIENT_NOT_FOUND, &m).await;
             }
             Err(SendError::Failed { code, message }) => {
-                self.finish(&attempt.id, AttemptStatus::Failed, code, &message, None)
-                    .await;
+                self.fail(&attempt.id, code, &message).await;
             }
             Err(SendError::NotConnected(m)) => {
                 // Keep the send queued (same message id) until the account
@@ -411,14 +395,7 @@ impl Engine {
             Err(SendError::RetryLater { after, reason }) => {
                 if attempt.tries >= MAX_TRIES {
                     let message = format!("gave up after {} tries: {reason}", attempt.tries);
-                    self.finish(
-                        &attempt.id,
-                        AttemptStatus::Failed,
-                        SEND_FAILED,
-                        &message,
-                        None,
-                    )
-                    .await;
+                    self.fail(&attempt.id, SEND_FAILED, &message).await;
                 } else {
                     tracing::info!(attempt = %attempt.id, ?after, %reason, "send will be retried");
                     let (id, attempt_id) = (account.id.clone(), attempt.id.clone());
@@ -434,14 +411,8 @@ impl Engine {
         }
     }
 
-    async fn finish(
-        &self,
-        attempt_id: &str,
-        status: AttemptStatus,
-        code: &'static str,
-        message: &str,
-        jid: Option<String>,
-    ) {
+    /// Record a final failure of an attempt (forward-only).
+    async fn fail(&self, attempt_id: &str, code: &'static str, message: &str) {
         let (id, message) = (attempt_id.to_string(), message.to_string());
         let r = self
             .inner
@@ -450,10 +421,15 @@ impl Engine {
                 let fields = TransitionFields {
                     error_code: Some(code),
                     error_message: Some(&message),
-                    remote_jid: jid.as_deref(),
                     ..Default::default()
                 };
-                attempts::transition(c, AttemptKey::Id(&id), status, &fields, now_ms())
+                attempts::transition(
+                    c,
+                    AttemptKey::Id(&id),
+                    AttemptStatus::Failed,
+                    &fields,
+                    now_ms(),
+                )
             })
             .await;
         if let Err(e) = r {
