@@ -92,6 +92,14 @@ pub fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A connection to `path` with [`apply_pragmas`] applied: how every
+/// connection of the process (writer, readers, checkpointer) is opened.
+pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    apply_pragmas(&conn)?;
+    Ok(conn)
+}
+
 impl Store {
     /// Open (creating if needed) the database at `path`, apply pending
     /// migrations, start the writer.
@@ -101,8 +109,7 @@ impl Store {
                 StoreError::Invalid(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
-        let mut conn = Connection::open(path)?;
-        apply_pragmas(&conn)?;
+        let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let manager = SqliteConnectionManager::file(path).with_init(|c| apply_pragmas(c));
         let pool = r2d2::Pool::builder()
@@ -223,15 +230,10 @@ fn read_loop(path: &Path, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
             return;
         };
         if conn.is_none() {
-            match Connection::open(path)
-                .map_err(StoreError::from)
-                .and_then(|c| {
-                    apply_pragmas(&c)?;
-                    Ok(c)
-                }) {
+            match open_connection(path) {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    job(Err(e));
+                    job(Err(e.into()));
                     continue;
                 }
             }

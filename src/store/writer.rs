@@ -126,8 +126,7 @@ fn start_checkpointer(conn: &Connection) -> Option<mpsc::SyncSender<()>> {
             // Ends when the writer thread ends (the sender is dropped).
             while woken.recv().is_ok() {
                 if conn.is_none() {
-                    conn = Connection::open(&path)
-                        .and_then(|c| super::apply_pragmas(&c).map(|()| c))
+                    conn = super::open_connection(&path)
                         .map_err(|e| tracing::warn!(error = %e, "checkpoint connection failed"))
                         .ok();
                 }
