@@ -133,9 +133,9 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 /// would otherwise hold a connection slot forever).
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Read the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    let collect = Limited::new(body, MAX_BODY_BYTES).collect();
+/// Read the whole body, refusing more than `limit` bytes with 413.
+pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -146,7 +146,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request",
-            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            format!("request body is larger than {limit} bytes"),
         )),
         Ok(Err(_)) => Err(ApiError::invalid("could not read the request body")),
     }

@@ -31,19 +31,38 @@ struct QueuedResponse<'a> {
 }
 
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    // The token's own account (personal mode, the usual case) is read in
-    // the same trip as the token; with `from` it is simply not used.
-    let (principal, own_account) = auth::authenticate_with(state, req.headers(), |c, p| {
-        admin::account_of_user(c, &p.user_id)
-    })
-    .await?;
-    let key = idempotency_key(req.headers())?;
-    let body = read_body(req.into_body()).await?;
-    let request = SendRequest::parse(&body).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message);
-        err.field = e.field;
-        err
-    })?;
+    // What needs no database is worked out first; its errors are reported
+    // after authentication, keeping the contract's order of checks.
+    let (parts, body) = req.into_parts();
+    let parsed = async {
+        let key = idempotency_key(&parts.headers)?;
+        let body = read_body(body, super::MAX_BODY_BYTES).await?;
+        let request = SendRequest::parse(&body).map_err(|e| {
+            let mut err = ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message);
+            err.field = e.field;
+            err
+        })?;
+        Ok::<_, ApiError>((key, request))
+    }
+    .await;
+
+    // The sender's account is read in the same trip to the database as the
+    // token: the `from` number's account for owners and admins, else the
+    // account attached to the token's user.
+    let from = match &parsed {
+        Ok((_, request)) => request.from.as_ref().map(|p| p.e164().to_string()),
+        Err(_) => None,
+    };
+    let (principal, sender) =
+        auth::authenticate_with(state, &parts.headers, move |c, p| match from {
+            Some(phone) if p.role.may_choose_sender() => {
+                admin::account_by_phone_in_workspace(c, &p.workspace_id, &phone)
+            }
+            Some(_) => Ok(None),
+            None => admin::account_of_user(c, &p.user_id),
+        })
+        .await?;
+    let (key, request) = parsed?;
 
     // Sender selection.
     let (mode, account) = match &request.from {
@@ -55,24 +74,19 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
                     "only workspace owners and admins may choose the sender with from; omit from to send from your own account",
                 ));
             }
-            let (ws, phone) = (principal.workspace_id.clone(), from.e164().to_string());
-            let account = state
-                .store
-                .read(move |c| admin::account_by_phone_in_workspace(c, &ws, &phone))
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "sender_not_allowed",
-                        format!(
-                            "{} is not a connected sender in this workspace",
-                            from.e164()
-                        ),
-                    )
-                })?;
+            let account = sender.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "sender_not_allowed",
+                    format!(
+                        "{} is not a connected sender in this workspace",
+                        from.e164()
+                    ),
+                )
+            })?;
             (SenderMode::Workspace, Some(account))
         }
-        None => (SenderMode::Personal, own_account),
+        None => (SenderMode::Personal, sender),
     };
 
     if let Some(url) = request.message.media_url() {

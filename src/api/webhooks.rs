@@ -22,10 +22,10 @@
 //! Meta's payload shapes and error codes are read by `driver::cloud`; this
 //! module is the HTTP and store side.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use hyper::{Method, Request, Response, StatusCode};
@@ -150,7 +150,7 @@ async fn notification(
         (Some(value), None) => value.to_str().unwrap_or("").to_string(),
         _ => String::new(),
     };
-    let body = read_body(body).await?;
+    let body = super::read_body(body, MAX_WEBHOOK_BYTES).await?;
     if signature.is_empty() || !cloud::signature_is_valid(&settings.app_secret, &body, &signature) {
         tracing::warn!(account = %account_id, "refused a Cloud API webhook with a missing or wrong signature");
         return Err(ApiError::unauthorized(
@@ -166,10 +166,10 @@ async fn notification(
     let applied = if updates.is_empty() {
         0
     } else {
-        let same_app = accounts_sharing_app_secret(state, &settings.app_secret).await?;
+        let app_secret = settings.app_secret.clone();
         state
             .store
-            .write(move |c| apply_statuses(c, &updates, &same_app, now_ms()))
+            .write(move |c| apply_statuses(c, &updates, &app_secret, now_ms()))
             .await?
     };
     tracing::debug!(account = %account_id, received, applied, "Cloud API status webhook");
@@ -181,45 +181,27 @@ async fn notification(
     ))
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_WEBHOOK_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            format!("webhook body is larger than {MAX_WEBHOOK_BYTES} bytes"),
-        )),
-        Err(_) => Err(ApiError::invalid("could not read the request body")),
-    }
-}
-
-/// Ids of the cloud accounts whose app secret is `app_secret`: the numbers
-/// of one Meta app, which share one webhook URL.
-async fn accounts_sharing_app_secret(
-    state: &AppState,
-    app_secret: &str,
-) -> Result<HashSet<String>, ApiError> {
-    let accounts = state.store.read(admin::list_accounts).await?;
-    Ok(accounts
-        .into_iter()
-        .filter(|a| a.driver_kind() == DriverKind::Cloud)
-        .filter(|a| {
-            a.settings
+/// Whether `account_id` is a cloud account of the Meta app whose secret is
+/// `app_secret` (the numbers of one app share one webhook URL).
+fn in_same_app(conn: &Connection, account_id: &str, app_secret: &str) -> Result<bool, StoreError> {
+    Ok(admin::get_account(conn, account_id)?.is_some_and(|a| {
+        a.driver_kind() == DriverKind::Cloud
+            && a.settings
                 .get("app_secret")
                 .and_then(Value::as_str)
                 .is_some_and(|secret| cloud::secrets_equal(secret.trim(), app_secret))
-        })
-        .map(|a| a.id)
-        .collect())
+    }))
 }
 
 /// Apply statuses in one write; returns how many attempts moved.
 fn apply_statuses(
     conn: &Connection,
     updates: &[StatusUpdate],
-    same_app: &HashSet<String>,
+    app_secret: &str,
     now: i64,
 ) -> Result<usize, StoreError> {
+    // Accounts already judged, so a batch of statuses reads each account once.
+    let mut same_app: HashMap<String, bool> = HashMap::new();
     let mut moved = 0;
     for update in updates {
         // By wamid, or, when the status overtook the send's own answer, by
@@ -233,7 +215,15 @@ fn apply_statuses(
         let Some((attempt_id, account_id)) = target else {
             continue;
         };
-        if !same_app.contains(&account_id) {
+        let allowed = match same_app.get(&account_id) {
+            Some(known) => *known,
+            None => {
+                let judged = in_same_app(conn, &account_id, app_secret)?;
+                same_app.insert(account_id, judged);
+                judged
+            }
+        };
+        if !allowed {
             continue;
         }
         let (error_code, error_message) = match &update.failure {
