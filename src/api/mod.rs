@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::delivery::Engine;
+use crate::domain::ErrorCode;
 use crate::media::MediaGuard;
 use crate::store::{Store, StoreError};
 
@@ -41,7 +42,7 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
     pub retry_after: Option<i64>,
@@ -50,7 +51,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error answered with its code's status (see [`ErrorCode::http_status`]).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        let status = code
+            .http_status()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ApiError {
             status,
             code,
@@ -61,16 +67,22 @@ impl ApiError {
         }
     }
 
+    /// The same code with another status (`invalid_request` as 413 or 408).
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
     pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        ApiError::new(ErrorCode::InvalidRequest, message)
     }
 
     pub fn not_found() -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+        ApiError::new(ErrorCode::NotFound, "no such resource")
     }
 
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(ErrorCode::Unauthorized, message)
     }
 
     fn into_response(self) -> Response<Body> {
@@ -87,7 +99,7 @@ impl ApiError {
         }
         let body = serde_json::to_vec(&Envelope {
             error: Inner {
-                code: self.code,
+                code: self.code.as_str(),
                 message: &self.message,
                 field: self.field.as_deref(),
             },
@@ -108,13 +120,26 @@ impl ApiError {
     }
 }
 
-/// 5xx: log the cause, show a generic message.
+/// Seconds a client is asked to wait after a 503 `service_unavailable`.
+const UNAVAILABLE_RETRY_AFTER_SECS: i64 = 5;
+
+/// 5xx: log the cause, show a generic message. A store that cannot take
+/// writes now (disk full, not writable, locked) is a 503 the client may retry;
+/// anything else is a 500.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "the database cannot take writes; answering 503");
+            let mut err = ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "whatan cannot store the request right now (the disk is full or the database is not writable); nothing was queued, retry later",
+            );
+            err.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+            return err;
+        }
         tracing::error!(error = %e, "store error while handling a request");
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "internal error; the request was not processed",
         )
     }
@@ -138,16 +163,16 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Api
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
         Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "the request body did not arrive in time",
-        )),
+        )
+        .with_status(StatusCode::REQUEST_TIMEOUT)),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("request body is larger than {limit} bytes"),
-        )),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)),
         Ok(Err(_)) => Err(ApiError::invalid("could not read the request body")),
     }
 }
@@ -183,14 +208,13 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
             _ => Err(method_not_allowed("GET, POST")),
         },
         _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no route for {path}"),
         )),
     };
     result.unwrap_or_else(|e| {
         if e.status.is_server_error() {
-            tracing::error!(code = e.code, "request failed: {}", e.message);
+            tracing::error!(code = %e.code, "request failed: {}", e.message);
         }
         e.into_response()
     })
@@ -198,8 +222,7 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
 
 fn method_not_allowed(allow: &'static str) -> ApiError {
     let mut e = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!("method not allowed; this path allows {allow}"),
     );
     e.allow = Some(allow);

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{auth, json_response, read_body, ApiError, AppState, Body};
 use crate::clock::{now_ms, seconds_until_next_utc_midnight};
-use crate::domain::{SendRequest, SenderMode};
+use crate::domain::{ErrorCode, SendRequest, SenderMode};
 use crate::store::admin;
 use crate::store::attempts::{self, EnqueueOutcome, NewAttempt};
 
@@ -38,7 +38,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         let key = idempotency_key(&parts.headers)?;
         let body = read_body(body, super::MAX_BODY_BYTES).await?;
         let request = SendRequest::parse(&body).map_err(|e| {
-            let mut err = ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message);
+            let mut err = ApiError::new(e.code, e.message);
             err.field = e.field;
             err
         })?;
@@ -69,15 +69,13 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         Some(from) => {
             if !principal.role.may_choose_sender() {
                 return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "sender_selection_forbidden",
+                    ErrorCode::SenderSelectionForbidden,
                     "only workspace owners and admins may choose the sender with from; omit from to send from your own account",
                 ));
             }
             let account = sender.ok_or_else(|| {
                 ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "sender_not_allowed",
+                    ErrorCode::SenderNotAllowed,
                     format!(
                         "{} is not a connected sender in this workspace",
                         from.e164()
@@ -91,8 +89,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
 
     if let Some(url) = request.message.media_url() {
         state.media.validate(url).await.map_err(|e| {
-            let mut err =
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_media_url", e.to_string());
+            let mut err = ApiError::new(ErrorCode::InvalidMediaUrl, e.to_string());
             err.field = Some(format!("{}.url", request.message.type_name()));
             err
         })?;
@@ -154,8 +151,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         }
         Ok(EnqueueOutcome::KeyConflict) | Err(crate::store::StoreError::Conflict(_)) => {
             Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_conflict",
+                ErrorCode::IdempotencyConflict,
                 "this Idempotency-Key was already used with a different request",
             ))
         }
@@ -165,14 +161,14 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         ))),
         Ok(EnqueueOutcome::RateLimited) => {
             let mut err = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!(
                     "the WhatsApp account {} reached its limit of {} API sends for this UTC day",
                     account.phone, state.config.pacing.daily_limit
                 ),
             );
-            err.retry_after = Some(seconds_until_next_utc_midnight(now_ms()));
+            // From the instant the count was taken, not a later reading.
+            err.retry_after = Some(seconds_until_next_utc_midnight(now));
             Err(err)
         }
         Err(e) => Err(e.into()),
@@ -180,7 +176,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
 }
 
 fn not_connected(message: &str) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "whatsapp_not_connected", message)
+    ApiError::new(ErrorCode::WhatsappNotConnected, message)
 }
 
 /// `Idempotency-Key`: optional; 1-255 printable ASCII (0x21-0x7E), or the

@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::{json_response, ApiError, AppState, Body};
 use crate::clock::now_ms;
-use crate::domain::DriverKind;
+use crate::domain::{DriverKind, ErrorCode};
 use crate::driver::cloud::{self, CloudSettings, StatusUpdate};
 use crate::store::admin;
 use crate::store::attempts::{self, AttemptKey, TransitionFields};
@@ -67,8 +67,7 @@ pub async fn handle(
 async fn cloud_settings_of(state: &AppState, account_id: &str) -> Result<CloudSettings, ApiError> {
     let no_webhook = || {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "no Cloud API account receives webhooks at this URL",
         )
     };
@@ -113,8 +112,7 @@ fn handshake(
     let given = token.unwrap_or_default();
     if !cloud::secrets_equal(&settings.verify_token, &given) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "hub.verify_token is not this account's verify token",
         ));
     }

@@ -2,10 +2,12 @@
 //! the send request as parsed at the edge, attempt statuses and their
 //! forward-only transitions, the idempotency fingerprint, tokens.
 
+pub mod error_code;
 pub mod phone;
 pub mod request;
 pub mod token;
 
+pub use error_code::ErrorCode;
 pub use phone::{Phone, PhoneError};
 pub use request::{FieldError, Message, SendRequest};
 
@@ -187,12 +189,13 @@ impl fmt::Display for AttemptStatus {
     }
 }
 
-/// Final error codes reported on a failed attempt.
+/// Final error codes reported on a failed attempt, as stored and shown.
 pub mod error_codes {
-    pub const RECIPIENT_NOT_FOUND: &str = "recipient_not_found";
-    pub const WHATSAPP_NOT_CONNECTED: &str = "whatsapp_not_connected";
-    pub const SEND_FAILED: &str = "send_failed";
-    pub const INVALID_MEDIA_URL: &str = "invalid_media_url";
+    use super::ErrorCode;
+    pub const RECIPIENT_NOT_FOUND: &str = ErrorCode::RecipientNotFound.as_str();
+    pub const WHATSAPP_NOT_CONNECTED: &str = ErrorCode::WhatsappNotConnected.as_str();
+    pub const SEND_FAILED: &str = ErrorCode::SendFailed.as_str();
+    pub const INVALID_MEDIA_URL: &str = ErrorCode::InvalidMediaUrl.as_str();
 }
 
 #[cfg(test)]

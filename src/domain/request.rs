@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::phone::Phone;
+use super::ErrorCode;
 
 pub const MAX_TEXT_CHARS: usize = 4096;
 pub const MAX_CAPTION_CHARS: usize = 1024;
@@ -15,7 +16,7 @@ pub const MAX_URL_BYTES: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     /// `invalid_request` or `invalid_phone_number`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub field: Option<String>,
     pub message: String,
 }
@@ -23,7 +24,7 @@ pub struct FieldError {
 impl FieldError {
     fn invalid(field: &str, message: impl Into<String>) -> FieldError {
         FieldError {
-            code: "invalid_request",
+            code: ErrorCode::InvalidRequest,
             field: Some(field.to_string()),
             message: message.into(),
         }
@@ -31,7 +32,7 @@ impl FieldError {
 
     fn body(message: impl Into<String>) -> FieldError {
         FieldError {
-            code: "invalid_request",
+            code: ErrorCode::InvalidRequest,
             field: None,
             message: message.into(),
         }
@@ -161,13 +162,13 @@ impl SendRequest {
             }
         };
         let to = Phone::parse(to_raw).map_err(|e| FieldError {
-            code: "invalid_phone_number",
+            code: ErrorCode::InvalidPhoneNumber,
             field: Some("to".into()),
             message: format!("to: {e}"),
         })?;
         let from = match from_raw {
             Some(raw) => Some(Phone::parse(raw).map_err(|e| FieldError {
-                code: "invalid_phone_number",
+                code: ErrorCode::InvalidPhoneNumber,
                 field: Some("from".into()),
                 message: format!("from: {e}"),
             })?),

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// Input the store refuses ("user belongs to another workspace").
     Invalid(String),
     Internal(String),
+    /// The database cannot take writes right now (disk full, not writable,
+    /// locked by another program, I/O error): nothing was stored; a retry
+    /// later may succeed. The API answers 503 `service_unavailable`.
+    Unavailable(String),
     Closed,
 }
 
@@ -52,6 +56,7 @@ impl std::fmt::Display for StoreError {
                 f.write_str(m)
             }
             StoreError::Internal(m) => write!(f, "internal store error: {m}"),
+            StoreError::Unavailable(m) => write!(f, "database unavailable: {m}"),
             StoreError::Closed => f.write_str("the database writer has stopped"),
         }
     }
@@ -61,8 +66,39 @@ impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Db(Arc::new(e))
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Db(Arc::new(e))
+        }
     }
+}
+
+impl StoreError {
+    /// Whether the error says "cannot write now" rather than "this request
+    /// is wrong": a caller answers 503 and retries later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// SQLite's codes for a database that cannot take a write now, as opposed to
+/// a bug or a refused statement.
+fn is_unavailable(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            DiskFull
+                | SystemIoFailure
+                | ReadOnly
+                | DatabaseBusy
+                | DatabaseLocked
+                | CannotOpen
+                | OutOfMemory
+                | FileLockingProtocolFailed
+        )
+    )
 }
 
 impl From<r2d2::Error> for StoreError {

@@ -27,10 +27,11 @@ use super::StoreError;
 
 /// Sends the outcome to the caller once the batch's commit is decided.
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// Runs the caller's SQL; says whether it succeeded (else its savepoint is
-/// rolled back) and how to answer the caller after the commit.
-/// `None` means the batch could not begin: the job answers with that error.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
+/// Runs the caller's SQL on the writer's connection, or, when the job cannot
+/// run (the batch could not begin, or broke before its turn), gets that
+/// error instead. Says whether it succeeded (else its savepoint is rolled
+/// back) and how to answer the caller after the commit.
+type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Completion) + Send>;
 
 /// Most jobs in one transaction; bounds latency of the first job in a batch.
 const MAX_BATCH: usize = 2048;
@@ -67,11 +68,9 @@ impl Writer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let outcome = match conn {
-                Some(conn) => catch_unwind(AssertUnwindSafe(|| f(conn)))
+                Ok(conn) => catch_unwind(AssertUnwindSafe(|| f(conn)))
                     .unwrap_or_else(|_| Err(StoreError::Internal("write job panicked".into()))),
-                None => Err(StoreError::Internal(
-                    "could not begin a write transaction".into(),
-                )),
+                Err(e) => Err(e),
             };
             let ok = outcome.is_ok();
             let completion: Completion = Box::new(move |commit| {
@@ -157,7 +156,6 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>) {
         tracing::warn!(error = %e, "writer: could not set temp_store");
     }
     let mut batch: Vec<Job> = Vec::with_capacity(64);
-    let mut completions: Vec<Completion> = Vec::with_capacity(64);
     while let Ok(first) = receiver.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -166,33 +164,155 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = control(&conn, "BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "writer: BEGIN failed; answering the batch with an error");
-            for job in batch.drain(..) {
-                let (_, completion) = job(None);
-                completion(Ok(()));
-            }
-            continue;
-        }
-        for job in batch.drain(..) {
-            let _ = control(&conn, "SAVEPOINT job");
-            let (ok, completion) = job(Some(&conn));
-            if !ok {
-                let _ = control(&conn, "ROLLBACK TO job");
-            }
-            let _ = control(&conn, "RELEASE job");
-            completions.push(completion);
-        }
-        let commit = control(&conn, "COMMIT").map_err(StoreError::from);
-        if commit.is_err() {
-            let _ = control(&conn, "ROLLBACK");
-        }
-        for completion in completions.drain(..) {
-            completion(commit.clone());
-        }
+        run_batch(&conn, &mut batch);
         if let Some(wake) = &checkpointer {
             // Full means a wake-up is already pending: nothing to add.
             let _ = wake.try_send(());
         }
+    }
+}
+
+/// One group commit: every job in its own savepoint inside one transaction,
+/// then one COMMIT, then every caller answered with what is durable.
+///
+/// SQLite may end the transaction by itself (SQLITE_FULL, IOERR, BUSY,
+/// NOMEM roll it back). Jobs after that point would run in autocommit mode,
+/// each SAVEPOINT/RELEASE committing on its own while the final COMMIT fails,
+/// so callers would be told "failed" about rows that are durable. Hence the
+/// check after every job: once the transaction is gone, the jobs that ran are
+/// answered with the error (their work went with the rollback) and the rest
+/// are answered without running. A failed SAVEPOINT or ROLLBACK TO breaks the
+/// batch the same way: the state of the transaction is then unknown.
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
+    let mut jobs = batch.drain(..);
+    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
+        let error = StoreError::from(e);
+        tracing::error!(error = %error, "writer: BEGIN failed; answering the batch with an error");
+        for job in jobs {
+            let (_, completion) = job(Err(error.clone()));
+            completion(Err(error.clone()));
+        }
+        return;
+    }
+    let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
+    let mut broken: Option<StoreError> = None;
+    for job in jobs.by_ref() {
+        if let Err(e) = control(conn, "SAVEPOINT job") {
+            let error = StoreError::from(e);
+            let (_, completion) = job(Err(error.clone()));
+            completions.push(completion);
+            broken = Some(error);
+            break;
+        }
+        let (ok, completion) = job(Ok(conn));
+        completions.push(completion);
+        if conn.is_autocommit() {
+            broken = Some(StoreError::Unavailable(
+                "the database ended the write transaction by itself (disk full, I/O error or out of memory)".into(),
+            ));
+            break;
+        }
+        if !ok {
+            if let Err(e) = control(conn, "ROLLBACK TO job") {
+                broken = Some(StoreError::from(e));
+                break;
+            }
+        }
+        if let Err(e) = control(conn, "RELEASE job") {
+            broken = Some(StoreError::from(e));
+            break;
+        }
+    }
+    let outcome = match broken {
+        Some(error) => {
+            tracing::error!(error = %error, "writer: the batch broke; nothing of it is kept");
+            for job in jobs {
+                let (_, completion) = job(Err(error.clone()));
+                completions.push(completion);
+            }
+            Err(error)
+        }
+        None => control(conn, "COMMIT").map_err(StoreError::from),
+    };
+    if outcome.is_err() && !conn.is_autocommit() {
+        let _ = control(conn, "ROLLBACK");
+    }
+    for completion in completions {
+        completion(outcome.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row_exists(path: &std::path::Path, name: &str) -> bool {
+        let conn = super::super::open_connection(path).unwrap();
+        conn.query_row("SELECT count(*) FROM t WHERE name = ?1", [name], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+            > 0
+    }
+
+    #[test]
+    fn every_answer_matches_what_is_durable_when_sqlite_ends_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = super::super::open_connection(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (name TEXT)").unwrap();
+        let writer = Writer::start(conn);
+
+        // Hold the writer inside a batch of its own while the next three
+        // jobs queue up, so that they share one batch.
+        let (release, held) = mpsc::channel::<()>();
+        let (started, has_started) = mpsc::channel::<()>();
+        let gate = writer
+            .submit(move |_| {
+                started.send(()).unwrap();
+                held.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+        has_started.recv().unwrap();
+        let insert = |name: &'static str| {
+            writer
+                .submit(move |c| {
+                    c.execute("INSERT INTO t (name) VALUES (?1)", [name])?;
+                    Ok(())
+                })
+                .unwrap()
+        };
+        let before = insert("before");
+        // What SQLite does by itself on SQLITE_FULL or an I/O error.
+        let abort = writer
+            .submit(|c| {
+                c.execute_batch("ROLLBACK")?;
+                Ok(())
+            })
+            .unwrap();
+        let after = insert("after");
+        release.send(()).unwrap();
+        gate.blocking_recv().unwrap().unwrap();
+
+        assert!(abort.blocking_recv().unwrap().is_err());
+        for (name, answer) in [
+            ("before", before.blocking_recv().unwrap()),
+            ("after", after.blocking_recv().unwrap()),
+        ] {
+            assert_eq!(
+                answer.is_ok(),
+                row_exists(&path, name),
+                "the answer to {name:?} ({answer:?}) must match whether its row is durable"
+            );
+        }
+        // The writer goes on with the next batch.
+        writer
+            .write_blocking(|c| {
+                c.execute("INSERT INTO t (name) VALUES ('later')", [])?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(row_exists(&path, "later"));
     }
 }
