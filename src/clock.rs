@@ -1,8 +1,150 @@
 //! Wall-clock time as the store keeps it: integer milliseconds since the Unix
 //! epoch, UTC. Formatting lives here so every timestamp on the wire has the
 //! same shape (`2026-05-14T10:00:04.000Z`).
+//!
+//! [`Clock`] is the one source of business time (the UTC day of the daily
+//! limit, pacing gaps, the offline grace) for the API, the engine and what
+//! they store. It is the system clock in production; tests use
+//! [`Clock::manual`] and move time by hand, so time rules are tested without
+//! sleeping. Timeouts and retry back-offs are not business time and stay on
+//! tokio's timer.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Notify};
+
+/// The clock of one server: cheap to clone.
+#[derive(Clone, Default)]
+pub struct Clock {
+    manual: Option<Arc<ManualState>>,
+}
+
+struct ManualState {
+    now: watch::Sender<i64>,
+    /// Deadlines of the tasks sleeping on this clock now.
+    sleepers: Mutex<Vec<i64>>,
+    sleeper_added: Notify,
+}
+
+/// The hand that moves a manual clock (tests).
+#[derive(Clone)]
+pub struct ManualClock {
+    state: Arc<ManualState>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock { manual: None }
+    }
+
+    /// A clock that stands at `start_ms` until moved by the returned hand.
+    pub fn manual(start_ms: i64) -> (Clock, ManualClock) {
+        let state = Arc::new(ManualState {
+            now: watch::Sender::new(start_ms),
+            sleepers: Mutex::new(Vec::new()),
+            sleeper_added: Notify::new(),
+        });
+        (
+            Clock {
+                manual: Some(state.clone()),
+            },
+            ManualClock { state },
+        )
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        match &self.manual {
+            None => now_ms(),
+            Some(state) => *state.now.borrow(),
+        }
+    }
+
+    /// Resolves once the clock reads `at_ms` or later.
+    pub async fn sleep_until(&self, at_ms: i64) {
+        let Some(state) = &self.manual else {
+            let wait = (at_ms - now_ms()).max(0) as u64;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            return;
+        };
+        let mut now = state.now.subscribe();
+        let _registered = Sleeper::register(state, at_ms);
+        while *now.borrow_and_update() < at_ms {
+            if now.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// A deadline listed while its task sleeps, removed when the sleep ends or
+/// is dropped (a `select!` that woke for another reason).
+struct Sleeper<'a> {
+    state: &'a ManualState,
+    at_ms: i64,
+}
+
+impl<'a> Sleeper<'a> {
+    fn register(state: &'a ManualState, at_ms: i64) -> Sleeper<'a> {
+        state
+            .sleepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(at_ms);
+        state.sleeper_added.notify_waiters();
+        Sleeper { state, at_ms }
+    }
+}
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        let mut sleepers = self
+            .state
+            .sleepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = sleepers.iter().position(|at| *at == self.at_ms) {
+            sleepers.swap_remove(i);
+        }
+    }
+}
+
+impl ManualClock {
+    pub fn now_ms(&self) -> i64 {
+        *self.state.now.borrow()
+    }
+
+    pub fn set(&self, ms: i64) {
+        self.state.now.send_replace(ms);
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.set(self.now_ms() + by.as_millis() as i64);
+    }
+
+    /// Wait until some task sleeps on this clock until exactly `at_ms`: the
+    /// way a test knows that a pacer is parked on the deadline it expects.
+    pub async fn sleeper_at(&self, at_ms: i64) {
+        loop {
+            let added = self.state.sleeper_added.notified();
+            if self.sleepers().contains(&at_ms) {
+                return;
+            }
+            added.await;
+        }
+    }
+
+    /// The deadlines tasks sleep until now.
+    pub fn sleepers(&self) -> Vec<i64> {
+        self.state
+            .sleepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
 
 pub const MS_PER_DAY: i64 = 86_400_000;
 
@@ -58,6 +200,22 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_manual_clock_wakes_sleepers_only_when_moved_past_their_deadline() {
+        let (clock, hand) = Clock::manual(1_000);
+        let sleeping = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep_until(1_500).await }
+        });
+        hand.sleeper_at(1_500).await;
+        hand.advance(Duration::from_millis(499));
+        assert_eq!(clock.now_ms(), 1_499);
+        assert!(!sleeping.is_finished());
+        hand.advance(Duration::from_millis(1));
+        sleeping.await.unwrap();
+        assert!(hand.sleepers().is_empty());
+    }
 
     #[test]
     fn formats_known_instants() {

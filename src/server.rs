@@ -19,8 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::api::{self, AppState};
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::delivery::Engine;
+use crate::delivery::{Engine, EngineParts, EngineStats};
 use crate::driver::cloud::CloudDriver;
 use crate::driver::sandbox::SandboxDriver;
 use crate::driver::{Drivers, EventSink};
@@ -89,6 +90,16 @@ fn leave_web_accounts_disconnected(store: &Store, events: EventSink) {
     });
 }
 
+/// What tests replace in a running server: the clock, the drivers (to wrap
+/// one in a fault), and where the engine's counters go. `Hooks::default()`
+/// is production.
+#[derive(Default)]
+pub struct Hooks {
+    pub clock: Clock,
+    pub wrap_drivers: Option<Box<dyn FnOnce(Drivers) -> Drivers + Send>>,
+    pub engine_stats: Arc<EngineStats>,
+}
+
 /// Run the whole server on `listener` until `shutdown` resolves, then drain
 /// and return.
 pub async fn serve(
@@ -97,16 +108,34 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), String> {
+    serve_with(config, store, listener, shutdown, Hooks::default()).await
+}
+
+/// [`serve`] with [`Hooks`].
+pub async fn serve_with(
+    config: Config,
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    hooks: Hooks,
+) -> Result<(), String> {
     let config = Arc::new(config);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let drivers = build_drivers(&config, &store, events_tx);
+    let mut drivers = build_drivers(&config, &store, events_tx);
+    if let Some(wrap) = hooks.wrap_drivers {
+        drivers = wrap(drivers);
+    }
     let media = MediaGuard::new(config.media.clone()).map_err(|e| format!("media: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine = Engine::start(
-        store.clone(),
-        drivers.clone(),
-        media.clone(),
-        config.pacing.clone(),
+        EngineParts {
+            store: store.clone(),
+            drivers: drivers.clone(),
+            media: media.clone(),
+            pacing: config.pacing.clone(),
+            clock: hooks.clock.clone(),
+            stats: hooks.engine_stats,
+        },
         events_rx,
         stop_rx,
     );
@@ -115,6 +144,7 @@ pub async fn serve(
         config: config.clone(),
         media,
         engine: engine.clone(),
+        clock: hooks.clock,
     };
     run_http(
         listener,

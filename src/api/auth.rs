@@ -8,7 +8,6 @@ use hyper::HeaderMap;
 use rusqlite::Connection;
 
 use super::{ApiError, AppState};
-use crate::clock::now_ms;
 use crate::domain::token::{self, TokenKind};
 use crate::store::admin::{self, Principal};
 use crate::store::StoreError;
@@ -52,13 +51,14 @@ where
         return Err(ApiError::unauthorized("invalid token"));
     }
     let hash = token::hash(secret);
+    let now = state.clock.now_ms();
     state
         .store
         .read(move |c| {
             let principal = admin::principal_by_hash(c, &hash)?
                 .filter(|p| token::hashes_equal(&p.secret_hash, &hash))
                 .ok_or_else(|| ApiError::unauthorized("invalid token"));
-            let principal = match principal.and_then(check) {
+            let principal = match principal.and_then(|p| check(p, now)) {
                 Ok(p) => p,
                 Err(e) => return Ok(Err(e)),
             };
@@ -69,11 +69,11 @@ where
 }
 
 /// Revocation, expiry and kind, in that order.
-fn check(principal: Principal) -> Result<Principal, ApiError> {
+fn check(principal: Principal, now: i64) -> Result<Principal, ApiError> {
     if principal.revoked {
         return Err(ApiError::unauthorized("this token has been revoked"));
     }
-    if principal.expires_at.is_some_and(|at| at <= now_ms()) {
+    if principal.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::unauthorized("this token has expired"));
     }
     if principal.kind != TokenKind::Send {

@@ -18,6 +18,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTIC
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Engine;
 use crate::domain::ErrorCode;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub media: MediaGuard,
     pub engine: Engine,
+    pub clock: Clock,
 }
 
 /// An API error: the contract's code, a message for humans, the HTTP status.

@@ -8,7 +8,7 @@ use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::{auth, json_response, read_body, ApiError, AppState, Body};
-use crate::clock::{now_ms, seconds_until_next_utc_midnight};
+use crate::clock::seconds_until_next_utc_midnight;
 use crate::domain::{ErrorCode, SendRequest, SenderMode};
 use crate::store::admin;
 use crate::store::attempts::{self, EnqueueOutcome, NewAttempt};
@@ -101,7 +101,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         ));
     };
 
-    let now = now_ms();
+    let now = state.clock.now_ms();
     // A time-ordered UUID (version 7: 48-bit milliseconds, 74 random bits):
     // still unguessable, and each insert lands at the end of the
     // `send_attempts.id` index instead of on a random page, which under

@@ -33,7 +33,6 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::{json_response, ApiError, AppState, Body};
-use crate::clock::now_ms;
 use crate::domain::{DriverKind, ErrorCode};
 use crate::driver::cloud::{self, CloudSettings, StatusUpdate};
 use crate::store::admin;
@@ -165,9 +164,10 @@ async fn notification(
         0
     } else {
         let app_secret = settings.app_secret.clone();
+        let now = state.clock.now_ms();
         state
             .store
-            .write(move |c| apply_statuses(c, &updates, &app_secret, now_ms()))
+            .write(move |c| apply_statuses(c, &updates, &app_secret, now))
             .await?
     };
     tracing::debug!(account = %account_id, received, applied, "Cloud API status webhook");

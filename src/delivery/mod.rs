@@ -1,44 +1,75 @@
 //! The delivery engine: one pacing loop per account that has work, driving
 //! queued attempts through a [`WhatsAppDriver`] one at a time.
 //!
-//! Commit order (exactly once across crashes): the attempt is durable before
-//! the 202; the claim (`sending`, message id, next slot) is committed before
-//! the hand-off; the result is committed after. An attempt found in `sending`
-//! after a crash is handed off again with the same message id, which the
-//! network de-duplicates.
+//! A hand-off has four steps (see [`Engine::hand_off`]):
+//! 1. prepare: read the stored message, fetch its media (pinned), let the
+//!    driver upload it. Nothing is committed; a stop interrupts it and the
+//!    attempt stays as it was.
+//! 2. claim: commit `sending`, the message id (chosen once, kept across
+//!    retries) and the account's next slot.
+//! 3. the driver call: the point of no return. It runs to completion even
+//!    during shutdown.
+//! 4. settle: the pure [`settle::settle`] turns the driver's answer into a
+//!    transition, which is committed (retried while the store cannot write).
 //!
-//! Idle accounts cost a parked task and a `Notify`, nothing else: a pacer
-//! waits on its `Notify` (a new send, a status change) or a timer.
+//! An attempt found in `sending` after a crash is handed off again with the
+//! same message id, which the network de-duplicates, or which a driver that
+//! cannot de-duplicate refuses to send twice.
+//!
+//! Pacers are supervised: a panic in a driver call restarts the account's
+//! pacer, and the in-flight count of hand-offs always comes down. A store that
+//! cannot write makes a pacer back off instead of spinning.
+//!
+//! Idle accounts cost a parked task and a `Notify`, nothing else.
 
 pub mod schedule;
+pub mod settle;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch, Notify};
 
 use self::schedule::{decide, draw_gap, AccountView, Decision};
-use crate::clock::now_ms;
+use self::settle::{settle, Settlement};
+use crate::clock::Clock;
 use crate::config::PacingConfig;
-use crate::domain::error_codes::{
-    INVALID_MEDIA_URL, RECIPIENT_NOT_FOUND, SEND_FAILED, WHATSAPP_NOT_CONNECTED,
-};
+use crate::domain::error_codes::{INVALID_MEDIA_URL, SEND_FAILED, WHATSAPP_NOT_CONNECTED};
 use crate::domain::{AccountStatus, AttemptStatus, Message};
 use crate::driver::{
-    DriverEvent, Drivers, MediaDelivery, MediaPayload, OutgoingContent, OutgoingMessage, SendError,
+    DriverEvent, Drivers, MediaDelivery, MediaPayload, OutgoingContent, OutgoingMessage,
+    WhatsAppDriver,
 };
 use crate::media::{MediaGuard, MediaKind};
 use crate::store::admin::{self, Account};
 use crate::store::attempts::{self, AttemptKey, AttemptRow, TransitionFields};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
-/// After this many hand-offs that asked to be retried, an attempt fails.
-const MAX_TRIES: i64 = 12;
 /// How often the engine looks for account changes made by another process
 /// (the admin CLI's `account connect/disconnect`).
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// First and longest pause of a pacer whose store cannot write (or read).
+const STORE_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Pause before a pacer that panicked starts again.
+const PANIC_RESTART_DELAY: Duration = Duration::from_millis(200);
+
+/// Counters the engine keeps for operators and tests.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Claims tried (each a write), successful or not.
+    pub claims: AtomicU64,
+    /// Store errors met by pacers and event application.
+    pub store_errors: AtomicU64,
+    /// Pacers that panicked and were restarted.
+    pub pacer_panics: AtomicU64,
+    /// Hand-offs between their claim and their settlement right now.
+    pub handoffs_in_flight: AtomicUsize,
+}
 
 #[derive(Clone)]
 pub struct Engine {
@@ -50,32 +81,92 @@ struct Inner {
     drivers: Drivers,
     media: MediaGuard,
     pacing: PacingConfig,
+    clock: Clock,
+    stats: Arc<EngineStats>,
     pacers: Mutex<HashMap<String, Arc<Notify>>>,
     shutdown: watch::Receiver<bool>,
-    handoffs_in_flight: AtomicUsize,
     handoff_done: Notify,
+}
+
+/// What the engine is built from.
+pub struct EngineParts {
+    pub store: Store,
+    pub drivers: Drivers,
+    pub media: MediaGuard,
+    pub pacing: PacingConfig,
+    pub clock: Clock,
+    pub stats: Arc<EngineStats>,
+}
+
+/// Counts one hand-off in flight for as long as it lives, including when a
+/// driver call panics, so `drain` never waits for a hand-off that is gone.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> InFlight<'a> {
+        inner
+            .stats
+            .handoffs_in_flight
+            .fetch_add(1, Ordering::SeqCst);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .handoffs_in_flight
+            .fetch_sub(1, Ordering::SeqCst);
+        self.0.handoff_done.notify_waiters();
+    }
+}
+
+/// Exponential back-off for a pacer that meets store errors.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(STORE_BACKOFF_MIN)
+    }
+
+    fn next(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(STORE_BACKOFF_MAX);
+        now
+    }
+
+    fn reset(&mut self) {
+        self.0 = STORE_BACKOFF_MIN;
+    }
+}
+
+/// Why a hand-off stopped before it settled.
+enum Interrupted {
+    /// The store could not take a write (or a read): back off, try again.
+    Store(StoreError),
+    /// The server is stopping; nothing was committed.
+    Shutdown,
 }
 
 impl Engine {
     /// Start the engine: recover accounts with pending sends, watch for
     /// account changes, apply driver events. Stops when `shutdown` turns true.
     pub fn start(
-        store: Store,
-        drivers: Drivers,
-        media: MediaGuard,
-        pacing: PacingConfig,
+        parts: EngineParts,
         events: mpsc::UnboundedReceiver<DriverEvent>,
         shutdown: watch::Receiver<bool>,
     ) -> Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
-                store,
-                drivers,
-                media,
-                pacing,
+                store: parts.store,
+                drivers: parts.drivers,
+                media: parts.media,
+                pacing: parts.pacing,
+                clock: parts.clock,
+                stats: parts.stats,
                 pacers: Mutex::new(HashMap::new()),
                 shutdown,
-                handoffs_in_flight: AtomicUsize::new(0),
                 handoff_done: Notify::new(),
             }),
         };
@@ -93,7 +184,16 @@ impl Engine {
         }
         let notify = Arc::new(Notify::new());
         pacers.insert(account_id.to_string(), notify.clone());
-        tokio::spawn(self.clone().run_pacer(account_id.to_string(), notify));
+        tokio::spawn(self.clone().supervise(account_id.to_string(), notify));
+    }
+
+    /// Hand-offs between their claim and their settlement right now.
+    pub fn handoffs_in_flight(&self) -> usize {
+        self.inner.stats.handoffs_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.inner.stats
     }
 
     /// Wait until no hand-off is in flight (after shutdown was signalled),
@@ -102,7 +202,7 @@ impl Engine {
         let wait = async {
             loop {
                 let done = self.inner.handoff_done.notified();
-                if self.inner.handoffs_in_flight.load(Ordering::SeqCst) == 0 {
+                if self.handoffs_in_flight() == 0 {
                     return;
                 }
                 done.await;
@@ -113,6 +213,28 @@ impl Engine {
 
     fn shutting_down(&self) -> bool {
         *self.inner.shutdown.borrow()
+    }
+
+    /// Resolves when the server starts stopping.
+    async fn stopping(&self) {
+        let mut shutdown = self.inner.shutdown.clone();
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }
+
+    /// Sleep on tokio's timer (back-offs), ending early at shutdown.
+    async fn pause(&self, duration: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = self.stopping() => {}
+        }
+    }
+
+    fn store_error(&self, what: &str, account_id: &str, error: &StoreError) {
+        self.inner
+            .stats
+            .store_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(account = %account_id, error = %error, "{what}; backing off");
     }
 
     async fn recover_and_watch(self) {
@@ -127,16 +249,15 @@ impl Engine {
             }
             Err(e) => tracing::error!(error = %e, "could not scan pending sends at start-up"),
         }
-        let mut shutdown = self.inner.shutdown.clone();
-        let mut since = now_ms();
+        let mut since = self.inner.clock.now_ms();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(WATCH_INTERVAL) => {}
-                _ = shutdown.changed() => return,
+                _ = self.stopping() => return,
             }
             // Overlap the window: a change is stamped before it commits.
-            let now = now_ms();
-            let window_start = since - 5_000;
+            let now = self.inner.clock.now_ms();
+            let window_start = since.min(now) - 5_000;
             since = now;
             match self
                 .inner
@@ -156,70 +277,109 @@ impl Engine {
 
     async fn apply_events(self, mut events: mpsc::UnboundedReceiver<DriverEvent>) {
         while let Some(event) = events.recv().await {
-            let store = self.inner.store.clone();
-            let now = now_ms();
-            // Message events are forward-only transitions by message id.
-            let (message_id, next, remote_jid, error) = match event {
-                DriverEvent::Delivered { message_id } => {
-                    (message_id, AttemptStatus::Delivered, None, None)
-                }
-                DriverEvent::Read { message_id } => (message_id, AttemptStatus::Read, None, None),
-                DriverEvent::Accepted {
-                    message_id,
-                    remote_jid,
-                } => (message_id, AttemptStatus::Accepted, remote_jid, None),
-                DriverEvent::Failed {
-                    message_id,
-                    code,
-                    message,
-                } => (
-                    message_id,
-                    AttemptStatus::Failed,
-                    None,
-                    Some((code, message)),
-                ),
-                DriverEvent::Connection {
-                    account_id,
-                    status,
-                    detail,
-                } => {
-                    let id = account_id.clone();
-                    let r = store
-                        .write(move |c| {
-                            admin::set_account_status(c, &id, status, detail.as_deref())
-                        })
-                        .await;
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "could not apply an account state change");
+            let mut backoff = Backoff::new();
+            loop {
+                match self.apply_event(event.clone()).await {
+                    Err(e) if e.is_unavailable() && !self.shutting_down() => {
+                        self.store_error("could not apply a driver event", "", &e);
+                        self.pause(backoff.next()).await;
                     }
-                    self.wake(&account_id);
-                    continue;
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not apply a driver event");
+                        break;
+                    }
+                    Ok(()) => break,
                 }
-            };
-            let r = store
-                .write(move |c| {
-                    let fields = TransitionFields {
-                        remote_jid: remote_jid.as_deref(),
-                        error_code: error.as_ref().map(|(code, _)| *code),
-                        error_message: error.as_ref().map(|(_, m)| m.as_str()),
-                        ..Default::default()
-                    };
-                    attempts::transition(c, AttemptKey::MessageId(&message_id), next, &fields, now)
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "could not apply a driver event");
             }
         }
     }
 
-    async fn run_pacer(self, account_id: String, notify: Arc<Notify>) {
-        let mut shutdown = self.inner.shutdown.clone();
+    async fn apply_event(&self, event: DriverEvent) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_ms();
+        // Message events are forward-only transitions by message id.
+        let (message_id, next, remote_jid, error) = match event {
+            DriverEvent::Delivered { message_id } => {
+                (message_id, AttemptStatus::Delivered, None, None)
+            }
+            DriverEvent::Read { message_id } => (message_id, AttemptStatus::Read, None, None),
+            DriverEvent::Accepted {
+                message_id,
+                remote_jid,
+            } => (message_id, AttemptStatus::Accepted, remote_jid, None),
+            DriverEvent::Failed {
+                message_id,
+                code,
+                message,
+            } => (
+                message_id,
+                AttemptStatus::Failed,
+                None,
+                Some((code, message)),
+            ),
+            DriverEvent::Connection {
+                account_id,
+                status,
+                detail,
+            } => {
+                let id = account_id.clone();
+                store
+                    .write(move |c| admin::set_account_status(c, &id, status, detail.as_deref()))
+                    .await?;
+                self.wake(&account_id);
+                return Ok(());
+            }
+        };
+        store
+            .write(move |c| {
+                let fields = TransitionFields {
+                    remote_jid: remote_jid.as_deref(),
+                    error_code: error.as_ref().map(|(code, _)| *code),
+                    error_message: error.as_ref().map(|(_, m)| m.as_str()),
+                    ..Default::default()
+                };
+                attempts::transition(c, AttemptKey::MessageId(&message_id), next, &fields, now)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Run the account's pacer, starting it again if it panics; unlist it
+    /// when it ends for good, so that the next wake starts a new one.
+    async fn supervise(self, account_id: String, notify: Arc<Notify>) {
+        loop {
+            let run = AssertUnwindSafe(self.run_pacer(&account_id, &notify));
+            match run.catch_unwind().await {
+                Ok(()) => break,
+                Err(_) => {
+                    self.inner
+                        .stats
+                        .pacer_panics
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(account = %account_id, "the account's pacer panicked; restarting it");
+                    if self.shutting_down() {
+                        break;
+                    }
+                    self.pause(PANIC_RESTART_DELAY).await;
+                }
+            }
+        }
+        let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
+        if pacers
+            .get(&account_id)
+            .is_some_and(|n| Arc::ptr_eq(n, &notify))
+        {
+            pacers.remove(&account_id);
+        }
+    }
+
+    async fn run_pacer(&self, account_id: &str, notify: &Notify) {
+        let mut backoff = Backoff::new();
         loop {
             if self.shutting_down() {
                 return;
             }
-            let id = account_id.clone();
+            let id = account_id.to_string();
             let looked = self
                 .inner
                 .store
@@ -229,11 +389,8 @@ impl Engine {
                 Ok((Some(account), next)) => (account, next),
                 Ok((None, _)) => return,
                 Err(e) => {
-                    tracing::warn!(account = %account_id, error = %e, "pacer read failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.changed() => {}
-                    }
+                    self.store_error("pacer read failed", account_id, &e);
+                    self.pause(backoff.next()).await;
                     continue;
                 }
             };
@@ -242,199 +399,193 @@ impl Engine {
                 status_changed_at: account.status_changed_at,
                 next_send_at: account.next_send_at,
             };
-            let now = now_ms();
-            match decide(now, view, next.is_some(), self.inner.pacing.offline_grace) {
+            let now = self.inner.clock.now_ms();
+            let outcome = match decide(now, view, next.is_some(), self.inner.pacing.offline_grace) {
                 Decision::Idle => {
                     tokio::select! {
                         _ = notify.notified() => {}
-                        _ = shutdown.changed() => {}
+                        _ = self.stopping() => {}
                     }
+                    Ok(())
                 }
                 Decision::WaitUntil(at) => {
-                    let wait = Duration::from_millis((at - now).max(0) as u64);
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.inner.clock.sleep_until(at) => {}
                         _ = notify.notified() => {}
-                        _ = shutdown.changed() => {}
+                        _ = self.stopping() => {}
                     }
+                    Ok(())
                 }
-                Decision::FailOffline => {
-                    let id = account_id.clone();
-                    let message = format!(
-                        "the WhatsApp account {} stayed offline for more than {}",
-                        account.phone,
-                        crate::config::format_duration(self.inner.pacing.offline_grace)
-                    );
-                    let r = self
-                        .inner
-                        .store
-                        .write(move |c| {
-                            attempts::fail_pending_of_account(
-                                c,
-                                &id,
-                                WHATSAPP_NOT_CONNECTED,
-                                &message,
-                                now_ms(),
-                            )
-                        })
-                        .await;
-                    if let Ok(n) = r {
-                        tracing::info!(account = %account_id, failed = n, "offline grace ran out");
-                    }
-                }
-                Decision::SendNow => {
-                    if let Some(attempt) = next {
-                        // Count the hand-off before the last shutdown check,
-                        // so `drain` either waits for it or it never starts.
-                        self.inner.handoffs_in_flight.fetch_add(1, Ordering::SeqCst);
-                        if !self.shutting_down() {
-                            self.hand_off(account, attempt).await;
-                        }
-                        self.inner.handoffs_in_flight.fetch_sub(1, Ordering::SeqCst);
-                        self.inner.handoff_done.notify_waiters();
-                    }
+                Decision::FailOffline => self.fail_offline(&account).await,
+                Decision::SendNow => match next {
+                    Some(attempt) => self.hand_off(account, attempt).await,
+                    None => Ok(()),
+                },
+            };
+            match outcome {
+                Ok(()) => backoff.reset(),
+                Err(Interrupted::Shutdown) => return,
+                Err(Interrupted::Store(e)) => {
+                    // Not cut short by wakes: the account watcher wakes
+                    // pacers every half second, which would be a spin.
+                    self.store_error("a pacer write failed", account_id, &e);
+                    self.pause(backoff.next()).await;
                 }
             }
         }
     }
 
-    /// Claim, hand to the driver, record the result. Runs to completion even
-    /// during shutdown, so an in-flight send is committed before exit.
-    async fn hand_off(&self, account: Account, attempt: AttemptRow) {
-        let store = &self.inner.store;
+    async fn fail_offline(&self, account: &Account) -> Result<(), Interrupted> {
+        let message = format!(
+            "the WhatsApp account {} stayed offline for more than {}",
+            account.phone,
+            crate::config::format_duration(self.inner.pacing.offline_grace)
+        );
+        let (id, now) = (account.id.clone(), self.inner.clock.now_ms());
+        let failed = self
+            .inner
+            .store
+            .write(move |c| {
+                attempts::fail_pending_of_account(c, &id, WHATSAPP_NOT_CONNECTED, &message, now)
+            })
+            .await
+            .map_err(Interrupted::Store)?;
+        tracing::info!(account = %account.id, failed, "offline grace ran out");
+        Ok(())
+    }
+
+    /// Prepare, claim, hand to the driver, settle (see the module docs).
+    async fn hand_off(&self, account: Account, attempt: AttemptRow) -> Result<(), Interrupted> {
         let redelivery = attempt.status == AttemptStatus::Sending && !attempt.handoff_unsent;
         let Some(driver) = self.inner.drivers.get(account.driver_kind()) else {
             let message = format!(
                 "the {} driver is not available in this build",
                 account.driver
             );
-            self.fail(&attempt.id, SEND_FAILED, &message).await;
-            return;
+            return self
+                .record(&account, &attempt.id, false, fail(SEND_FAILED, message))
+                .await;
         };
+
+        // 1. Prepare. Nothing is committed yet, so a stop simply abandons it.
+        let prepared = tokio::select! {
+            prepared = self.prepare(driver.as_ref(), &account, &attempt) => prepared,
+            _ = self.stopping() => return Err(Interrupted::Shutdown),
+        };
+        let content = match prepared {
+            Ok(content) => content,
+            Err(settlement) => return self.record(&account, &attempt.id, false, settlement).await,
+        };
+
+        // 2. Claim. Counted in flight before the last shutdown check, so
+        // `drain` either waits for this hand-off or it never starts.
+        let _in_flight = InFlight::enter(&self.inner);
+        if self.shutting_down() {
+            return Err(Interrupted::Shutdown);
+        }
         let gap = draw_gap(
             &mut rand::thread_rng(),
             self.inner.pacing.min_delay,
             self.inner.pacing.max_delay,
         );
-        let now = now_ms();
+        let now = self.inner.clock.now_ms();
         let (attempt_id, account_id, fresh_id) = (
             attempt.id.clone(),
             account.id.clone(),
             driver.new_message_id(),
         );
         let next_slot = now + gap.as_millis() as i64;
-        let claimed = store
+        self.inner.stats.claims.fetch_add(1, Ordering::Relaxed);
+        let claimed = self
+            .inner
+            .store
             .write(move |c| attempts::claim(c, &attempt_id, &account_id, &fresh_id, next_slot, now))
-            .await;
-        let attempt = match claimed {
-            Ok(Some(a)) => a,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(attempt = %attempt.id, error = %e, "claim failed");
-                return;
-            }
-        };
-        let message_id = attempt.message_id.clone().unwrap_or_default();
-        let content = match self
-            .content_for(&attempt, driver.media_delivery(&account))
             .await
-        {
-            Ok(content) => content,
-            Err((code, message)) => {
-                self.fail(&attempt.id, code, &message).await;
-                return;
-            }
+            .map_err(Interrupted::Store)?;
+        let Some(attempt) = claimed else {
+            return Ok(());
         };
+
+        // 3. The driver call: the point of no return.
         let outgoing = OutgoingMessage {
-            message_id: message_id.clone(),
+            message_id: attempt.message_id.clone().unwrap_or_default(),
             to: attempt.to_phone.clone(),
             content,
             redelivery,
         };
-        match driver.send(&account, &outgoing).await {
-            Ok(accepted) => {
-                let id = attempt.id.clone();
-                let r = store
-                    .write(move |c| {
-                        let fields = TransitionFields {
-                            remote_jid: Some(&accepted.remote_jid),
-                            message_id: Some(&accepted.message_id),
-                            ..Default::default()
-                        };
-                        attempts::transition(
-                            c,
-                            AttemptKey::Id(&id),
-                            AttemptStatus::Accepted,
-                            &fields,
-                            now_ms(),
-                        )
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(attempt = %attempt.id, error = %e, "could not record acceptance");
-                }
-            }
-            Err(SendError::NotOnWhatsApp(m)) => {
-                self.fail(&attempt.id, RECIPIENT_NOT_FOUND, &m).await;
-            }
-            Err(SendError::Failed { code, message }) => {
-                self.fail(&attempt.id, code, &message).await;
-            }
-            Err(SendError::NotConnected(m)) => {
-                // Keep the send queued (same message id) until the account
-                // reconnects or the offline grace runs out.
-                tracing::warn!(account = %account.id, reason = %m, "account went offline during a send");
-                let (id, attempt_id) = (account.id.clone(), attempt.id.clone());
-                let _ = store
-                    .write(move |c| {
-                        attempts::mark_handoff_unsent(c, &attempt_id)?;
-                        admin::set_account_status(c, &id, AccountStatus::Disconnected, Some(&m))
-                    })
-                    .await;
-            }
-            Err(SendError::RetryLater { after, reason }) => {
-                if attempt.tries >= MAX_TRIES {
-                    let message = format!("gave up after {} tries: {reason}", attempt.tries);
-                    self.fail(&attempt.id, SEND_FAILED, &message).await;
-                } else {
-                    tracing::info!(attempt = %attempt.id, ?after, %reason, "send will be retried");
-                    let (id, attempt_id) = (account.id.clone(), attempt.id.clone());
-                    let at = now_ms() + after.as_millis() as i64;
-                    let _ = store
-                        .write(move |c| {
-                            attempts::mark_handoff_unsent(c, &attempt_id)?;
-                            attempts::set_next_send_at(c, &id, at)
-                        })
-                        .await;
-                }
-            }
-        }
+        let result = driver.send(&account, &outgoing).await;
+
+        // 4. Settle.
+        let settlement = settle(attempt.tries, result, self.inner.clock.now_ms());
+        self.record(&account, &attempt.id, true, settlement).await
     }
 
-    /// Record a final failure of an attempt (forward-only).
-    async fn fail(&self, attempt_id: &str, code: &'static str, message: &str) {
-        let (id, message) = (attempt_id.to_string(), message.to_string());
-        let r = self
-            .inner
-            .store
-            .write(move |c| {
-                let fields = TransitionFields {
-                    error_code: Some(code),
-                    error_message: Some(&message),
-                    ..Default::default()
-                };
-                attempts::transition(
-                    c,
-                    AttemptKey::Id(&id),
-                    AttemptStatus::Failed,
-                    &fields,
-                    now_ms(),
-                )
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(attempt = %attempt_id, error = %e, "could not record a send result");
+    /// The message as the driver will send it: the stored payload, media
+    /// fetched (pinned) if the driver wants bytes, then the driver's own
+    /// preparation. A failure here is final or "retry later"; nothing sent.
+    async fn prepare(
+        &self,
+        driver: &dyn WhatsAppDriver,
+        account: &Account,
+        attempt: &AttemptRow,
+    ) -> Result<OutgoingContent, Settlement> {
+        let content = self
+            .content_for(attempt, driver.media_delivery(account))
+            .await
+            .map_err(|(code, message)| fail(code, message))?;
+        driver
+            .prepare(account, content)
+            .await
+            .map_err(|e| settle(attempt.tries + 1, Err(e), self.inner.clock.now_ms()))
+    }
+
+    /// Commit a settlement, retrying while the store cannot write: the
+    /// driver's answer is known only here, so it is not dropped. At shutdown
+    /// it is given up; the attempt is then `sending` and handed off again
+    /// (with the same message id) after the restart. `claimed` says whether
+    /// this hand-off was claimed (reached the driver call).
+    async fn record(
+        &self,
+        account: &Account,
+        attempt_id: &str,
+        claimed: bool,
+        settlement: Settlement,
+    ) -> Result<(), Interrupted> {
+        let mut backoff = Backoff::new();
+        loop {
+            let (account_id, id, settlement) = (
+                account.id.clone(),
+                attempt_id.to_string(),
+                settlement.clone(),
+            );
+            let now = self.inner.clock.now_ms();
+            let written = self
+                .inner
+                .store
+                .write(move |c| apply_settlement(c, &account_id, &id, claimed, &settlement, now))
+                .await;
+            match written {
+                Ok(()) => break,
+                Err(e) if e.is_unavailable() && !self.shutting_down() => {
+                    self.store_error("could not record a send result", &account.id, &e);
+                    self.pause(backoff.next()).await;
+                }
+                Err(e) => {
+                    tracing::error!(account = %account.id, attempt = %attempt_id, error = %e, "could not record a send result");
+                    return Err(Interrupted::Store(e));
+                }
+            }
         }
+        match &settlement {
+            Settlement::Offline { reason } => {
+                tracing::warn!(account = %account.id, %reason, "account went offline during a send");
+            }
+            Settlement::RetryAt { reason, .. } => {
+                tracing::info!(attempt = %attempt_id, %reason, "send will be retried");
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The message as the driver gets it; media fetched (pinned) if the
@@ -484,4 +635,72 @@ impl Engine {
             },
         })
     }
+}
+
+fn fail(code: &'static str, message: impl Into<String>) -> Settlement {
+    Settlement::Failed {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Carry out a settlement in one write. Only a claimed hand-off that did not
+/// send clears the "may have been sent" mark: a settlement reached before the
+/// claim says nothing about an earlier, interrupted hand-off.
+fn apply_settlement(
+    c: &rusqlite::Connection,
+    account_id: &str,
+    attempt_id: &str,
+    claimed: bool,
+    settlement: &Settlement,
+    now: i64,
+) -> Result<(), StoreError> {
+    match settlement {
+        Settlement::Accepted {
+            message_id,
+            remote_jid,
+        } => {
+            let fields = TransitionFields {
+                remote_jid: Some(remote_jid),
+                message_id: Some(message_id),
+                ..Default::default()
+            };
+            attempts::transition(
+                c,
+                AttemptKey::Id(attempt_id),
+                AttemptStatus::Accepted,
+                &fields,
+                now,
+            )?;
+        }
+        Settlement::Failed { code, message } => {
+            let fields = TransitionFields {
+                error_code: Some(code),
+                error_message: Some(message),
+                ..Default::default()
+            };
+            attempts::transition(
+                c,
+                AttemptKey::Id(attempt_id),
+                AttemptStatus::Failed,
+                &fields,
+                now,
+            )?;
+        }
+        Settlement::Offline { reason } => {
+            // Keep the send queued (same message id) until the account
+            // reconnects or the offline grace runs out.
+            if claimed {
+                attempts::mark_handoff_unsent(c, attempt_id)?;
+            }
+            admin::set_account_status(c, account_id, AccountStatus::Disconnected, Some(reason))?;
+        }
+        Settlement::RetryAt { at, .. } => {
+            if claimed {
+                attempts::mark_handoff_unsent(c, attempt_id)?;
+            }
+            attempts::set_next_send_at(c, account_id, *at)?;
+        }
+    }
+    Ok(())
 }

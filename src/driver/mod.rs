@@ -147,6 +147,19 @@ pub trait WhatsAppDriver: Send + Sync {
         MediaDelivery::Bytes
     }
 
+    /// Work that must be done before the message may reach WhatsApp and
+    /// that sends nothing, such as uploading media. The engine runs it
+    /// before the attempt is claimed, so a stop or a failure here leaves the
+    /// attempt as it was: the driver call in [`WhatsAppDriver::send`] is the
+    /// point of no return. Errors mean the same as `send`'s.
+    async fn prepare(
+        &self,
+        _account: &Account,
+        content: OutgoingContent,
+    ) -> Result<OutgoingContent, SendError> {
+        Ok(content)
+    }
+
     /// Hand one message to WhatsApp from `account`.
     async fn send(
         &self,

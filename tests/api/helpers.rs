@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use whatan::config::Config;
 use whatan::domain::token::{self, TokenKind};
 use whatan::domain::{AccountStatus, DriverKind, Role};
+pub use whatan::server::Hooks;
 use whatan::store::admin;
 use whatan::store::Store;
 
@@ -61,6 +62,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_hooks(tweak, Hooks::default()).await
+}
+
+/// The app with a test's [`Hooks`]: a manual clock, a wrapped driver.
+pub async fn spawn_app_with_hooks(tweak: impl FnOnce(&mut Config), hooks: Hooks) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path().join("whatan.db"));
     tweak(&mut config);
@@ -75,7 +81,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         })
         .await
         .unwrap();
-    let mut app = start(config, store).await;
+    let mut app = start(config, store, hooks).await;
     app.workspace = workspace;
     app.owner = owner;
     app.admin = admin;
@@ -117,17 +123,18 @@ pub fn add_member(
     })
 }
 
-async fn start(config: Config, store: Store) -> TestApp {
+async fn start(config: Config, store: Store, hooks: Hooks) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(whatan::server::serve(
+    let task = tokio::spawn(whatan::server::serve_with(
         config.clone(),
         store.clone(),
         listener,
         async {
             let _ = rx.await;
         },
+        hooks,
     ));
     let empty = || Member {
         user: String::new(),
@@ -257,7 +264,7 @@ impl TestApp {
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
         let store = Store::open(&self.db_path).unwrap();
-        let mut next = start(self.config.clone(), store).await;
+        let mut next = start(self.config.clone(), store, Hooks::default()).await;
         next.workspace = std::mem::take(&mut self.workspace);
         next.owner = std::mem::replace(&mut self.owner, next.owner);
         next.admin = std::mem::replace(&mut self.admin, next.admin);

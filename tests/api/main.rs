@@ -8,6 +8,7 @@ mod tls_server;
 
 mod basics;
 mod delivery;
+mod faults;
 mod idempotency;
 mod limits;
 mod media;
