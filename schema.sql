@@ -126,3 +126,21 @@ ALTER TABLE send_attempts ADD COLUMN handoff_unsent INTEGER NOT NULL DEFAULT 0;
 -- When whatan last handed the message to WhatsApp (the claim); pacing gaps
 -- run from one hand-off to the next.
 ALTER TABLE send_attempts ADD COLUMN handed_off_at INTEGER;
+
+-- migration: 3
+
+-- Every hand-off the sandbox network received, duplicates included (no
+-- unique key, unlike sandbox_outbox): where a second hand-off of one message
+-- would show. `redelivery` is 1 when whatan said the message may have been
+-- handed off before (a restart interrupted that hand-off).
+CREATE TABLE sandbox_handoffs (
+    message_id   TEXT NOT NULL,
+    account_id   TEXT NOT NULL,
+    redelivery   INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL
+);
+-- When the account last left `connected` (NULL while connected). The offline
+-- grace counts from here, so an account that flaps between connecting and
+-- disconnected does not restart the clock with every flap.
+ALTER TABLE accounts ADD COLUMN offline_since INTEGER;
+UPDATE accounts SET offline_since = status_changed_at WHERE status != 'connected';

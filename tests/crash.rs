@@ -1,6 +1,8 @@
 //! Exactly once across crashes: load the real binary with sends, `kill -9`
 //! it several times mid-run, restart, and check that every send that got a
-//! 202 is delivered exactly once (sandbox outbox) and nothing else is.
+//! 202 is delivered exactly once (sandbox outbox) and nothing else is, and
+//! that the network saw each message handed off once, plus at most one
+//! flagged redelivery per kill (sandbox hand-off log, no unique key).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -181,4 +183,33 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
         "deliveries that belong to no attempt (a re-send with a new id)"
     );
     assert!(sent as usize >= accepted.len());
+
+    // Hand-offs as the network received them, duplicates included: each
+    // message is handed off once, plus at most one flagged redelivery for
+    // the hand-off a kill interrupted (one account, so one per kill).
+    let (handoffs, messages): (i64, i64) = c
+        .query_row(
+            "SELECT count(*), count(DISTINCT message_id) FROM sandbox_handoffs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let twice: i64 = c
+        .query_row(
+            "SELECT count(*) FROM (SELECT message_id FROM sandbox_handoffs WHERE redelivery = 0
+                                   GROUP BY message_id HAVING count(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        twice, 0,
+        "messages handed off twice without a crash between"
+    );
+    assert_eq!(messages, sent, "messages handed off vs sent attempts");
+    assert!(
+        handoffs - messages <= ROUNDS as i64,
+        "{} second hand-offs for {ROUNDS} kills",
+        handoffs - messages
+    );
 }

@@ -99,15 +99,18 @@ impl WhatsAppDriver for SandboxDriver {
                 json!({ "media": media_summary(media), "fileName": file_name, "caption": caption }),
             ),
         };
-        let (id, account_id, from, to) = (
+        let (id, account_id, from, to, redelivery) = (
             message.message_id.clone(),
             account.id.clone(),
             account.phone.clone(),
             message.to.clone(),
+            message.redelivery,
         );
         self.store
             .write(move |c| {
-                outbox::record(c, &id, &account_id, &from, &to, type_name, &body, now_ms())
+                let now = now_ms();
+                outbox::record_handoff(c, &id, &account_id, redelivery, now)?;
+                outbox::record(c, &id, &account_id, &from, &to, type_name, &body, now)
             })
             .await
             .map_err(|e| SendError::RetryLater {

@@ -43,6 +43,21 @@ pub fn record(
     Ok(n > 0)
 }
 
+/// Log one hand-off as the network received it, duplicates included.
+pub fn record_handoff(
+    conn: &Connection,
+    message_id: &str,
+    account_id: &str,
+    redelivery: bool,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO sandbox_handoffs (message_id, account_id, redelivery, received_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![message_id, account_id, redelivery, now])?;
+    Ok(())
+}
+
 pub fn list(conn: &Connection) -> Result<Vec<OutboxEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT message_id, account_id, from_phone, to_phone, type, body, delivered_at
