@@ -30,8 +30,9 @@
 //!   `wamid` on acceptance, which replaces it. The placeholder travels as
 //!   `biz_opaque_callback_data`, so a status webhook that overtakes the send's
 //!   own answer can still be matched to its attempt.
-//! - **Errors are mapped, not swallowed** (see [`Refusal`] and the table in
-//!   `docs/cloud-api.md`); Meta's code and message stay in `errorMessage`.
+//! - **Errors are mapped, not swallowed** (see [`Refusal`] and the table
+//!   under "How Meta's answers map" in README.md); Meta's code and message
+//!   stay in `errorMessage`.
 //! - **Secrets.** The access token is only ever put in an `Authorization`
 //!   header (marked sensitive); it is never logged, never part of an error
 //!   message, and [`CloudSettings`]' `Debug` redacts it and the app secret.
