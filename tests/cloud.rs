@@ -61,7 +61,9 @@ struct CloudApp {
     workspace: String,
     account_id: String,
     token: String,
-    _shutdown: oneshot::Sender<()>,
+    config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -103,28 +105,37 @@ async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> CloudApp {
         })
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    tokio::spawn(whatan::server::serve(
-        config,
-        store.clone(),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (base, shutdown, task) = start_server(&config, &store).await;
     CloudApp {
-        base: format!("http://{addr}"),
+        base,
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
         store,
         graph,
         workspace,
         account_id,
         token,
-        _shutdown: shutdown,
+        config,
+        shutdown: Some(shutdown),
+        task: Some(task),
         _dir: dir,
     }
+}
+
+type ServerTask = tokio::task::JoinHandle<Result<(), String>>;
+
+async fn start_server(config: &Config, store: &Store) -> (String, oneshot::Sender<()>, ServerTask) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(whatan::server::serve(
+        config.clone(),
+        store.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (format!("http://{addr}"), shutdown, task)
 }
 
 /// Poll `probe` until it returns `Some`, or fail after [`PATIENCE`].
@@ -199,6 +210,26 @@ fn failed_status(wamid: &str, code: i64, title: &str, details: &str) -> Value {
 }
 
 impl CloudApp {
+    /// Stop the server as SIGTERM does (the same shutdown future) and wait
+    /// for it to return.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Start a new server on the same database.
+    async fn start(&mut self) {
+        let store = Store::open(&self.config.database.path).unwrap();
+        let (base, shutdown, task) = start_server(&self.config, &store).await;
+        (self.base, self.store) = (base, store);
+        self.shutdown = Some(shutdown);
+        self.task = Some(task);
+    }
+
     async fn send(&self, body: Value) -> String {
         let res = self
             .http
@@ -438,6 +469,57 @@ async fn images_and_documents_are_uploaded_from_the_pinned_fetch_then_sent_by_me
         sent[1].json()["document"],
         json!({"id": "media-2", "caption": "Your quote", "filename": "quote.pdf"})
     );
+}
+
+#[tokio::test]
+async fn a_stop_during_a_stalled_media_fetch_is_not_a_hand_off_and_the_message_goes_once() {
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR a tiny picture";
+    let pki = tls_server::TestPki::new(&["media.test"]);
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = fetches.clone();
+    // The first fetch stalls (longer than any shutdown would wait); the
+    // next ones answer.
+    let media = tls_server::TestServer::start(&pki, move |_, _| {
+        if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            tls_server::Reply::Stall
+        } else {
+            tls_server::Reply::ok("image/png", PNG)
+        }
+    })
+    .await;
+    let ca = pki.ca_path().to_path_buf();
+    let mut app = spawn_app_with(|c| {
+        c.media
+            .resolve
+            .insert("media.test".into(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        c.media.unsafe_allow_networks_for_testing = vec!["127.0.0.1/32".parse().unwrap()];
+        c.media.extra_ca_file = Some(ca);
+        c.media.fetch_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let image = app
+        .send(json!({"to": TO, "type": "image", "image": {
+            "url": format!("https://media.test:{}/promo.png", media.port)}}))
+        .await;
+    eventually("the media fetch to start", || async {
+        (fetches.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+
+    app.stop().await;
+    // The stop interrupted the fetch; nothing was claimed or sent.
+    let row = app.attempt_row(&image).await;
+    assert_eq!(
+        (row.status.as_str(), row.tries, row.message_id.as_deref()),
+        ("queued", 0, None)
+    );
+    assert!(app.graph.message_requests().is_empty());
+
+    app.start().await;
+    let accepted = app.wait_for(&image, "accepted").await;
+    assert_eq!(accepted["status"], "accepted");
+    assert_eq!(app.graph.message_requests().len(), 1);
+    assert_eq!(app.graph.upload_requests().len(), 1);
 }
 
 #[tokio::test]

@@ -396,7 +396,8 @@ impl Engine {
             };
             let view = AccountView {
                 status: account.status(),
-                status_changed_at: account.status_changed_at,
+                offline_since: (account.status() != AccountStatus::Connected)
+                    .then_some(account.status_changed_at),
                 next_send_at: account.next_send_at,
             };
             let now = self.inner.clock.now_ms();
@@ -534,7 +535,7 @@ impl Engine {
             .await
             .map_err(|(code, message)| fail(code, message))?;
         driver
-            .prepare(account, content)
+            .prepare(account, &attempt.id, content)
             .await
             .map_err(|e| settle(attempt.tries + 1, Err(e), self.inner.clock.now_ms()))
     }

@@ -25,7 +25,9 @@ pub enum Decision {
 #[derive(Debug, Clone, Copy)]
 pub struct AccountView {
     pub status: AccountStatus,
-    pub status_changed_at: i64,
+    /// When the account last left `connected` (None while connected): the
+    /// offline grace counts from here, whatever states it went through since.
+    pub offline_since: Option<i64>,
     pub next_send_at: i64,
 }
 
@@ -51,7 +53,8 @@ pub fn decide(
         AccountStatus::Banned => Decision::Idle,
         AccountStatus::Connecting | AccountStatus::Disconnected | AccountStatus::LoggedOut => {
             let deadline = account
-                .status_changed_at
+                .offline_since
+                .unwrap_or(now)
                 .saturating_add(offline_grace.as_millis().min(i64::MAX as u128) as i64);
             if now >= deadline {
                 Decision::FailOffline
@@ -76,10 +79,10 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn view(status: AccountStatus, changed: i64, next: i64) -> AccountView {
+    fn view(status: AccountStatus, offline_since: i64, next: i64) -> AccountView {
         AccountView {
             status,
-            status_changed_at: changed,
+            offline_since: (status != AccountStatus::Connected).then_some(offline_since),
             next_send_at: next,
         }
     }

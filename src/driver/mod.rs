@@ -63,6 +63,11 @@ pub enum MediaPayload {
         url: String,
         mimetype: Option<String>,
     },
+    /// Already uploaded by the driver's own [`WhatsAppDriver::prepare`]:
+    /// the id the driver sends it by.
+    Uploaded {
+        id: String,
+    },
 }
 
 impl std::fmt::Debug for MediaPayload {
@@ -72,6 +77,7 @@ impl std::fmt::Debug for MediaPayload {
                 write!(f, "Bytes({} bytes, {mimetype})", bytes.len())
             }
             MediaPayload::Link { url, .. } => write!(f, "Link({url})"),
+            MediaPayload::Uploaded { id } => write!(f, "Uploaded({id})"),
         }
     }
 }
@@ -152,9 +158,12 @@ pub trait WhatsAppDriver: Send + Sync {
     /// before the attempt is claimed, so a stop or a failure here leaves the
     /// attempt as it was: the driver call in [`WhatsAppDriver::send`] is the
     /// point of no return. Errors mean the same as `send`'s.
+    /// `attempt_id` names the attempt for the driver's own bookkeeping
+    /// (retry counts); the message id is chosen only at the claim.
     async fn prepare(
         &self,
         _account: &Account,
+        _attempt_id: &str,
         content: OutgoingContent,
     ) -> Result<OutgoingContent, SendError> {
         Ok(content)

@@ -55,6 +55,7 @@ fn media_summary(media: &MediaPayload) -> serde_json::Value {
             json!({ "bytes": bytes.len(), "mimetype": mimetype })
         }
         MediaPayload::Link { url, mimetype } => json!({ "url": url, "mimetype": mimetype }),
+        MediaPayload::Uploaded { id } => json!({ "uploaded": id }),
     }
 }
 

@@ -241,7 +241,7 @@ impl WhatsAppDriver for WebDriver {
 fn media_bytes(media: &MediaPayload) -> Result<(&[u8], &str), SendError> {
     match media {
         MediaPayload::Bytes { bytes, mimetype } => Ok((bytes, mimetype)),
-        MediaPayload::Link { .. } => Err(SendError::Failed {
+        MediaPayload::Link { .. } | MediaPayload::Uploaded { .. } => Err(SendError::Failed {
             code: SEND_FAILED,
             message: "the linked-device driver needs the media bytes, not a link".into(),
         }),

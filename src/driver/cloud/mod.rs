@@ -275,6 +275,10 @@ impl CloudDriver {
                     .await?;
                 object.insert("id".into(), Value::String(id));
             }
+            // Uploaded by `prepare`, before the attempt was claimed.
+            MediaPayload::Uploaded { id } => {
+                object.insert("id".into(), Value::String(id.clone()));
+            }
             // Only if the engine was asked for links, which this driver
             // does not do; kept so the mapping is total.
             MediaPayload::Link { url, .. } => {
@@ -453,6 +457,46 @@ impl WhatsAppDriver for CloudDriver {
 
     fn media_delivery(&self, _account: &Account) -> MediaDelivery {
         MediaDelivery::Bytes
+    }
+
+    /// Uploads the media before the attempt is claimed: an upload sends no
+    /// message, so a stop or a failure here must not count as a hand-off.
+    async fn prepare(
+        &self,
+        account: &Account,
+        attempt_id: &str,
+        content: OutgoingContent,
+    ) -> Result<OutgoingContent, SendError> {
+        let (media, file_name) = match &content {
+            OutgoingContent::Text { .. } => return Ok(content),
+            OutgoingContent::Image { media, .. } => (media, None),
+            OutgoingContent::Document {
+                media, file_name, ..
+            } => (media, file_name.as_deref()),
+        };
+        let MediaPayload::Bytes { bytes, mimetype } = media else {
+            return Ok(content);
+        };
+        let settings =
+            CloudSettings::from_json(&account.settings).map_err(SendError::NotConnected)?;
+        let id = self
+            .upload(&settings, attempt_id, bytes, mimetype, file_name)
+            .await?;
+        let uploaded = MediaPayload::Uploaded { id };
+        Ok(match content {
+            OutgoingContent::Image { caption, .. } => OutgoingContent::Image {
+                media: uploaded,
+                caption,
+            },
+            OutgoingContent::Document {
+                file_name, caption, ..
+            } => OutgoingContent::Document {
+                media: uploaded,
+                file_name,
+                caption,
+            },
+            text => text,
+        })
     }
 
     async fn send(
