@@ -69,6 +69,7 @@ pub fn driver_events(account_id: &str, event: WebEvent) -> Vec<DriverEvent> {
             message_id,
             error: None,
         } => vec![DriverEvent::Accepted {
+            account_id: account_id.to_string(),
             message_id,
             remote_jid: None,
         }],
@@ -77,11 +78,13 @@ pub fn driver_events(account_id: &str, event: WebEvent) -> Vec<DriverEvent> {
             error: Some(code),
         } => match whatan_web::mapping::ack_result(Some(&code)) {
             Err(WebError::NotOnWhatsApp(message)) => vec![DriverEvent::Failed {
+                account_id: account_id.to_string(),
                 message_id,
                 code: RECIPIENT_NOT_FOUND,
                 message,
             }],
             Err(e @ WebError::Rejected { .. }) => vec![DriverEvent::Failed {
+                account_id: account_id.to_string(),
                 message_id,
                 code: SEND_FAILED,
                 message: e.to_string(),
@@ -93,8 +96,14 @@ pub fn driver_events(account_id: &str, event: WebEvent) -> Vec<DriverEvent> {
         WebEvent::Receipt { message_ids, kind } => message_ids
             .into_iter()
             .map(|message_id| match kind {
-                ReceiptKind::Delivered => DriverEvent::Delivered { message_id },
-                ReceiptKind::Read => DriverEvent::Read { message_id },
+                ReceiptKind::Delivered => DriverEvent::Delivered {
+                    account_id: account_id.to_string(),
+                    message_id,
+                },
+                ReceiptKind::Read => DriverEvent::Read {
+                    account_id: account_id.to_string(),
+                    message_id,
+                },
             })
             .collect(),
     }
@@ -179,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn late_server_acks_accept_or_fail_the_message() {
+    fn late_server_acks_accept_or_fail_the_message_of_the_reporting_account() {
         assert_eq!(
             driver_events(
                 ACC,
@@ -189,6 +198,7 @@ mod tests {
                 }
             ),
             vec![DriverEvent::Accepted {
+                account_id: ACC.into(),
                 message_id: "3EB0A".into(),
                 remote_jid: None
             }]
@@ -203,10 +213,12 @@ mod tests {
         .as_slice()
         {
             [DriverEvent::Failed {
+                account_id,
                 message_id,
                 code,
                 message,
             }] => {
+                assert_eq!(account_id, ACC);
                 assert_eq!(message_id, "3EB0B");
                 assert_eq!(*code, SEND_FAILED);
                 assert!(message.contains("479"), "{message}");
@@ -229,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn receipts_become_delivered_and_read_by_message_id() {
+    fn receipts_become_delivered_and_read_by_message_id_of_the_reporting_account() {
         assert_eq!(
             driver_events(
                 ACC,
@@ -240,9 +252,11 @@ mod tests {
             ),
             vec![
                 DriverEvent::Delivered {
+                    account_id: ACC.into(),
                     message_id: "3EB0A".into()
                 },
                 DriverEvent::Delivered {
+                    account_id: ACC.into(),
                     message_id: "3EB0B".into()
                 },
             ]
@@ -256,6 +270,7 @@ mod tests {
                 }
             ),
             vec![DriverEvent::Read {
+                account_id: ACC.into(),
                 message_id: "3EB0A".into()
             }]
         );
