@@ -126,3 +126,10 @@ ALTER TABLE send_attempts ADD COLUMN handoff_unsent INTEGER NOT NULL DEFAULT 0;
 -- When whatan last handed the message to WhatsApp (the claim); pacing gaps
 -- run from one hand-off to the next.
 ALTER TABLE send_attempts ADD COLUMN handed_off_at INTEGER;
+
+-- migration: 3
+
+-- 1 while an operator's `account disconnect` holds the account offline. Only
+-- `account connect` clears it: what a driver reports (a linked device that
+-- reconnects, say) never brings a held account back to `connected`.
+ALTER TABLE accounts ADD COLUMN held_by_operator INTEGER NOT NULL DEFAULT 0;

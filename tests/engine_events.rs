@@ -1,7 +1,8 @@
 //! What drivers report, applied by the real delivery engine to the real
 //! store: news about a message moves only the attempt of the account whose
-//! connection reported it. The events are pushed into the engine's channel
-//! by the test, standing in for a driver.
+//! connection reported it, and a connection coming back does not undo an
+//! administrator's `account disconnect`. The events are pushed into the
+//! engine's channel by the test, standing in for a driver.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use whatan::config::Config;
 use whatan::delivery::Engine;
-use whatan::domain::{AttemptStatus, DriverKind, Role};
+use whatan::domain::{AccountStatus, AttemptStatus, DriverKind, Role};
 use whatan::driver::sandbox::SandboxDriver;
 use whatan::driver::{DriverEvent, Drivers};
 use whatan::media::MediaGuard;
@@ -181,4 +182,72 @@ async fn a_receipt_from_one_account_leaves_the_same_message_id_of_another_alone(
         status_of(&app.store, "attempt-0").await,
         AttemptStatus::Delivered
     );
+}
+
+async fn account(store: &Store, id: &str) -> Account {
+    let id = id.to_string();
+    store
+        .read(move |c| admin::get_account(c, &id))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_device_that_reconnects_does_not_undo_an_administrators_disconnect() {
+    let app = start_engine();
+    let made = accounts(&app.store, &["+917000000001", "+917000000002"]).await;
+    let (held, other) = (made[0].clone(), made[1].id.clone());
+    // A send is queued, then the administrator disconnects the account
+    // (one write, so the pacer cannot send in between).
+    let queued = held.clone();
+    app.store
+        .write(move |c| {
+            let attempt = text_attempt(&queued, "attempt-held");
+            assert_eq!(attempts::enqueue(c, &attempt)?, EnqueueOutcome::Queued);
+            admin::disconnect_by_operator(c, &queued.id)
+        })
+        .await
+        .unwrap();
+
+    // The account's connection comes back by itself and says so; a second
+    // event, for another account, marks when the engine has applied it.
+    app.events
+        .send(DriverEvent::Connection {
+            account_id: held.id.clone(),
+            status: AccountStatus::Connected,
+            detail: None,
+        })
+        .unwrap();
+    app.events
+        .send(DriverEvent::Connection {
+            account_id: other.clone(),
+            status: AccountStatus::Disconnected,
+            detail: Some("marker".into()),
+        })
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while account(&app.store, &other).await.status_detail.as_deref() != Some("marker") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let after = account(&app.store, &held.id).await;
+    assert_eq!(after.status(), AccountStatus::Disconnected);
+    assert!(after.held_by_operator);
+    assert_eq!(
+        status_of(&app.store, "attempt-held").await,
+        AttemptStatus::Queued
+    );
+
+    // `account connect` releases it, and the queued send goes out.
+    let id = held.id.clone();
+    app.store
+        .write(move |c| admin::connect_by_operator(c, &id, None))
+        .await
+        .unwrap();
+    wait_for_status(&app.store, "attempt-held", AttemptStatus::Accepted).await;
 }

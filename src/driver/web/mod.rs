@@ -22,7 +22,7 @@ mod mapping;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -44,6 +44,9 @@ use crate::store::Store;
 /// How long a send waits for a (re)connecting device before reporting the
 /// account offline.
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
+/// How often `serve` looks for accounts an administrator disconnected (with
+/// the CLI, another process) to stop their linked devices.
+const HOLD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct WebDriver {
     sessions_dir: PathBuf,
@@ -63,12 +66,14 @@ impl WebDriver {
     }
 
     /// The driver for `serve`: reconnects every linked account in the
-    /// background (when called inside a tokio runtime).
+    /// background, and stops the device of an account an administrator
+    /// disconnects (when called inside a tokio runtime).
     pub fn start(config: &Config, store: &Store, events: EventSink) -> Arc<WebDriver> {
         let driver = Arc::new(WebDriver::new(&config.database.path, events));
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(driver.clone().reconnect_linked_accounts(store.clone()));
+                runtime.spawn(stop_held_devices(Arc::downgrade(&driver), store.clone()));
             }
             Err(_) => tracing::warn!("no runtime: linked accounts connect at their first send"),
         }
@@ -84,7 +89,8 @@ impl WebDriver {
             }
         };
         for account in accounts {
-            if account.driver_kind() != DriverKind::Web {
+            // An administrator's `account disconnect` holds until `account connect`.
+            if account.driver_kind() != DriverKind::Web || account.held_by_operator {
                 continue;
             }
             let linked = self
@@ -116,6 +122,23 @@ impl WebDriver {
                 }
                 Err(_) => {}
             }
+        }
+    }
+
+    /// Stop the running devices of `account_ids` (gracefully: the library
+    /// flushes its state). Their session files stay: `account connect`
+    /// brings them back without pairing again.
+    async fn stop_devices(&self, account_ids: &[String]) {
+        let stopping: Vec<_> = {
+            let mut devices = self.devices.lock().await;
+            account_ids
+                .iter()
+                .filter_map(|id| devices.remove(id).map(|device| (id, device)))
+                .collect()
+        };
+        for (account_id, device) in stopping {
+            device.shutdown().await;
+            tracing::info!(account = %account_id, "linked device stopped: disconnected by an administrator");
         }
     }
 
@@ -186,6 +209,12 @@ impl WhatsAppDriver for WebDriver {
         account: &Account,
         message: &OutgoingMessage,
     ) -> Result<Accepted, SendError> {
+        if account.held_by_operator {
+            return Err(SendError::NotConnected(format!(
+                "disconnected by an administrator; `whatan account connect {}` connects it again",
+                account.id
+            )));
+        }
         let device = self
             .connect_device(&account.id)
             .await
@@ -240,6 +269,24 @@ impl WhatsAppDriver for WebDriver {
     async fn shutdown(&self) {
         let devices: Vec<_> = self.devices.lock().await.drain().map(|(_, d)| d).collect();
         futures_util::future::join_all(devices.iter().map(|d| d.shutdown())).await;
+    }
+}
+
+/// Every [`HOLD_CHECK_INTERVAL`], stop the devices of the web accounts an
+/// administrator holds offline; ends with the driver.
+async fn stop_held_devices(driver: Weak<WebDriver>, store: Store) {
+    loop {
+        tokio::time::sleep(HOLD_CHECK_INTERVAL).await;
+        let Some(driver) = driver.upgrade() else {
+            return;
+        };
+        match store
+            .read(|c| admin::held_account_ids(c, DriverKind::Web))
+            .await
+        {
+            Ok(held) => driver.stop_devices(&held).await,
+            Err(e) => tracing::warn!(error = %e, "cannot read which accounts are held offline"),
+        }
     }
 }
 
@@ -351,6 +398,7 @@ mod tests {
             status_detail: None,
             settings: serde_json::json!({}),
             next_send_at: 0,
+            held_by_operator: false,
         };
         let message = OutgoingMessage {
             message_id: driver.new_message_id(),
@@ -370,6 +418,52 @@ mod tests {
         assert!(
             !dir.path().join("web-sessions").exists(),
             "no session file appears for an unlinked account"
+        );
+    }
+
+    #[test]
+    fn a_send_for_an_account_held_offline_does_not_start_its_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("whatan.db");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = WebDriver::new(&db, tx);
+        // A session file is there: without the hold, the send would load it.
+        let session = driver.session_path(ACC).unwrap();
+        std::fs::create_dir_all(session.parent().unwrap()).unwrap();
+        std::fs::write(&session, b"").unwrap();
+        let account = Account {
+            id: ACC.into(),
+            workspace: "ws".into(),
+            user: "usr".into(),
+            phone: "+917000000001".into(),
+            driver: "web".into(),
+            status: "connected".into(),
+            status_changed_at: 0,
+            status_detail: None,
+            settings: serde_json::json!({}),
+            next_send_at: 0,
+            held_by_operator: true,
+        };
+        let message = OutgoingMessage {
+            message_id: driver.new_message_id(),
+            to: "+917999709798".into(),
+            content: OutgoingContent::Text { body: "hi".into() },
+            redelivery: false,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(driver.send(&account, &message));
+        assert!(
+            matches!(&result, Err(SendError::NotConnected(m)) if m.contains("disconnected by an administrator")),
+            "{result:?}"
+        );
+        assert!(runtime.block_on(driver.devices.lock()).is_empty());
+        assert_eq!(
+            std::fs::metadata(&session).unwrap().len(),
+            0,
+            "session untouched"
         );
     }
 }
