@@ -129,6 +129,13 @@ ALTER TABLE send_attempts ADD COLUMN handed_off_at INTEGER;
 
 -- migration: 3
 
+-- 1 while an operator's `account disconnect` holds the account offline. Only
+-- `account connect` clears it: what a driver reports (a linked device that
+-- reconnects, say) never brings a held account back to `connected`.
+ALTER TABLE accounts ADD COLUMN held_by_operator INTEGER NOT NULL DEFAULT 0;
+
+-- migration: 4
+
 -- Every hand-off the sandbox network received, duplicates included (no
 -- unique key, unlike sandbox_outbox): where a second hand-off of one message
 -- would show. `redelivery` is 1 when whatan said the message may have been

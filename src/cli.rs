@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::clock::now_ms;
 use crate::config::{parse_duration, Config};
 use crate::domain::token::{self, TokenKind};
-use crate::domain::{AccountStatus, DriverKind, Phone, Role};
+use crate::domain::{DriverKind, Phone, Role};
 use crate::store::{admin, outbox, Store, StoreError};
 
 #[derive(Parser, Debug)]
@@ -86,7 +86,8 @@ pub enum AccountCmd {
         #[arg(long)]
         pair_code: bool,
     },
-    /// Mark offline; queued sends wait (up to pacing.offline_grace).
+    /// Take offline until `account connect`; queued sends wait (up to
+    /// pacing.offline_grace).
     Disconnect {
         id: String,
     },
@@ -312,9 +313,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     )));
                 }
             };
-            let account = store.write_blocking(move |c| {
-                admin::set_account_status(c, &id, AccountStatus::Connected, detail.as_deref())
-            })?;
+            let account = store
+                .write_blocking(move |c| admin::connect_by_operator(c, &id, detail.as_deref()))?;
             let verified = account
                 .status_detail
                 .as_deref()
@@ -330,14 +330,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Account(AccountCmd::Disconnect { id }) => {
-            let account = store.write_blocking(move |c| {
-                admin::set_account_status(
-                    c,
-                    &id,
-                    AccountStatus::Disconnected,
-                    Some("disconnected by an administrator"),
-                )
-            })?;
+            // Held until `account connect`, whatever the driver reports; a
+            // running server stops the account's linked device.
+            let account = store.write_blocking(move |c| admin::disconnect_by_operator(c, &id))?;
             print(
                 json!({"id": account.id, "status": account.status}),
                 format!(

@@ -297,21 +297,35 @@ impl Engine {
     async fn apply_event(&self, event: DriverEvent) -> Result<(), StoreError> {
         let store = &self.inner.store;
         let now = self.inner.clock.now_ms();
-        // Message events are forward-only transitions by message id.
-        let (message_id, next, remote_jid, error) = match event {
-            DriverEvent::Delivered { message_id } => {
-                (message_id, AttemptStatus::Delivered, None, None)
-            }
-            DriverEvent::Read { message_id } => (message_id, AttemptStatus::Read, None, None),
+        // Message events are forward-only transitions by message id, within
+        // the account whose connection reported them.
+        let (account_id, message_id, next, remote_jid, error) = match event {
+            DriverEvent::Delivered {
+                account_id,
+                message_id,
+            } => (account_id, message_id, AttemptStatus::Delivered, None, None),
+            DriverEvent::Read {
+                account_id,
+                message_id,
+            } => (account_id, message_id, AttemptStatus::Read, None, None),
             DriverEvent::Accepted {
+                account_id,
                 message_id,
                 remote_jid,
-            } => (message_id, AttemptStatus::Accepted, remote_jid, None),
+            } => (
+                account_id,
+                message_id,
+                AttemptStatus::Accepted,
+                remote_jid,
+                None,
+            ),
             DriverEvent::Failed {
+                account_id,
                 message_id,
                 code,
                 message,
             } => (
+                account_id,
                 message_id,
                 AttemptStatus::Failed,
                 None,
@@ -338,7 +352,11 @@ impl Engine {
                     error_message: error.as_ref().map(|(_, m)| m.as_str()),
                     ..Default::default()
                 };
-                attempts::transition(c, AttemptKey::MessageId(&message_id), next, &fields, now)
+                let key = AttemptKey::AccountMessage {
+                    account_id: &account_id,
+                    message_id: &message_id,
+                };
+                attempts::transition(c, key, next, &fields, now)
             })
             .await
             .map(|_| ())

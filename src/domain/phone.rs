@@ -17,16 +17,17 @@
 //!    metadata shipped with the `phonenumber` crate (a libphonenumber port),
 //!    with no default region.
 //!
-//! The digits a client wrote are the digits we send to: when the library
-//! would rewrite them (it strips what it takes for a national trunk prefix or
-//! carrier code after the country code, e.g. `+44 0 20…` becomes `+44 20…`),
-//! the number is refused with a "did you mean" hint instead of being silently
-//! changed. Conversely, the library mangles some correctly written numbers:
-//! it takes the leading `8` of every Russian/Kazakh `+7 8xx…` number (St
-//! Petersburg's `+7 812…`, toll-free `+7 800…`) and of Belarusian and
-//! Lithuanian `8…` numbers for a trunk prefix and strips it. Whenever the
-//! library's reading differs from the digits given, the digits are also
-//! checked as written against the same metadata and accepted if they match.
+//! People write a national trunk prefix after the country code
+//! (`+44 (0)20 7946 0958`, `+91 0 70000 00001`); libphonenumber drops it,
+//! and so do we, exactly where it does (the contract's rule): when the
+//! library's reading of the digits is a valid number, that reading is the
+//! number (`+442079460958`). The library also mangles some correctly
+//! written numbers: it takes the leading `8` of every Russian/Kazakh
+//! `+7 8xx…` number (St Petersburg's `+7 812…`, toll-free `+7 800…`) and of
+//! Belarusian and Lithuanian `8…` numbers for a trunk prefix and strips it.
+//! So digits that are valid as written are kept as written, and the
+//! library's reading is used only when they are not. A national number with
+//! no country code (`07911 123456`) is still refused: no `+` or `00`.
 
 use std::fmt;
 
@@ -217,13 +218,12 @@ fn validate(digits: &str) -> Result<String, PhoneError> {
 
     match library {
         Some((e164, true)) if e164 == candidate => Ok(candidate),
-        // The library rewrote the digits; accept them if they are valid as
+        // The library rewrote the digits; keep them if they are valid as
         // written (it mangles a few valid numbers, e.g. +7 800…).
         _ if valid_as_written(code, national) => Ok(candidate),
-        Some((e164, true)) => Err(PhoneError::new(format!(
-            "is not a valid number as written; did you mean {e164}? (national dialling \
-             prefixes such as a trunk 0 do not belong after the country code)"
-        ))),
+        // It dropped a trunk prefix (or carrier code) written after the
+        // country code, as libphonenumber does for international input.
+        Some((e164, true)) => Ok(e164),
         _ => Err(PhoneError::new(format!(
             "is not a valid number for its country code (+{code})"
         ))),
@@ -320,13 +320,6 @@ mod tests {
         ))
     }
 
-    fn did_you_mean(e164: &str) -> Expected {
-        Err(format!(
-            "is not a valid number as written; did you mean {e164}? (national dialling \
-             prefixes such as a trunk 0 do not belong after the country code)"
-        ))
-    }
-
     const E_PLUS: &str =
         "has a + that is not the first character; write one + followed by the country code";
     const E_CC0: &str = "has a country code starting with 0; no country code does \
@@ -420,11 +413,19 @@ mod tests {
             ("+91 00000 00000", invalid_for(91)),
             ("+9179997097", invalid_for(91)),
             ("+52 1 55 1234 5678", invalid_for(52)),
-            // Trunk prefix after the country code: refused, with a hint.
-            ("+44 (0)20 7183 8750", did_you_mean("+442071838750")),
-            ("+91 07999 709798", did_you_mean("+917999709798")),
-            ("+49 (0) 151 23456789", did_you_mean("+4915123456789")),
-            ("+54 11 15 2345 6789", did_you_mean("+5491123456789")),
+            // A trunk prefix (or carrier code) after the country code is
+            // dropped where libphonenumber drops it.
+            ("+44 (0)20 7946 0958", ok("+442079460958")),
+            ("+44 (0)20 7183 8750", ok("+442071838750")),
+            ("+44 07911 123456", ok("+447911123456")),
+            ("+91 0 70000 00001", ok("+917000000001")),
+            ("+91 07999 709798", ok(IN)),
+            ("0091 0 7999 709798", ok(IN)),
+            ("+49 (0) 151 23456789", ok("+4915123456789")),
+            ("+54 11 15 2345 6789", ok("+5491123456789")),
+            // ...but a national number still needs its country code.
+            ("(0)20 7946 0958", err(NOT_INTERNATIONAL)),
+            ("+0 20 7946 0958", err(E_CC0)),
             // Empty, blank, too long.
             ("", err("is empty")),
             ("   ", err("is empty")),

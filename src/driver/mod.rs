@@ -112,22 +112,29 @@ pub enum SendError {
     Failed { code: &'static str, message: String },
 }
 
-/// Later news about messages and accounts, pushed by drivers.
+/// Later news about messages and accounts, pushed by drivers. Message news
+/// names the account whose connection reported it: a message id is only
+/// unique within one account's sends, so news from one account's device
+/// never moves another account's attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverEvent {
     Delivered {
+        account_id: String,
         message_id: String,
     },
     Read {
+        account_id: String,
         message_id: String,
     },
     /// WhatsApp accepted a message after the hand-off returned (server ack).
     Accepted {
+        account_id: String,
         message_id: String,
         remote_jid: Option<String>,
     },
     /// WhatsApp reported a failure after accepting the message.
     Failed {
+        account_id: String,
         message_id: String,
         code: &'static str,
         message: String,

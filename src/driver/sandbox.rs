@@ -121,18 +121,23 @@ impl WhatsAppDriver for SandboxDriver {
         if !self.ack_delay.is_zero() {
             tokio::time::sleep(self.ack_delay).await;
         }
-        let (events, delay, message_id) = (
+        let (events, delay, account_id, message_id) = (
             self.events.clone(),
             self.receipt_delay,
+            account.id.clone(),
             message.message_id.clone(),
         );
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = events.send(DriverEvent::Delivered {
+                account_id: account_id.clone(),
                 message_id: message_id.clone(),
             });
             tokio::time::sleep(delay).await;
-            let _ = events.send(DriverEvent::Read { message_id });
+            let _ = events.send(DriverEvent::Read {
+                account_id,
+                message_id,
+            });
         });
         Ok(Accepted {
             message_id: message.message_id.clone(),

@@ -40,6 +40,10 @@ pub struct Account {
     pub settings: serde_json::Value,
     #[serde(skip)]
     pub next_send_at: i64,
+    /// Disconnected by an operator (`account disconnect`): stays offline
+    /// whatever its driver reports, until `account connect`.
+    #[serde(rename = "heldByOperator")]
+    pub held_by_operator: bool,
 }
 
 impl std::fmt::Debug for Account {
@@ -220,7 +224,7 @@ pub fn add_account(
     get_account(conn, &id)?.ok_or_else(|| StoreError::Internal("account vanished".into()))
 }
 
-const ACCOUNT_COLUMNS: &str = "id, workspace_id, user_id, phone, driver, status, status_changed_at, status_detail, settings, next_send_at";
+const ACCOUNT_COLUMNS: &str = "id, workspace_id, user_id, phone, driver, status, status_changed_at, status_detail, settings, next_send_at, held_by_operator";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let settings: String = r.get(8)?;
@@ -235,6 +239,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         status_detail: r.get(7)?,
         settings: serde_json::from_str(&settings).unwrap_or(serde_json::Value::Null),
         next_send_at: r.get(9)?,
+        held_by_operator: r.get::<_, i64>(10)? != 0,
     })
 }
 
@@ -290,23 +295,62 @@ pub fn accounts_changed_since(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Record the state a driver (or the engine) reports for an account.
+///
+/// An account held by its operator (`account disconnect`) keeps its
+/// operator's `disconnected` and detail: a report of `connected`,
+/// `connecting` or `disconnected` is ignored, so a linked device that comes
+/// back cannot undo the operator's decision; only [`connect_by_operator`]
+/// does. Reports that the session ended (`logged_out`) or that WhatsApp
+/// banned the account are still recorded. Returns the account as stored.
 pub fn set_account_status(
     conn: &Connection,
     id: &str,
     status: AccountStatus,
     detail: Option<&str>,
 ) -> Result<Account, StoreError> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE accounts SET status = ?2, status_detail = ?3,
-                 status_changed_at = CASE WHEN status = ?2 THEN status_changed_at ELSE ?4 END
-             WHERE id = ?1",
-        )?
-        .execute(params![id, status.as_str(), detail, now_ms()])?;
-    if changed == 0 {
-        return Err(StoreError::NotFound(format!("unknown account {id}")));
-    }
+    conn.prepare_cached(
+        "UPDATE accounts SET status = ?2, status_detail = ?3,
+             status_changed_at = CASE WHEN status = ?2 THEN status_changed_at ELSE ?4 END
+         WHERE id = ?1 AND (held_by_operator = 0 OR ?2 IN ('logged_out', 'banned'))",
+    )?
+    .execute(params![id, status.as_str(), detail, now_ms()])?;
+    get_account(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("unknown account {id}")))
+}
+
+/// `account disconnect`: mark the account offline and hold it there until
+/// [`connect_by_operator`], whatever its driver reports meanwhile.
+pub fn disconnect_by_operator(conn: &Connection, id: &str) -> Result<Account, StoreError> {
+    // Recorded before the hold, which would refuse it.
+    let detail = format!(
+        "disconnected by an administrator; `whatan account connect {id}` connects it again"
+    );
+    set_account_status(conn, id, AccountStatus::Disconnected, Some(&detail))?;
+    conn.prepare_cached("UPDATE accounts SET held_by_operator = 1 WHERE id = ?1")?
+        .execute([id])?;
     get_account(conn, id)?.ok_or_else(|| StoreError::Internal("account vanished".into()))
+}
+
+/// `account connect` (once the driver's own checks passed): release an
+/// operator's hold and mark the account connected.
+pub fn connect_by_operator(
+    conn: &Connection,
+    id: &str,
+    detail: Option<&str>,
+) -> Result<Account, StoreError> {
+    conn.prepare_cached("UPDATE accounts SET held_by_operator = 0 WHERE id = ?1")?
+        .execute([id])?;
+    set_account_status(conn, id, AccountStatus::Connected, detail)
+}
+
+/// The accounts of `driver` that their operator holds offline (the
+/// linked-device driver stops their devices).
+pub fn held_account_ids(conn: &Connection, driver: DriverKind) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM accounts WHERE held_by_operator = 1 AND driver = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([driver.as_str()], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn set_account_settings(
@@ -416,4 +460,83 @@ fn non_empty(s: &str, what: &str) -> Result<String, StoreError> {
         )));
     }
     Ok(t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web_account(conn: &mut Connection) -> Account {
+        crate::store::migrate(conn).unwrap();
+        let ws = create_workspace(conn, "Acme").unwrap();
+        let user = add_user(conn, &ws.id, "Ana", Role::Owner).unwrap();
+        let account = add_account(
+            conn,
+            &ws.id,
+            &user.id,
+            "+917000000001",
+            DriverKind::Web,
+            &serde_json::json!({}),
+        )
+        .unwrap();
+        set_account_status(conn, &account.id, AccountStatus::Connected, None).unwrap()
+    }
+
+    #[test]
+    fn a_driver_cannot_bring_back_an_account_its_operator_disconnected() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let account = web_account(&mut conn);
+        assert_eq!(account.status(), AccountStatus::Connected);
+
+        let held = disconnect_by_operator(&conn, &account.id).unwrap();
+        assert_eq!(held.status(), AccountStatus::Disconnected);
+        assert!(held.held_by_operator);
+        assert_eq!(
+            held_account_ids(&conn, DriverKind::Web).unwrap(),
+            [account.id.clone()]
+        );
+        assert!(held_account_ids(&conn, DriverKind::Sandbox)
+            .unwrap()
+            .is_empty());
+
+        // The linked device reconnects and says so: ignored, detail kept.
+        for status in [
+            AccountStatus::Connecting,
+            AccountStatus::Connected,
+            AccountStatus::Disconnected,
+        ] {
+            let after = set_account_status(&conn, &account.id, status, Some("device")).unwrap();
+            assert_eq!(after.status(), AccountStatus::Disconnected, "{status:?}");
+            assert_eq!(after.status_detail, held.status_detail);
+            assert!(after.held_by_operator);
+        }
+
+        // `account connect` releases the hold.
+        let back = connect_by_operator(&conn, &account.id, Some("linked")).unwrap();
+        assert_eq!(back.status(), AccountStatus::Connected);
+        assert!(!back.held_by_operator);
+        assert!(held_account_ids(&conn, DriverKind::Web).unwrap().is_empty());
+        let dropped = set_account_status(&conn, &account.id, AccountStatus::Disconnected, None);
+        assert_eq!(dropped.unwrap().status(), AccountStatus::Disconnected);
+    }
+
+    #[test]
+    fn a_held_account_still_records_that_its_session_ended() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let account = web_account(&mut conn);
+        disconnect_by_operator(&conn, &account.id).unwrap();
+        let after = set_account_status(
+            &conn,
+            &account.id,
+            AccountStatus::LoggedOut,
+            Some("unlinked"),
+        )
+        .unwrap();
+        assert_eq!(after.status(), AccountStatus::LoggedOut);
+        assert!(after.held_by_operator);
+        assert!(matches!(
+            set_account_status(&conn, "acc_nope", AccountStatus::Connected, None),
+            Err(StoreError::NotFound(_))
+        ));
+    }
 }

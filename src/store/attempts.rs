@@ -249,7 +249,13 @@ pub fn set_next_send_at(conn: &Connection, account_id: &str, at: i64) -> Result<
 #[derive(Debug, Clone, Copy)]
 pub enum AttemptKey<'a> {
     Id(&'a str),
-    MessageId(&'a str),
+    /// The attempt of `account_id` that carries `message_id`: what a
+    /// driver's news about a message names. Message ids are chosen per
+    /// account (and by the network), so the account is part of the key.
+    AccountMessage {
+        account_id: &'a str,
+        message_id: &'a str,
+    },
 }
 
 /// Fields a transition may set alongside the status.
@@ -274,18 +280,26 @@ pub fn transition(
         .into_iter()
         .map(|s| format!("'{}'", s.as_str()))
         .collect();
-    let (column, value) = match key {
-        AttemptKey::Id(id) => ("id", id),
-        AttemptKey::MessageId(m) => ("message_id", m),
+    let (target, value, account) = match key {
+        AttemptKey::Id(id) => ("id = ?1", id, None),
+        AttemptKey::AccountMessage {
+            account_id,
+            message_id,
+        } => (
+            "message_id = ?1 AND account_id = ?8",
+            message_id,
+            Some(account_id),
+        ),
     };
     let sql = format!(
         "UPDATE send_attempts SET status = ?2, updated_at = ?3,
              remote_jid = COALESCE(?4, remote_jid), message_id = COALESCE(?5, message_id),
              error_code = COALESCE(?6, error_code), error_message = COALESCE(?7, error_message)
-         WHERE {column} = ?1 AND status IN ({})",
+         WHERE {target} AND status IN ({})",
         allowed.join(", ")
     );
-    let changed = conn.prepare_cached(&sql)?.execute(params![
+    let mut statement = conn.prepare_cached(&sql)?;
+    let base = params![
         value,
         next.as_str(),
         now,
@@ -293,7 +307,15 @@ pub fn transition(
         fields.message_id,
         fields.error_code,
         fields.error_message
-    ])?;
+    ];
+    let changed = match account {
+        None => statement.execute(base)?,
+        Some(account_id) => {
+            let mut all = base.to_vec();
+            all.push(&account_id);
+            statement.execute(all.as_slice())?
+        }
+    };
     Ok(changed > 0)
 }
 
@@ -311,4 +333,112 @@ pub fn fail_pending_of_account(
              WHERE account_id = ?1 AND status IN ('queued', 'sending')",
         )?
         .execute(params![account_id, code, message, now])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DriverKind, Role};
+    use crate::store::admin;
+
+    /// A fresh database with one sandbox account per phone, each with one
+    /// attempt claimed under the same message id.
+    fn two_accounts_sharing_a_message_id(message_id: &str) -> (Connection, Vec<(String, String)>) {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrate(&mut conn).unwrap();
+        let ws = admin::create_workspace(&conn, "Acme").unwrap();
+        let mut made = Vec::new();
+        for (n, phone) in ["+917000000001", "+917000000002"].into_iter().enumerate() {
+            let user = admin::add_user(&conn, &ws.id, &format!("u{n}"), Role::Owner).unwrap();
+            let account = admin::add_account(
+                &conn,
+                &ws.id,
+                &user.id,
+                phone,
+                DriverKind::Sandbox,
+                &serde_json::json!({}),
+            )
+            .unwrap();
+            let attempt = NewAttempt {
+                id: format!("attempt-{n}"),
+                workspace_id: ws.id.clone(),
+                account_id: account.id.clone(),
+                user_id: user.id.clone(),
+                mode: "personal",
+                from_phone: phone.into(),
+                to_phone: "+917999709798".into(),
+                type_name: "text",
+                payload: r#"{"text":"hi"}"#.into(),
+                idempotency: None,
+                daily_limit: 100,
+                now: 1,
+                response_body: Vec::new(),
+            };
+            assert_eq!(enqueue(&conn, &attempt).unwrap(), EnqueueOutcome::Queued);
+            claim(&conn, &attempt.id, &account.id, message_id, 0, 2)
+                .unwrap()
+                .unwrap();
+            made.push((account.id, attempt.id));
+        }
+        (conn, made)
+    }
+
+    fn status(conn: &Connection, attempt_id: &str) -> AttemptStatus {
+        get_attempt(conn, attempt_id).unwrap().unwrap().status
+    }
+
+    #[test]
+    fn news_about_a_message_moves_only_the_attempt_of_the_reporting_account() {
+        let (conn, made) = two_accounts_sharing_a_message_id("3EB0SAME");
+        let [(account_a, attempt_a), (account_b, attempt_b)] = made.as_slice() else {
+            panic!("two accounts");
+        };
+        let key = AttemptKey::AccountMessage {
+            account_id: account_a,
+            message_id: "3EB0SAME",
+        };
+        let fields = TransitionFields {
+            remote_jid: Some("917999709798@s.whatsapp.net"),
+            ..Default::default()
+        };
+        assert!(transition(&conn, key, AttemptStatus::Accepted, &fields, 3).unwrap());
+        assert_eq!(status(&conn, attempt_a), AttemptStatus::Accepted);
+        assert_eq!(status(&conn, attempt_b), AttemptStatus::Sending);
+
+        let key_b = AttemptKey::AccountMessage {
+            account_id: account_b,
+            message_id: "3EB0SAME",
+        };
+        let failed = TransitionFields {
+            error_code: Some("send_failed"),
+            error_message: Some("refused"),
+            ..Default::default()
+        };
+        assert!(transition(&conn, key_b, AttemptStatus::Failed, &failed, 4).unwrap());
+        let a = get_attempt(&conn, attempt_a).unwrap().unwrap();
+        assert_eq!(a.status, AttemptStatus::Accepted);
+        assert_eq!(a.error_code, None);
+        assert_eq!(status(&conn, attempt_b), AttemptStatus::Failed);
+    }
+
+    #[test]
+    fn news_naming_another_account_moves_nothing() {
+        let (conn, made) = two_accounts_sharing_a_message_id("3EB0SAME");
+        let key = AttemptKey::AccountMessage {
+            account_id: "acc_elsewhere",
+            message_id: "3EB0SAME",
+        };
+        let moved = transition(
+            &conn,
+            key,
+            AttemptStatus::Delivered,
+            &TransitionFields::default(),
+            3,
+        )
+        .unwrap();
+        assert!(!moved);
+        for (_, attempt) in &made {
+            assert_eq!(status(&conn, attempt), AttemptStatus::Sending);
+        }
+    }
 }

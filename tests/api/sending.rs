@@ -285,6 +285,25 @@ async fn bad_phone_numbers_are_invalid_phone_number() {
 }
 
 #[tokio::test]
+async fn a_trunk_prefix_after_the_country_code_is_dropped_as_libphonenumber_drops_it() {
+    let app = spawn_app().await;
+    for (to, e164) in [
+        ("+44 (0)20 7946 0958", "+442079460958"),
+        ("+91 0 70000 00001", "+917000000001"),
+    ] {
+        let r = app.send(&app.owner.token, None, &text_to(to)).await;
+        assert_eq!(r.status, 202, "{to}");
+        assert_eq!(r.json()["to"], e164);
+        assert_eq!(r.json()["normalizedPhone"], &e164[1..]);
+    }
+    // A national number without its country code is still refused.
+    let r = app
+        .send(&app.owner.token, None, &text_to("020 7946 0958"))
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_phone_number"));
+}
+
+#[tokio::test]
 async fn unsafe_media_urls_are_invalid_media_url() {
     let app = spawn_app().await;
     for url in [

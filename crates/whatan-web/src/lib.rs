@@ -16,6 +16,7 @@
 //! - [`pairing`]: linking a phone by QR code or pair code ([`pair`]).
 //! - [`device`]: a linked session kept connected ([`LinkedDevice`]): sends,
 //!   acks, receipts, `is_on_whatsapp`.
+//! - `router`: the library's events routed to waiting sends or reported.
 //! - `net`: the network pieces the library uses (real, or offline in tests).
 //!
 //! Invariant: nothing here decides whatan policy (pacing, retries, statuses);
@@ -27,9 +28,11 @@ pub mod mapping;
 mod net;
 pub mod pairing;
 pub mod render;
+mod router;
 pub mod session;
 
 use std::fmt;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 pub use device::{Ack, LinkedDevice};
@@ -144,6 +147,12 @@ pub fn phone_user(e164: &str) -> Result<String, WebError> {
             "{e164:?} is not an international phone number"
         )))
     }
+}
+
+/// A poisoned lock still holds consistent data here (every critical section
+/// is a plain read or replace), so it is used as is.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -1,0 +1,469 @@
+//! The `web` driver: a WhatsApp account linked like WhatsApp Web (a linked
+//! device of the phone), through the `whatan-web` crate. This is not Meta's
+//! official API; see the README section "Link your phone (real WhatsApp,
+//! linked device)".
+//!
+//! - Pairing is the admin CLI's job (`account connect ID [--pair-code]`,
+//!   [`link_account_blocking`] in `link.rs`); it leaves one session file per
+//!   account in `<database dir>/web-sessions/<account id>.db`.
+//! - `serve` reconnects every account whose session file exists
+//!   ([`WebDriver::start`]); an account linked while `serve` runs is
+//!   connected at its first send.
+//! - The linked device reports connection changes, late server acks and
+//!   receipts; [`driver_events`] (`mapping.rs`, pure) turns them into
+//!   [`DriverEvent`]s, which the engine writes to the store (statuses never
+//!   go backwards there).
+//! - Before the first send to a number, WhatsApp is asked whether the number
+//!   has an account; answers are cached ([`OnWhatsAppCache`], `cache.rs`).
+
+mod cache;
+mod link;
+mod mapping;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use whatan_web::{LinkedDevice, WebError};
+
+pub use self::cache::OnWhatsAppCache;
+pub use self::link::{link_account_blocking, prompt_text, PAIRING_TIMEOUT};
+pub use self::mapping::{driver_events, send_error};
+use super::{
+    Accepted, DriverEvent, EventSink, MediaPayload, OutgoingContent, OutgoingMessage, SendError,
+    WhatsAppDriver,
+};
+use crate::config::Config;
+use crate::domain::error_codes::SEND_FAILED;
+use crate::domain::{AccountStatus, DriverKind};
+use crate::store::admin::{self, Account};
+use crate::store::Store;
+
+/// How long a send waits for a (re)connecting device before reporting the
+/// account offline.
+const CONNECT_WAIT: Duration = Duration::from_secs(15);
+/// How often `serve` looks for accounts an administrator disconnected (with
+/// the CLI, another process) to stop their linked devices.
+const HOLD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct WebDriver {
+    sessions_dir: PathBuf,
+    events: EventSink,
+    devices: tokio::sync::Mutex<HashMap<String, Arc<LinkedDevice>>>,
+    on_whatsapp: Mutex<OnWhatsAppCache>,
+}
+
+impl WebDriver {
+    pub fn new(database_path: &Path, events: EventSink) -> WebDriver {
+        WebDriver {
+            sessions_dir: whatan_web::sessions_dir(database_path),
+            events,
+            devices: tokio::sync::Mutex::new(HashMap::new()),
+            on_whatsapp: Mutex::new(OnWhatsAppCache::default()),
+        }
+    }
+
+    /// The driver for `serve`: reconnects every linked account in the
+    /// background, and stops the device of an account an administrator
+    /// disconnects (when called inside a tokio runtime).
+    pub fn start(config: &Config, store: &Store, events: EventSink) -> Arc<WebDriver> {
+        let driver = Arc::new(WebDriver::new(&config.database.path, events));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(driver.clone().reconnect_linked_accounts(store.clone()));
+                runtime.spawn(stop_held_devices(Arc::downgrade(&driver), store.clone()));
+            }
+            Err(_) => tracing::warn!("no runtime: linked accounts connect at their first send"),
+        }
+        driver
+    }
+
+    async fn reconnect_linked_accounts(self: Arc<Self>, store: Store) {
+        let accounts = match store.read(admin::list_accounts).await {
+            Ok(accounts) => accounts,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list accounts to reconnect linked devices");
+                return;
+            }
+        };
+        for account in accounts {
+            // An administrator's `account disconnect` holds until `account connect`.
+            if account.driver_kind() != DriverKind::Web || account.held_by_operator {
+                continue;
+            }
+            let linked = self
+                .session_path(&account.id)
+                .map(|p| whatan_web::session_exists(&p))
+                .unwrap_or(false);
+            let outcome = if linked {
+                self.connect_device(&account.id).await.map(|_| ())
+            } else {
+                Err(WebError::NotLinked("no linked session".into()))
+            };
+            match outcome {
+                Ok(()) => tracing::info!(account = %account.id, "reconnecting linked device"),
+                // Never linked, or logged out: say so unless it already does.
+                Err(e)
+                    if matches!(
+                        account.status(),
+                        AccountStatus::Connected | AccountStatus::Connecting
+                    ) =>
+                {
+                    self.emit(DriverEvent::Connection {
+                        account_id: account.id.clone(),
+                        status: AccountStatus::Disconnected,
+                        detail: Some(format!(
+                            "{e}; link it with `whatan account connect {}`",
+                            account.id
+                        )),
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Stop the running devices of `account_ids` (gracefully: the library
+    /// flushes its state). Their session files stay: `account connect`
+    /// brings them back without pairing again.
+    async fn stop_devices(&self, account_ids: &[String]) {
+        let stopping: Vec<_> = {
+            let mut devices = self.devices.lock().await;
+            account_ids
+                .iter()
+                .filter_map(|id| devices.remove(id).map(|device| (id, device)))
+                .collect()
+        };
+        for (account_id, device) in stopping {
+            device.shutdown().await;
+            tracing::info!(account = %account_id, "linked device stopped: disconnected by an administrator");
+        }
+    }
+
+    fn session_path(&self, account_id: &str) -> Result<PathBuf, WebError> {
+        whatan_web::session_path(&self.sessions_dir, account_id)
+    }
+
+    fn emit(&self, event: DriverEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The running device of an account, connecting it if its session file
+    /// exists (an account linked while `serve` runs, or one taken over by
+    /// another client and connected again by an administrator).
+    async fn connect_device(&self, account_id: &str) -> Result<Arc<LinkedDevice>, WebError> {
+        let mut devices = self.devices.lock().await;
+        if let Some(device) = devices.get(account_id) {
+            if device.is_running() {
+                return Ok(device.clone());
+            }
+            devices.remove(account_id);
+        }
+        let path = self.session_path(account_id)?;
+        let (sink, id) = (self.events.clone(), account_id.to_string());
+        let device = LinkedDevice::connect(&path, move |event| {
+            for e in driver_events(&id, event) {
+                let _ = sink.send(e);
+            }
+        })
+        .await?;
+        let device = Arc::new(device);
+        devices.insert(account_id.to_string(), device.clone());
+        Ok(device)
+    }
+
+    /// Ask WhatsApp once whether `to` has an account, then trust the cache.
+    async fn check_on_whatsapp(&self, device: &LinkedDevice, to: &str) -> Result<(), SendError> {
+        let cached = lock(&self.on_whatsapp).get(to, Instant::now());
+        let on_whatsapp = match cached {
+            Some(known) => known,
+            None => {
+                let known = device.is_on_whatsapp(to).await.map_err(send_error)?;
+                lock(&self.on_whatsapp).put(to, known, Instant::now());
+                known
+            }
+        };
+        if on_whatsapp {
+            Ok(())
+        } else {
+            Err(SendError::NotOnWhatsApp(format!("{to} is not on WhatsApp")))
+        }
+    }
+}
+
+#[async_trait]
+impl WhatsAppDriver for WebDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Web
+    }
+
+    /// `3EB0` + 18 hex digits, from the library's own generator.
+    fn new_message_id(&self) -> String {
+        whatan_web::new_message_id()
+    }
+
+    async fn send(
+        &self,
+        account: &Account,
+        message: &OutgoingMessage,
+    ) -> Result<Accepted, SendError> {
+        if account.held_by_operator {
+            return Err(SendError::NotConnected(format!(
+                "disconnected by an administrator; `whatan account connect {}` connects it again",
+                account.id
+            )));
+        }
+        let device = self
+            .connect_device(&account.id)
+            .await
+            .map_err(|e| match e {
+                WebError::NotLinked(m) => SendError::NotConnected(format!(
+                    "{m}; link it with `whatan account connect {}`",
+                    account.id
+                )),
+                other => send_error(other),
+            })?;
+        if !device.wait_connected(CONNECT_WAIT).await {
+            return Err(SendError::NotConnected(format!(
+                "the linked device of {} is not connected to WhatsApp",
+                account.phone
+            )));
+        }
+        self.check_on_whatsapp(&device, &message.to).await?;
+        let (to, id) = (message.to.as_str(), message.message_id.as_str());
+        let sent = match &message.content {
+            OutgoingContent::Text { body } => device.send_text(to, id, body).await,
+            OutgoingContent::Image { media, caption } => {
+                let (bytes, mimetype) = media_bytes(media)?;
+                device
+                    .send_image(to, id, bytes.to_vec(), mimetype, caption.clone())
+                    .await
+            }
+            OutgoingContent::Document {
+                media,
+                file_name,
+                caption,
+            } => {
+                let (bytes, mimetype) = media_bytes(media)?;
+                device
+                    .send_document(
+                        to,
+                        id,
+                        bytes.to_vec(),
+                        mimetype,
+                        file_name.clone(),
+                        caption.clone(),
+                    )
+                    .await
+            }
+        };
+        let ack = sent.map_err(send_error)?;
+        Ok(Accepted {
+            message_id: ack.message_id,
+            remote_jid: ack.to_jid,
+        })
+    }
+
+    async fn shutdown(&self) {
+        let devices: Vec<_> = self.devices.lock().await.drain().map(|(_, d)| d).collect();
+        futures_util::future::join_all(devices.iter().map(|d| d.shutdown())).await;
+    }
+}
+
+/// Every [`HOLD_CHECK_INTERVAL`], stop the devices of the web accounts an
+/// administrator holds offline; ends with the driver.
+async fn stop_held_devices(driver: Weak<WebDriver>, store: Store) {
+    loop {
+        tokio::time::sleep(HOLD_CHECK_INTERVAL).await;
+        let Some(driver) = driver.upgrade() else {
+            return;
+        };
+        match store
+            .read(|c| admin::held_account_ids(c, DriverKind::Web))
+            .await
+        {
+            Ok(held) => driver.stop_devices(&held).await,
+            Err(e) => tracing::warn!(error = %e, "cannot read which accounts are held offline"),
+        }
+    }
+}
+
+/// The bytes of whatan's pinned media fetch (this driver asks for bytes).
+fn media_bytes(media: &MediaPayload) -> Result<(&[u8], &str), SendError> {
+    match media {
+        MediaPayload::Bytes { bytes, mimetype } => Ok((bytes, mimetype)),
+        MediaPayload::Link { .. } | MediaPayload::Uploaded { .. } => Err(SendError::Failed {
+            code: SEND_FAILED,
+            message: "the linked-device driver needs the media bytes, not a link".into(),
+        }),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACC: &str = "acc_1";
+
+    #[test]
+    fn message_ids_are_whatsapp_web_style() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = WebDriver::new(Path::new("/tmp/whatan.db"), tx);
+        let id = driver.new_message_id();
+        assert!(id.starts_with("3EB0") && id.len() == 22, "{id}");
+        assert_eq!(driver.kind(), DriverKind::Web);
+    }
+
+    #[test]
+    fn serve_marks_connected_web_accounts_without_a_session_disconnected() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("whatan.db");
+        let store = Store::open(&db).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (unlinked, idle) = runtime.block_on(async {
+            store
+                .write(|c| {
+                    let ws = admin::create_workspace(c, "Acme")?;
+                    let mut ids = Vec::new();
+                    for (name, phone, status) in [
+                        ("Ana", "+917000000001", AccountStatus::Connected),
+                        ("Bo", "+917000000002", AccountStatus::LoggedOut),
+                    ] {
+                        let user = admin::add_user(c, &ws.id, name, crate::domain::Role::Owner)?;
+                        let account = admin::add_account(
+                            c,
+                            &ws.id,
+                            &user.id,
+                            phone,
+                            DriverKind::Web,
+                            &serde_json::json!({}),
+                        )?;
+                        admin::set_account_status(c, &account.id, status, None)?;
+                        ids.push(account.id);
+                    }
+                    Ok((ids[0].clone(), ids[1].clone()))
+                })
+                .await
+                .unwrap()
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = Arc::new(WebDriver::new(&db, tx));
+
+        runtime.block_on(driver.clone().reconnect_linked_accounts(store.clone()));
+
+        drop(driver);
+        let mut events = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            events.push(event);
+        }
+        match events.as_slice() {
+            [DriverEvent::Connection {
+                account_id,
+                status: AccountStatus::Disconnected,
+                detail: Some(detail),
+            }] => {
+                assert_eq!(account_id, &unlinked);
+                assert!(detail.contains("whatan account connect"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(events.iter().all(
+            |e| !matches!(e, DriverEvent::Connection { account_id, .. } if *account_id == idle)
+        ));
+        assert!(!dir.path().join("web-sessions").exists());
+    }
+
+    #[test]
+    fn sends_before_linking_report_the_account_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = WebDriver::new(&dir.path().join("whatan.db"), tx);
+        let account = Account {
+            id: ACC.into(),
+            workspace: "ws".into(),
+            user: "usr".into(),
+            phone: "+917000000001".into(),
+            driver: "web".into(),
+            status: "connected".into(),
+            status_changed_at: 0,
+            status_detail: None,
+            settings: serde_json::json!({}),
+            next_send_at: 0,
+            held_by_operator: false,
+        };
+        let message = OutgoingMessage {
+            message_id: driver.new_message_id(),
+            to: "+917999709798".into(),
+            content: OutgoingContent::Text { body: "hi".into() },
+            redelivery: false,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(driver.send(&account, &message));
+        assert!(
+            matches!(&result, Err(SendError::NotConnected(m)) if m.contains("whatan account connect acc_1")),
+            "{result:?}"
+        );
+        assert!(
+            !dir.path().join("web-sessions").exists(),
+            "no session file appears for an unlinked account"
+        );
+    }
+
+    #[test]
+    fn a_send_for_an_account_held_offline_does_not_start_its_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("whatan.db");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = WebDriver::new(&db, tx);
+        // A session file is there: without the hold, the send would load it.
+        let session = driver.session_path(ACC).unwrap();
+        std::fs::create_dir_all(session.parent().unwrap()).unwrap();
+        std::fs::write(&session, b"").unwrap();
+        let account = Account {
+            id: ACC.into(),
+            workspace: "ws".into(),
+            user: "usr".into(),
+            phone: "+917000000001".into(),
+            driver: "web".into(),
+            status: "connected".into(),
+            status_changed_at: 0,
+            status_detail: None,
+            settings: serde_json::json!({}),
+            next_send_at: 0,
+            held_by_operator: true,
+        };
+        let message = OutgoingMessage {
+            message_id: driver.new_message_id(),
+            to: "+917999709798".into(),
+            content: OutgoingContent::Text { body: "hi".into() },
+            redelivery: false,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(driver.send(&account, &message));
+        assert!(
+            matches!(&result, Err(SendError::NotConnected(m)) if m.contains("disconnected by an administrator")),
+            "{result:?}"
+        );
+        assert!(runtime.block_on(driver.devices.lock()).is_empty());
+        assert_eq!(
+            std::fs::metadata(&session).unwrap().len(),
+            0,
+            "session untouched"
+        );
+    }
+}
