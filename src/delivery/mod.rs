@@ -338,7 +338,9 @@ impl Engine {
             } => {
                 let id = account_id.clone();
                 store
-                    .write(move |c| admin::set_account_status(c, &id, status, detail.as_deref()))
+                    .write(move |c| {
+                        admin::set_account_status_at(c, &id, status, detail.as_deref(), now)
+                    })
                     .await?;
                 self.wake(&account_id);
                 return Ok(());
@@ -414,8 +416,11 @@ impl Engine {
             };
             let view = AccountView {
                 status: account.status(),
-                offline_since: (account.status() != AccountStatus::Connected)
-                    .then_some(account.status_changed_at),
+                offline_since: account.offline_since.or(
+                    // Stamped by every status change since migration 4.
+                    (account.status() != AccountStatus::Connected)
+                        .then_some(account.status_changed_at),
+                ),
                 next_send_at: account.next_send_at,
             };
             let now = self.inner.clock.now_ms();
@@ -712,7 +717,13 @@ fn apply_settlement(
             if claimed {
                 attempts::mark_handoff_unsent(c, attempt_id)?;
             }
-            admin::set_account_status(c, account_id, AccountStatus::Disconnected, Some(reason))?;
+            admin::set_account_status_at(
+                c,
+                account_id,
+                AccountStatus::Disconnected,
+                Some(reason),
+                now,
+            )?;
         }
         Settlement::RetryAt { at, .. } => {
             if claimed {

@@ -44,6 +44,9 @@ pub struct Account {
     /// whatever its driver reports, until `account connect`.
     #[serde(rename = "heldByOperator")]
     pub held_by_operator: bool,
+    /// When the account last left `connected`; `None` while connected.
+    #[serde(skip)]
+    pub offline_since: Option<i64>,
 }
 
 impl std::fmt::Debug for Account {
@@ -224,7 +227,7 @@ pub fn add_account(
     get_account(conn, &id)?.ok_or_else(|| StoreError::Internal("account vanished".into()))
 }
 
-const ACCOUNT_COLUMNS: &str = "id, workspace_id, user_id, phone, driver, status, status_changed_at, status_detail, settings, next_send_at, held_by_operator";
+const ACCOUNT_COLUMNS: &str = "id, workspace_id, user_id, phone, driver, status, status_changed_at, status_detail, settings, next_send_at, held_by_operator, offline_since";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let settings: String = r.get(8)?;
@@ -240,6 +243,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         settings: serde_json::from_str(&settings).unwrap_or(serde_json::Value::Null),
         next_send_at: r.get(9)?,
         held_by_operator: r.get::<_, i64>(10)? != 0,
+        offline_since: r.get(11)?,
     })
 }
 
@@ -309,12 +313,27 @@ pub fn set_account_status(
     status: AccountStatus,
     detail: Option<&str>,
 ) -> Result<Account, StoreError> {
+    set_account_status_at(conn, id, status, detail, now_ms())
+}
+
+/// [`set_account_status`] at the caller's clock reading `now`. Leaving
+/// `connected` stamps `offline_since`, which later offline states keep (the
+/// offline grace counts from it); `connected` clears it.
+pub fn set_account_status_at(
+    conn: &Connection,
+    id: &str,
+    status: AccountStatus,
+    detail: Option<&str>,
+    now: i64,
+) -> Result<Account, StoreError> {
     conn.prepare_cached(
         "UPDATE accounts SET status = ?2, status_detail = ?3,
-             status_changed_at = CASE WHEN status = ?2 THEN status_changed_at ELSE ?4 END
+             status_changed_at = CASE WHEN status = ?2 THEN status_changed_at ELSE ?4 END,
+             offline_since = CASE WHEN ?2 = 'connected' THEN NULL
+                                  ELSE COALESCE(offline_since, ?4) END
          WHERE id = ?1 AND (held_by_operator = 0 OR ?2 IN ('logged_out', 'banned'))",
     )?
-    .execute(params![id, status.as_str(), detail, now_ms()])?;
+    .execute(params![id, status.as_str(), detail, now])?;
     get_account(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("unknown account {id}")))
 }
 
@@ -480,6 +499,24 @@ mod tests {
         )
         .unwrap();
         set_account_status(conn, &account.id, AccountStatus::Connected, None).unwrap()
+    }
+
+    #[test]
+    fn offline_since_is_when_the_account_left_connected_whatever_flaps_after() {
+        use AccountStatus::*;
+        let mut conn = Connection::open_in_memory().unwrap();
+        let id = web_account(&mut conn).id;
+        let at = |status, now| set_account_status_at(&conn, &id, status, None, now).unwrap();
+        assert_eq!(at(Connected, 1_000).offline_since, None);
+        assert_eq!(at(Disconnected, 2_000).offline_since, Some(2_000));
+        let flapped = at(Connecting, 3_000);
+        assert_eq!(
+            (flapped.status_changed_at, flapped.offline_since),
+            (3_000, Some(2_000))
+        );
+        assert_eq!(at(Disconnected, 4_000).offline_since, Some(2_000));
+        assert_eq!(at(Connected, 5_000).offline_since, None);
+        assert_eq!(at(Connecting, 6_000).offline_since, Some(6_000));
     }
 
     #[test]

@@ -330,3 +330,63 @@ async fn pacing_gaps_are_kept_by_the_servers_clock() {
         .await;
     assert_eq!(sent["sentAt"], whatan::clock::rfc3339_ms(start + 90_000));
 }
+
+#[tokio::test]
+async fn the_offline_grace_counts_from_leaving_connected_not_from_the_last_flap() {
+    use whatan::domain::AccountStatus::*;
+    let start = whatan::clock::now_ms();
+    let (clock, hand) = Clock::manual(start);
+    let app = spawn_app_with_hooks(
+        |c| {
+            c.pacing.min_delay = Duration::from_secs(3600);
+            c.pacing.max_delay = Duration::from_secs(3600);
+            c.pacing.offline_grace = Duration::from_secs(600);
+        },
+        Hooks {
+            clock,
+            ..Default::default()
+        },
+    )
+    .await;
+    let to = text_to("+917999709798");
+    let first = app.send(&app.owner.token, None, &to).await.json();
+    let waiting = app.send(&app.owner.token, None, &to).await.json();
+    let (first, waiting) = (
+        first["sendAttemptId"].as_str().unwrap().to_string(),
+        waiting["sendAttemptId"].as_str().unwrap().to_string(),
+    );
+    app.wait_for_status(&app.owner.token, &first, |b| b["status"] != "queued")
+        .await;
+    hand.sleeper_at(start + 3_600_000).await;
+
+    // The account drops at +1 min and flaps until +9 min.
+    let account = app.owner.account.clone().unwrap();
+    let left = start + 60_000;
+    for (status, at) in [
+        (Disconnected, left),
+        (Connecting, start + 300_000),
+        (Disconnected, start + 420_000),
+        (Connecting, start + 540_000),
+    ] {
+        let id = account.clone();
+        app.store
+            .write(move |c| admin_status_at(c, &id, status, at))
+            .await
+            .unwrap();
+    }
+    // The grace (10 min) runs out at +11 min, counted from leaving connected.
+    hand.set(left + 600_000);
+    let failed = app
+        .wait_for_status(&app.owner.token, &waiting, |b| b["status"] == "failed")
+        .await;
+    assert_eq!(failed["errorCode"], "whatsapp_not_connected");
+}
+
+fn admin_status_at(
+    c: &rusqlite::Connection,
+    id: &str,
+    status: whatan::domain::AccountStatus,
+    at: i64,
+) -> Result<(), whatan::store::StoreError> {
+    whatan::store::admin::set_account_status_at(c, id, status, None, at).map(|_| ())
+}
