@@ -399,6 +399,7 @@ mod tests {
             settings: serde_json::json!({}),
             next_send_at: 0,
             held_by_operator: false,
+            offline_since: None,
         };
         let message = OutgoingMessage {
             message_id: driver.new_message_id(),
@@ -443,6 +444,7 @@ mod tests {
             settings: serde_json::json!({}),
             next_send_at: 0,
             held_by_operator: true,
+            offline_since: None,
         };
         let message = OutgoingMessage {
             message_id: driver.new_message_id(),
