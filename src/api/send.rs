@@ -125,7 +125,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         workspace_id: account.workspace.clone(),
         account_id: account.id.clone(),
         user_id: principal.user_id.clone(),
-        mode: mode.as_str(),
+        mode,
         from_phone: account.phone.clone(),
         to_phone: request.to.e164().to_string(),
         type_name: request.message.type_name(),

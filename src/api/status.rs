@@ -58,7 +58,7 @@ pub async fn handle(
     let attempt = attempt.ok_or_else(ApiError::not_found)?;
     let own = attempt.user_id == principal.user_id;
     let workspace_view = principal.role.may_choose_sender()
-        && attempt.mode == SenderMode::Workspace.as_str()
+        && attempt.mode == SenderMode::Workspace
         && attempt.workspace_id == principal.workspace_id;
     if !(own || workspace_view) {
         return Err(ApiError::not_found());

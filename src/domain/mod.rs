@@ -56,6 +56,14 @@ pub enum SenderMode {
 }
 
 impl SenderMode {
+    pub fn parse(s: &str) -> Option<SenderMode> {
+        match s {
+            "personal" => Some(SenderMode::Personal),
+            "workspace" => Some(SenderMode::Workspace),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SenderMode::Personal => "personal",

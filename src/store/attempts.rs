@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{is_unique_violation, StoreError};
 use crate::clock::utc_day;
-use crate::domain::{AccountStatus, AttemptStatus};
+use crate::domain::{AccountStatus, AttemptStatus, SenderMode};
 
 #[derive(Debug, Clone)]
 pub struct AttemptRow {
@@ -15,7 +15,7 @@ pub struct AttemptRow {
     pub workspace_id: String,
     pub account_id: String,
     pub user_id: String,
-    pub mode: String,
+    pub mode: SenderMode,
     pub from_phone: String,
     pub to_phone: String,
     pub type_name: String,
@@ -39,7 +39,6 @@ pub struct AttemptRow {
 const ATTEMPT_COLUMNS: &str = "seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, remote_jid, error_code, error_message, tries, created_at, updated_at, handoff_unsent, handed_off_at";
 
 fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
-    let status: String = r.get(10)?;
     Ok(AttemptRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -51,7 +50,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
         to_phone: r.get(7)?,
         type_name: r.get(8)?,
         payload: r.get(9)?,
-        status: AttemptStatus::parse(&status).unwrap_or(AttemptStatus::Failed),
+        status: r.get(10)?,
         message_id: r.get(11)?,
         remote_jid: r.get(12)?,
         error_code: r.get(13)?,
@@ -72,7 +71,7 @@ pub struct NewAttempt {
     pub workspace_id: String,
     pub account_id: String,
     pub user_id: String,
-    pub mode: &'static str,
+    pub mode: SenderMode,
     pub from_phone: String,
     pub to_phone: String,
     pub type_name: &'static str,
@@ -116,11 +115,11 @@ pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, Stor
             );
         }
     }
-    let status: Option<String> = conn
+    let status: Option<AccountStatus> = conn
         .prepare_cached("SELECT status FROM accounts WHERE id = ?1")?
         .query_row([&a.account_id], |r| r.get(0))
         .optional()?;
-    if status.as_deref() != Some(AccountStatus::Connected.as_str()) {
+    if status != Some(AccountStatus::Connected) {
         return Ok(EnqueueOutcome::NotConnected);
     }
     if a.daily_limit <= 0 {
@@ -364,7 +363,7 @@ mod tests {
                 workspace_id: ws.id.clone(),
                 account_id: account.id.clone(),
                 user_id: user.id.clone(),
-                mode: "personal",
+                mode: SenderMode::Personal,
                 from_phone: phone.into(),
                 to_phone: "+917999709798".into(),
                 type_name: "text",

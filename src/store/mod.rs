@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod outbox;
+mod types;
 mod writer;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
