@@ -703,3 +703,106 @@ fn connecting_a_web_account_whose_session_folder_is_unusable_fails_with_one_line
         .unwrap();
     assert_eq!(web["status"], "disconnected", "nothing half-written");
 }
+
+#[test]
+fn a_second_serve_on_the_same_database_exits_at_once_naming_the_first() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let first = serve(&db.path, &[]);
+    let first_pid = first.child.id();
+
+    // Act: a second server on the same database (another port, so only the
+    // database is shared).
+    let started = std::time::Instant::now();
+    let second = Command::new(BIN)
+        .arg("--db")
+        .arg(&db.path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(db.path.parent().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second_pid = second.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(second.wait_with_output().unwrap()));
+    let out = finished
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| {
+            let _ = Command::new("kill").args(["-KILL", &second_pid]).status();
+            panic!("the second serve was still running after 10 s")
+        });
+    let elapsed = started.elapsed();
+
+    assert!(!out.status.success(), "the second serve must fail");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr.contains(&db.path.display().to_string()),
+        "names the database: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pid {first_pid}")),
+        "names the holder: {stderr}"
+    );
+    // The admin CLI keeps working beside the first server, which keeps serving.
+    let token = json(&db.path, &["token", "create", "--user", &st.owner]);
+    assert!(s(&token, "token").starts_with("whatan_send_"));
+    assert_eq!(
+        json(&db.path, &["account", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (status, body) = http(&first.addr, "GET", "/healthz", "", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sigterm_and_wait(first).code(), Some(0));
+    // Once the first has stopped, the database can be served again.
+    let again = serve(&db.path, &[]);
+    assert_eq!(sigterm_and_wait(again).code(), Some(0));
+}
+
+#[cfg(unix)]
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_its_companions_the_lock_and_new_directories_are_owner_only() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state").join("whatan");
+    let db = dir.join("whatan.db");
+
+    // First use, by the CLI: it creates the directories and the database.
+    let out = Command::new(BIN)
+        .arg("--db")
+        .arg(&db)
+        .args(["workspace", "create", "Acme"])
+        .current_dir(root.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(file_mode(&db), 0o600, "database");
+    assert_eq!(file_mode(&dir), 0o700, "directory holding the database");
+    assert_eq!(file_mode(&root.path().join("state")), 0o700, "its parent");
+
+    // While serve runs, SQLite's -wal and -shm exist, and so does the lock.
+    let server = serve(&db, &[]);
+    for suffix in ["-wal", "-shm", ".lock"] {
+        let companion = PathBuf::from(format!("{}{suffix}", db.display()));
+        assert_eq!(file_mode(&companion), 0o600, "{suffix}");
+    }
+    assert_eq!(sigterm_and_wait(server).code(), Some(0));
+}

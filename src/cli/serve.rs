@@ -1,7 +1,10 @@
-//! `serve`: open the database, bootstrap it on first run, bind, and run the
+//! `serve`: take the database's serve lock (one server per database, see
+//! `store::lock`), open it, bootstrap it on first run, bind, and run the
 //! server until SIGINT/SIGTERM. Unlike the admin commands it prints as it
 //! goes (the first-run token, then the address it listens on), because it
 //! never returns while it works.
+
+use std::path::Path;
 
 use serde_json::json;
 
@@ -9,6 +12,7 @@ use super::CliError;
 use crate::config::Config;
 use crate::domain::token::{self, TokenKind};
 use crate::domain::{DriverKind, Role};
+use crate::store::lock::{LockError, ServeLock};
 use crate::store::{admin, Store};
 
 pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result<(), CliError> {
@@ -19,6 +23,10 @@ pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result
             ))
         })?;
     }
+    // Before anything else touches the database or the port, so that a
+    // second server says who runs it rather than "address in use".
+    let _lock = ServeLock::acquire(&config.database.path)
+        .map_err(|e| lock_refused(&config.database.path, e))?;
     let store = Store::open(&config.database.path)?;
     let listener = std::net::TcpListener::bind(config.server.listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -34,14 +42,30 @@ pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|e| CliError(e.to_string()))?;
+        let shutdown = shutdown_signal()?;
         tracing::info!(%addr, db = %store.path().display(), "whatan listening");
         if json_out {
             println!("{}", json!({"listening": addr.to_string()}));
         }
-        crate::server::serve(config, store, listener, shutdown_signal())
+        crate::server::serve(config, store, listener, shutdown)
             .await
             .map_err(CliError)
     })
+}
+
+/// The one line a second `serve` on a database prints.
+fn lock_refused(database: &Path, error: LockError) -> CliError {
+    match error {
+        LockError::Held { lock_path, pid } => {
+            let holder = pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"));
+            CliError(format!(
+                "database {} is already served by another whatan ({holder}, lock {}); only one serve may run per database",
+                database.display(),
+                lock_path.display()
+            ))
+        }
+        LockError::Io { .. } => CliError(error.to_string()),
+    }
 }
 
 /// Create a workspace, an owner, a connected sandbox account and a send
@@ -97,24 +121,28 @@ fn print_first_run(
     );
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// The shutdown future: resolves on the first SIGINT or SIGTERM. The
+/// handlers are installed here, before `serve` says it listens: installed
+/// lazily (on first poll), a SIGTERM sent as soon as the address is printed
+/// would kill the process instead of draining it.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let cannot = |e: std::io::Error| CliError(format!("cannot handle signals: {e}"));
+        (
+            signal(SignalKind::interrupt()).map_err(cannot)?,
+            signal(SignalKind::terminate()).map_err(cannot)?,
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("signal received");
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("signal received");
+    })
 }
