@@ -135,7 +135,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web-sessions").join("acc_1.db");
 
-        Net::offline().builder(&path).await.unwrap();
+        let _builder = Net::offline().builder(&path).await.unwrap();
 
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the session holds the device's keys");
