@@ -241,6 +241,11 @@ fn check_known_keys(table: &Table) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `WHATAN_*` variables that look like config keys but are not: the Cloud
+/// API secrets `account add --driver cloud` reads (so they stay out of `ps`).
+/// They are not settings of the server and must not end up in [`Config`].
+const NOT_CONFIG_ENV: &[&str] = &["WHATAN_CLOUD_ACCESS_TOKEN", "WHATAN_CLOUD_APP_SECRET"];
+
 /// `WHATAN_PACING_MIN_DELAY=10ms` sets `pacing.min_delay`. A value that
 /// parses as a TOML value (a number, an array, an inline table) is taken as
 /// such; anything else is a string. Variables of other prefixes are ignored;
@@ -250,6 +255,9 @@ fn overlay_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     for (name, raw) in env {
+        if NOT_CONFIG_ENV.contains(&name.as_str()) {
+            continue;
+        }
         let Some(rest) = name.strip_prefix("WHATAN_") else {
             continue;
         };
@@ -543,6 +551,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("pacing.typo"), "{err}");
+    }
+
+    #[test]
+    fn the_cloud_secret_variables_of_account_add_are_not_config_keys() {
+        let config = load(
+            "",
+            &[
+                ("WHATAN_CLOUD_ACCESS_TOKEN", "EAAG-secret"),
+                ("WHATAN_CLOUD_APP_SECRET", "app-secret"),
+            ],
+        )
+        .expect("not refused as unknown keys cloud.access_token / cloud.app_secret");
+        assert!(!format!("{config:?}").contains("secret"));
+        assert!(load("", &[("WHATAN_CLOUD_TYPO", "1")]).is_err());
     }
 
     #[test]

@@ -703,3 +703,328 @@ fn connecting_a_web_account_whose_session_folder_is_unusable_fails_with_one_line
         .unwrap();
     assert_eq!(web["status"], "disconnected", "nothing half-written");
 }
+
+#[test]
+fn a_second_serve_on_the_same_database_exits_at_once_naming_the_first() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let first = serve(&db.path, &[]);
+    let first_pid = first.child.id();
+
+    // Act: a second server on the same database (another port, so only the
+    // database is shared).
+    let started = std::time::Instant::now();
+    let second = Command::new(BIN)
+        .arg("--db")
+        .arg(&db.path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(db.path.parent().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second_pid = second.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(second.wait_with_output().unwrap()));
+    let out = finished
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| {
+            let _ = Command::new("kill").args(["-KILL", &second_pid]).status();
+            panic!("the second serve was still running after 10 s")
+        });
+    let elapsed = started.elapsed();
+
+    assert!(!out.status.success(), "the second serve must fail");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr.contains(&db.path.display().to_string()),
+        "names the database: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pid {first_pid}")),
+        "names the holder: {stderr}"
+    );
+    // The admin CLI keeps working beside the first server, which keeps serving.
+    let token = json(&db.path, &["token", "create", "--user", &st.owner]);
+    assert!(s(&token, "token").starts_with("whatan_send_"));
+    assert_eq!(
+        json(&db.path, &["account", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (status, body) = http(&first.addr, "GET", "/healthz", "", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sigterm_and_wait(first).code(), Some(0));
+    // Once the first has stopped, the database can be served again.
+    let again = serve(&db.path, &[]);
+    assert_eq!(sigterm_and_wait(again).code(), Some(0));
+}
+
+#[cfg(unix)]
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_its_companions_the_lock_and_new_directories_are_owner_only() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state").join("whatan");
+    let db = dir.join("whatan.db");
+
+    // First use, by the CLI: it creates the directories and the database.
+    let out = Command::new(BIN)
+        .arg("--db")
+        .arg(&db)
+        .args(["workspace", "create", "Acme"])
+        .current_dir(root.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(file_mode(&db), 0o600, "database");
+    assert_eq!(file_mode(&dir), 0o700, "directory holding the database");
+    assert_eq!(file_mode(&root.path().join("state")), 0o700, "its parent");
+
+    // While serve runs, SQLite's -wal and -shm exist, and so does the lock.
+    let server = serve(&db, &[]);
+    for suffix in ["-wal", "-shm", ".lock"] {
+        let companion = PathBuf::from(format!("{}{suffix}", db.display()));
+        assert_eq!(file_mode(&companion), 0o600, "{suffix}");
+    }
+    assert_eq!(sigterm_and_wait(server).code(), Some(0));
+}
+
+/// `whatan --json ARGS` with extra environment variables and `stdin` piped in.
+fn whatan_fed(db: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .arg("--json")
+        .args(args)
+        .env_remove("WHATAN_CLOUD_ACCESS_TOKEN")
+        .env_remove("WHATAN_CLOUD_APP_SECRET")
+        .envs(envs.iter().copied())
+        .env_remove("WHATAN_LOG")
+        .current_dir(db.parent().unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `account add --driver cloud` for a new member of the setup's workspace,
+/// with `secrets` as the secret-giving arguments.
+fn add_cloud_account(
+    db: &Path,
+    st: &Setup,
+    phone: &str,
+    secrets: &[&str],
+    envs: &[(&str, &str)],
+    stdin: &[u8],
+) -> Output {
+    let user = json(
+        db,
+        &[
+            "user",
+            "add",
+            "--workspace",
+            &st.ws,
+            "--name",
+            phone,
+            "--role",
+            "member",
+        ],
+    );
+    let mut args = vec![
+        "account",
+        "add",
+        "--workspace",
+        &st.ws,
+        "--phone",
+        phone,
+        "--driver",
+        "cloud",
+        "--phone-number-id",
+        "106540352242922",
+        "--verify-token",
+        "verify-token-1",
+    ];
+    let user_id = s(&user, "id");
+    args.extend_from_slice(&["--user", &user_id]);
+    args.extend_from_slice(secrets);
+    whatan_fed(db, &args, envs, stdin)
+}
+
+/// The (access token, app secret) stored for an account.
+fn stored_cloud_secrets(db: &Path, account: &str) -> (String, String) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let settings: String = c
+        .query_row(
+            "SELECT settings FROM accounts WHERE id = ?1",
+            [account],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let v: Value = serde_json::from_str(&settings).unwrap();
+    (s(&v, "access_token"), s(&v, "app_secret"))
+}
+
+fn added_id(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["driver"], "cloud");
+    s(&v, "id")
+}
+
+const ENV_SECRETS: [(&str, &str); 2] = [
+    ("WHATAN_CLOUD_ACCESS_TOKEN", "EAAG-token-from-env"),
+    ("WHATAN_CLOUD_APP_SECRET", "app-secret-from-env"),
+];
+
+#[test]
+fn cloud_secrets_come_from_stdin_files_or_the_environment_and_are_never_listed() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let secret_file = db.path.parent().unwrap().join("app-secret.txt");
+    std::fs::write(&secret_file, "app-secret-from-file\n").unwrap();
+
+    // The access token on stdin, the app secret in a file.
+    let from_files = add_cloud_account(
+        &db.path,
+        &st,
+        "+917000000002",
+        &[
+            "--access-token-file",
+            "-",
+            "--app-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+        &[],
+        b"EAAG-token-from-stdin\n",
+    );
+    // Both from the environment.
+    let from_env = add_cloud_account(&db.path, &st, "+917000000003", &[], &ENV_SECRETS, b"");
+    // A flag given on the command line wins over the environment.
+    let flag_wins = add_cloud_account(
+        &db.path,
+        &st,
+        "+917000000004",
+        &["--access-token", "EAAG-token-from-flag"],
+        &ENV_SECRETS,
+        b"",
+    );
+
+    let (from_files, from_env, flag_wins) = (
+        added_id(&from_files),
+        added_id(&from_env),
+        added_id(&flag_wins),
+    );
+    assert_eq!(
+        stored_cloud_secrets(&db.path, &from_files),
+        (
+            "EAAG-token-from-stdin".to_string(),
+            "app-secret-from-file".to_string()
+        ),
+        "trailing newlines dropped"
+    );
+    assert_eq!(
+        stored_cloud_secrets(&db.path, &from_env),
+        (
+            "EAAG-token-from-env".to_string(),
+            "app-secret-from-env".to_string()
+        )
+    );
+    assert_eq!(
+        stored_cloud_secrets(&db.path, &flag_wins),
+        (
+            "EAAG-token-from-flag".to_string(),
+            "app-secret-from-env".to_string()
+        )
+    );
+    // Listings never show them, in JSON or as text (with the variables set:
+    // they are not mistaken for config keys either).
+    let json_list = whatan_fed(&db.path, &["account", "list"], &ENV_SECRETS, b"");
+    let text_list = whatan(&db.path, &["account", "list"]);
+    assert!(json_list.status.success() && text_list.status.success());
+    let json_list = String::from_utf8(json_list.stdout).unwrap();
+    let text_list = String::from_utf8(text_list.stdout).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&json_list)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    for secret in [
+        "EAAG-token-from-stdin",
+        "app-secret-from-file",
+        "EAAG-token-from-env",
+        "app-secret-from-env",
+        "EAAG-token-from-flag",
+    ] {
+        assert!(!json_list.contains(secret), "{secret} in {json_list}");
+        assert!(!text_list.contains(secret), "{secret} in {text_list}");
+    }
+}
+
+#[test]
+fn cloud_secrets_that_cannot_be_read_fail_with_one_line_and_add_nothing() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let missing = db.path.parent().unwrap().join("no-such-file");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--access-token-file", "-", "--app-secret-file", "-"],
+            "both read stdin",
+        ),
+        (
+            &[
+                "--access-token-file",
+                missing.to_str().unwrap(),
+                "--app-secret",
+                "x",
+            ],
+            "no-such-file",
+        ),
+        // Nothing anywhere: the message says where a secret may come from.
+        (&["--app-secret", "x"], "WHATAN_CLOUD_ACCESS_TOKEN"),
+    ];
+    for (i, (secrets, needle)) in cases.into_iter().enumerate() {
+        let phone = format!("+91700000001{i}");
+        let out = add_cloud_account(&db.path, &st, &phone, secrets, &[], b"");
+        assert!(!out.status.success(), "{secrets:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+        assert!(err.contains(needle), "{secrets:?}: {err}");
+    }
+    assert_eq!(
+        json(&db.path, &["account", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "only the setup's sandbox account"
+    );
+}

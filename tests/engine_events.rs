@@ -102,7 +102,7 @@ fn text_attempt(account: &Account, id: &str) -> NewAttempt {
         workspace_id: account.workspace.clone(),
         account_id: account.id.clone(),
         user_id: account.user.clone(),
-        mode: "personal",
+        mode: whatan::domain::SenderMode::Personal,
         from_phone: account.phone.clone(),
         to_phone: "+917999709798".into(),
         type_name: "text",

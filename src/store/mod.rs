@@ -9,6 +9,8 @@
 
 pub mod admin;
 pub mod attempts;
+pub mod files;
+pub mod lock;
 pub mod outbox;
 mod types;
 mod writer;
@@ -141,11 +143,15 @@ impl Store {
     /// Open (creating if needed) the database at `path`, apply pending
     /// migrations, start the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        // Created private before SQLite opens it (see `files`): SQLite would
+        // create it with the umask's mode, usually world-readable.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            files::create_private_dir_all(dir).map_err(|e| {
                 StoreError::Invalid(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
+        files::create_private_file(path)
+            .map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", path.display())))?;
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let manager = SqliteConnectionManager::file(path).with_init(|c| apply_pragmas(c));

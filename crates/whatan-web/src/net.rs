@@ -33,6 +33,10 @@ impl Net {
                 })?;
             }
         }
+        // The session holds the device's keys: created owner-only before the
+        // store opens it (SQLite gives its -wal/-shm the same mode).
+        create_private_file(path)
+            .map_err(|e| WebError::Store(format!("cannot create {}: {e}", path.display())))?;
         let store = SqliteStore::new(store_url(path)?)
             .await
             .map_err(|e| WebError::Store(format!("cannot open {}: {e}", path.display())))?;
@@ -67,6 +71,19 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
+}
+
+/// Create `path` with mode 0600 if it does not exist; an existing session
+/// file is left as it is.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The builder wants a transport factory by value; this shares one.
@@ -105,5 +122,22 @@ impl TransportFactory for OfflineTransport {
         Err(whatsapp_rust::anyhow::anyhow!(
             "offline: tests never reach WhatsApp"
         ))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_new_session_file_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web-sessions").join("acc_1.db");
+
+        let _builder = Net::offline().builder(&path).await.unwrap();
+
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the session holds the device's keys");
     }
 }

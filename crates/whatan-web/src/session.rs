@@ -2,8 +2,7 @@
 //! `<database dir>/web-sessions/<account id>.db`, next to whatan's own
 //! database so that backing up that directory keeps the links. The file holds
 //! the device's keys (whoever has it can read and send as the account):
-//! it is created with the directory's permissions, so keep the directory
-//! private.
+//! it is created readable by its owner only (0600, in a 0700 folder).
 
 use std::io;
 use std::path::{Path, PathBuf};
