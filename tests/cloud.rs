@@ -575,7 +575,7 @@ async fn an_expired_token_disconnects_the_account_and_keeps_the_send_queued() {
     let attempt = app.send_text("Hello").await;
     let account = eventually("the account to be marked disconnected", || async {
         let a = app.account(&app.account_id).await;
-        (a.status == "disconnected").then_some(a)
+        (a.status == AccountStatus::Disconnected).then_some(a)
     })
     .await;
 
@@ -721,7 +721,10 @@ async fn an_unreachable_graph_api_is_retried_not_failed() {
 
     assert_eq!(row.status.as_str(), "sending");
     assert_eq!(row.error_code, None);
-    assert_eq!(app.account(&app.account_id).await.status, "connected");
+    assert_eq!(
+        app.account(&app.account_id).await.status,
+        AccountStatus::Connected
+    );
 }
 
 #[tokio::test]

@@ -73,7 +73,8 @@ impl SenderMode {
 }
 
 /// The WhatsApp driver an account uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DriverKind {
     Sandbox,
     Cloud,
@@ -100,7 +101,8 @@ impl DriverKind {
 }
 
 /// An account's connection state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     Connected,
     /// Pairing or reconnecting; sends wait (within the offline grace).
@@ -188,6 +190,18 @@ impl AttemptStatus {
             .into_iter()
             .filter(|s| s.can_move_to(next))
             .collect()
+    }
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for AccountStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -29,8 +29,8 @@ pub struct Account {
     pub workspace: String,
     pub user: String,
     pub phone: String,
-    pub driver: String,
-    pub status: String,
+    pub driver: DriverKind,
+    pub status: AccountStatus,
     #[serde(rename = "statusChangedAt")]
     pub status_changed_at: i64,
     #[serde(rename = "statusDetail")]
@@ -62,11 +62,11 @@ impl std::fmt::Debug for Account {
 
 impl Account {
     pub fn status(&self) -> AccountStatus {
-        AccountStatus::parse(&self.status).unwrap_or(AccountStatus::Disconnected)
+        self.status
     }
 
     pub fn driver_kind(&self) -> DriverKind {
-        DriverKind::parse(&self.driver).unwrap_or(DriverKind::Sandbox)
+        self.driver
     }
 }
 
