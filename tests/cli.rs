@@ -1028,3 +1028,65 @@ fn cloud_secrets_that_cannot_be_read_fail_with_one_line_and_add_nothing() {
         "only the setup's sandbox account"
     );
 }
+
+#[cfg(feature = "web")]
+#[test]
+fn connecting_a_web_account_without_a_route_to_whatsapp_fails_fast_with_one_line_naming_the_cause()
+{
+    // WhatsApp's server stands at a loopback port nothing listens on.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let account = add_web_account(&db.path, &st);
+    for pair_code in [false, true] {
+        let mut args = vec!["--db", db.path.to_str().unwrap(), "account", "connect"];
+        args.push(&account);
+        if pair_code {
+            args.push("--pair-code");
+        }
+        let started = std::time::Instant::now();
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("WHATAN_LOG")
+            .env(
+                "WHATAN_TEST_WEB_SERVER",
+                format!("ws://127.0.0.1:{closed_port}/ws/chat"),
+            )
+            .current_dir(db.path.parent().unwrap())
+            .output()
+            .unwrap();
+        let elapsed = started.elapsed();
+
+        assert!(!out.status.success());
+        assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "one line, no library logs: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "whatan: account {account}: cannot reach WhatsApp: connection refused"
+            )),
+            "{err}"
+        );
+    }
+    let list = json(&db.path, &["account", "list"]);
+    let web = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == account.as_str())
+        .unwrap();
+    assert_eq!(web["status"], "disconnected");
+    assert!(
+        !db.path
+            .parent()
+            .unwrap()
+            .join("web-sessions")
+            .join(format!("{account}.db"))
+            .exists(),
+        "no half-made session is left"
+    );
+}

@@ -221,8 +221,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The WhatsApp Web library's own crates. Their logs are off unless
+/// `WHATAN_LOG` asks for them: the library logs every retry of a connection
+/// (for minutes, when WhatsApp cannot be reached), while whatan reports what
+/// matters once, in its own words.
+const LIBRARY_LOGS_OFF: &str = "whatsapp_rust=off,wacore=off,waproto=off";
+
 fn init_tracing(serving: bool) {
-    let default = if serving { "info" } else { "warn" };
+    let default = if serving {
+        format!("info,{LIBRARY_LOGS_OFF}")
+    } else {
+        format!("warn,{LIBRARY_LOGS_OFF}")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHATAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

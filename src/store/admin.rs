@@ -530,7 +530,7 @@ mod tests {
         assert!(held.held_by_operator);
         assert_eq!(
             held_account_ids(&conn, DriverKind::Web).unwrap(),
-            [account.id.clone()]
+            vec![account.id.clone()]
         );
         assert!(held_account_ids(&conn, DriverKind::Sandbox)
             .unwrap()

@@ -29,6 +29,7 @@ use whatsapp_rust::{Client, Jid, SendError, SendOptions};
 
 use crate::mapping::{ack_result, after_run, restart_backoff, AfterRun, OwnIds};
 use crate::net::Net;
+use crate::reach::Reach;
 use crate::router::{OnEvent, Router, RouterHandle};
 use crate::session::{remove_session, session_exists};
 use crate::{lock, phone_user, WebError, WebEvent};
@@ -55,6 +56,8 @@ pub struct LinkedDevice {
 struct Shared {
     path: PathBuf,
     net: Net,
+    /// Why the last connection attempt failed, if it did.
+    reach: Arc<Reach>,
     router: Arc<Router>,
     client: Mutex<Option<Arc<Client>>>,
     stop: watch::Sender<bool>,
@@ -66,11 +69,16 @@ impl LinkedDevice {
     /// through `on_event` (called on the library's dispatch path: keep it
     /// quick, e.g. push to a channel). Fails with [`WebError::NotLinked`],
     /// touching nothing, when there is no linked session there.
+    ///
+    /// While the device cannot reach WhatsApp it reports
+    /// [`WebEvent::Disconnected`] with the cause (DNS, TLS, refused, timed
+    /// out), once per cause, and keeps trying.
     pub async fn connect(
+        net: &Net,
         path: &Path,
         on_event: impl Fn(WebEvent) + Send + Sync + 'static,
     ) -> Result<LinkedDevice, WebError> {
-        Self::connect_with(Net::default(), path, Arc::new(on_event), ACK_TIMEOUT).await
+        Self::connect_with(net.clone(), path, Arc::new(on_event), ACK_TIMEOUT).await
     }
 
     pub(crate) async fn connect_with(
@@ -86,12 +94,14 @@ impl LinkedDevice {
             )));
         }
         let router = Arc::new(Router::new(on_event));
-        let bot = build_linked_bot(&net, path, &router).await?;
+        let reach = Reach::new();
+        let bot = build_linked_bot(&net, path, &router, &reach).await?;
         router.emit(WebEvent::Connecting);
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             net,
+            reach,
             router,
             client: Mutex::new(None),
             stop,
@@ -277,9 +287,14 @@ pub(crate) fn send_error(error: SendError) -> WebError {
 }
 
 /// Build a bot on the session at `path` and check that it is linked.
-async fn build_linked_bot(net: &Net, path: &Path, router: &Arc<Router>) -> Result<Bot, WebError> {
+async fn build_linked_bot(
+    net: &Net,
+    path: &Path,
+    router: &Arc<Router>,
+    reach: &Arc<Reach>,
+) -> Result<Bot, WebError> {
     let bot = net
-        .builder(path)
+        .observed_builder(path, reach)
         .await?
         .with_event_handler(RouterHandle(router.clone()))
         .build()
@@ -301,14 +316,26 @@ async fn build_linked_bot(net: &Net, path: &Path, router: &Arc<Router>) -> Resul
 
 async fn supervise(shared: Arc<Shared>, first: Bot) {
     let mut stop = shared.stop.subscribe();
+    let mut unreachable = shared.reach.failures();
     let mut failures = 0u32;
     let mut bot = first;
     loop {
         let mut handle = bot.spawn();
         *lock(&shared.client) = Some(handle.client());
-        let stopped = tokio::select! {
-            _ = &mut handle => false,
-            _ = stop.wait_for(|stop| *stop) => true,
+        let stopped = loop {
+            tokio::select! {
+                _ = &mut handle => break false,
+                _ = stop.wait_for(|stop| *stop) => break true,
+                // The library retries by itself; say once why it fails.
+                Ok(()) = unreachable.changed() => {
+                    let reason = unreachable.borrow_and_update().clone();
+                    if let Some(reason) = reason {
+                        if !*shared.router.connected.borrow() {
+                            shared.router.emit(WebEvent::Disconnected { reason });
+                        }
+                    }
+                }
+            }
         };
         *lock(&shared.client) = None;
         shared.router.connected.send_replace(false);
@@ -353,7 +380,7 @@ async fn supervise(shared: Arc<Shared>, first: Bot) {
         }
         shared.router.emit(WebEvent::Connecting);
         bot = loop {
-            match build_linked_bot(&shared.net, &shared.path, &shared.router).await {
+            match build_linked_bot(&shared.net, &shared.path, &shared.router, &shared.reach).await {
                 Ok(bot) => break bot,
                 Err(WebError::NotLinked(reason)) => {
                     shared.router.emit(WebEvent::LoggedOut { reason });

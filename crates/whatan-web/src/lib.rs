@@ -17,7 +17,10 @@
 //! - [`device`]: a linked session kept connected ([`LinkedDevice`]): sends,
 //!   acks, receipts, `is_on_whatsapp`.
 //! - `router`: the library's events routed to waiting sends or reported.
-//! - `net`: the network pieces the library uses (real, or offline in tests).
+//! - [`Net`]: the network pieces the library uses (WhatsApp's servers,
+//!   another server for tests, or offline in this crate's tests).
+//! - `reach`: connection failures, classified (DNS, TLS, refused, timed out)
+//!   so that pairing and devices report why WhatsApp cannot be reached.
 //!
 //! Invariant: nothing here decides whatan policy (pacing, retries, statuses);
 //! every result is reported in this crate's own small types ([`WebEvent`],
@@ -27,6 +30,7 @@ pub mod device;
 pub mod mapping;
 mod net;
 pub mod pairing;
+mod reach;
 pub mod render;
 mod router;
 pub mod session;
@@ -37,6 +41,7 @@ use std::time::{Duration, SystemTime};
 
 pub use device::{Ack, LinkedDevice};
 pub use mapping::ReceiptKind;
+pub use net::Net;
 pub use pairing::{linked_phone, pair, Linked, PairMode, PairingPrompt};
 pub use render::{format_pair_code, render_qr, QrStyle};
 pub use session::{remove_session, session_exists, session_path, sessions_dir};
@@ -85,6 +90,9 @@ pub enum WebError {
     NotLinked(String),
     /// Linked, but not connected to WhatsApp right now.
     NotConnected(String),
+    /// WhatsApp cannot be reached from here; the one-line reason names the
+    /// cause (DNS, TLS, refused, timed out).
+    Unreachable(String),
     /// The recipient number has no WhatsApp account. Final.
     NotOnWhatsApp(String),
     /// WhatsApp refused the message (a server nack). Final.
@@ -107,6 +115,7 @@ impl fmt::Display for WebError {
         match self {
             WebError::NotLinked(m)
             | WebError::NotConnected(m)
+            | WebError::Unreachable(m)
             | WebError::NotOnWhatsApp(m)
             | WebError::RetryLater(m)
             | WebError::Invalid(m)

@@ -1,31 +1,63 @@
 //! The network pieces the library is built with: its own defaults (Tokio
-//! WebSocket to WhatsApp, ureq for media and version checks) in production;
-//! an offline transport in tests, so that no test ever reaches the network.
+//! WebSocket to WhatsApp, ureq for media and version checks), wrapped so
+//! that connection failures are reported ([`crate::reach`]); another
+//! WebSocket server for whatan's tests; an offline transport in this crate's
+//! tests, so that no test ever reaches the network.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use whatsapp_rust::bot::{Bot, BotBuilder, Provided};
-use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
+use whatsapp_rust::http::{HttpClient, UreqHttpClient};
+use whatsapp_rust::transport::{TokioWebSocketTransportFactory, TransportFactory};
 use whatsapp_rust_sqlite_storage::SqliteStore;
 
+use crate::reach::{Observed, Reach};
 use crate::session::store_url;
 use crate::WebError;
+#[cfg(test)]
+use whatsapp_rust::transport::{Transport, TransportEvent};
 
-/// How to reach WhatsApp.
+/// The client version announced when it is not asked of WhatsApp's web site
+/// (a server other than WhatsApp's, tests).
+const FIXED_VERSION: (u32, u32, u32) = (2, 3000, 1);
+
+/// How to reach WhatsApp: its own servers ([`Net::default`]), or another
+/// WebSocket server ([`Net::server`]).
 #[derive(Clone, Default)]
-pub(crate) struct Net {
-    /// Replaces the WebSocket transport (tests).
-    pub transport: Option<Arc<dyn TransportFactory>>,
-    /// Fixed client version instead of asking WhatsApp's web site (tests).
-    pub version: Option<(u32, u32, u32)>,
+pub struct Net {
+    /// Replaces the WebSocket transport to WhatsApp.
+    transport: Option<Arc<dyn TransportFactory>>,
+    /// Fixed client version instead of asking WhatsApp's web site.
+    version: Option<(u32, u32, u32)>,
 }
 
 pub(crate) type Builder = BotBuilder<Provided, Provided, Provided, Provided>;
 
 impl Net {
+    /// The WebSocket server at `url` instead of WhatsApp's, e.g. a loopback
+    /// port in a test. The client version is then fixed rather than fetched
+    /// from WhatsApp's web site, so nothing else is contacted.
+    pub fn server(url: &str) -> Net {
+        Net {
+            transport: Some(Arc::new(
+                TokioWebSocketTransportFactory::new().with_url(url),
+            )),
+            version: Some(FIXED_VERSION),
+        }
+    }
+
     /// A bot builder on the session store at `path` (created if missing).
-    pub async fn builder(&self, path: &Path) -> Result<Builder, WebError> {
+    pub(crate) async fn builder(&self, path: &Path) -> Result<Builder, WebError> {
+        self.observed_builder(path, &Reach::new()).await
+    }
+
+    /// [`Net::builder`], reporting connection failures to `reach`.
+    pub(crate) async fn observed_builder(
+        &self,
+        path: &Path,
+        reach: &Arc<Reach>,
+    ) -> Result<Builder, WebError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 create_private_dir(dir).map_err(|e| {
@@ -40,12 +72,24 @@ impl Net {
         let store = SqliteStore::new(store_url(path)?)
             .await
             .map_err(|e| WebError::Store(format!("cannot open {}: {e}", path.display())))?;
+        let transport: Arc<dyn TransportFactory> = match &self.transport {
+            Some(transport) => transport.clone(),
+            None => Arc::new(TokioWebSocketTransportFactory::new()),
+        };
+        let http: Arc<dyn HttpClient> = Arc::new(UreqHttpClient::new());
         // History is of no use to a sending API; skipping it keeps the first
         // connection light.
-        let mut builder = Bot::builder().with_backend(store).skip_history_sync();
-        if let Some(transport) = &self.transport {
-            builder = builder.with_transport_factory(SharedTransport(transport.clone()));
-        }
+        let mut builder = Bot::builder()
+            .with_backend(store)
+            .skip_history_sync()
+            .with_transport_factory(Observed {
+                inner: transport,
+                reach: reach.clone(),
+            })
+            .with_http_client(Observed {
+                inner: http,
+                reach: reach.clone(),
+            });
         if let Some(version) = self.version {
             builder = builder.with_version(version);
         }
@@ -55,10 +99,10 @@ impl Net {
     /// A network that is never reached: every connection attempt fails at
     /// once, as on a machine without a route to WhatsApp.
     #[cfg(test)]
-    pub fn offline() -> Net {
+    pub(crate) fn offline() -> Net {
         Net {
             transport: Some(Arc::new(OfflineTransport)),
-            version: Some((2, 3000, 1)),
+            version: Some(FIXED_VERSION),
         }
     }
 }
@@ -83,24 +127,6 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
     match options.open(path) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
         _ => Ok(()),
-    }
-}
-
-/// The builder wants a transport factory by value; this shares one.
-struct SharedTransport(Arc<dyn TransportFactory>);
-
-#[whatsapp_rust::async_trait]
-impl TransportFactory for SharedTransport {
-    async fn create_transport(
-        &self,
-    ) -> Result<
-        (
-            Arc<dyn Transport>,
-            whatsapp_rust::async_channel::Receiver<TransportEvent>,
-        ),
-        whatsapp_rust::anyhow::Error,
-    > {
-        self.0.create_transport().await
     }
 }
 

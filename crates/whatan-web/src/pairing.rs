@@ -20,6 +20,7 @@ use whatsapp_rust::types::events::{Event, EventHandler, EventInterest, EventKind
 
 use crate::mapping::{connection_change, is_same_number, web_event};
 use crate::net::Net;
+use crate::reach::Reach;
 use crate::session::{remove_session, session_exists};
 use crate::{phone_user, WebError, WebEvent};
 
@@ -74,23 +75,18 @@ async fn linked_phone_with(net: &Net, path: &Path) -> Result<Option<String>, Web
 
 /// Link the phone of `account_e164` to a new session at `path`, showing
 /// codes through `on_prompt`, within `timeout`. Refuses to overwrite a linked
-/// session.
+/// session. Ends early with [`WebError::Unreachable`] naming the cause when
+/// WhatsApp cannot be reached: at the first failed connection, or after
+/// [`REACH_TIMEOUT`] without an answer.
 pub async fn pair(
+    net: &Net,
     path: &Path,
     account_e164: &str,
     mode: PairMode,
     on_prompt: impl Fn(PairingPrompt) + Send + Sync + 'static,
     timeout: Duration,
 ) -> Result<Linked, WebError> {
-    pair_with(
-        &Net::default(),
-        path,
-        account_e164,
-        mode,
-        &on_prompt,
-        timeout,
-    )
-    .await
+    pair_with(net, path, account_e164, mode, &on_prompt, timeout).await
 }
 
 pub(crate) async fn pair_with(
@@ -129,9 +125,16 @@ pub(crate) async fn pair_with(
     result
 }
 
+/// How long pairing waits for WhatsApp's first answer (a code to show)
+/// before giving up as unreachable; the phone then has the rest of the
+/// pairing window.
+pub const REACH_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// How one connection of the pairing ended.
 enum Round {
     Linked(String),
+    /// WhatsApp was never reached: the one-line cause.
+    Unreachable(String),
     /// The QR codes ran out: connect again for new ones.
     Renew,
     WrongPhone(String),
@@ -151,9 +154,18 @@ async fn pair_until_linked(
         phone_number: phone.to_string(),
         ..Default::default()
     };
+    let reach = Reach::new();
+    let mut unreachable = reach.failures();
+    let reach_deadline = Instant::now() + REACH_TIMEOUT;
+    // Until WhatsApp first answers, a failed connection ends the pairing
+    // (the library would retry it for the whole window, silently).
+    let mut reached = false;
     loop {
         let (tx, mut events) = mpsc::unbounded_channel();
-        let mut builder = net.builder(path).await?.with_event_handler(Forward(tx));
+        let mut builder = net
+            .observed_builder(path, &reach)
+            .await?
+            .with_event_handler(Forward(tx));
         if mode == PairMode::PairCode {
             builder = builder.with_pair_code(code_options.clone());
         }
@@ -183,7 +195,27 @@ async fn pair_until_linked(
                     };
                 }
                 _ = tokio::time::sleep_until(deadline) => break Round::TimedOut,
+                Ok(()) = unreachable.changed(), if !reached => {
+                    match unreachable.borrow_and_update().clone() {
+                        Some(reason) => break Round::Unreachable(reason),
+                        None => continue,
+                    }
+                }
+                _ = tokio::time::sleep_until(reach_deadline), if !reached => {
+                    break Round::Unreachable(format!(
+                        "cannot reach WhatsApp: timed out (no answer within {}s); \
+                         check this machine's internet access",
+                        REACH_TIMEOUT.as_secs()
+                    ));
+                }
             };
+            reached |= matches!(
+                &*event,
+                Event::PairingQrCode(_)
+                    | Event::PairingCode(_)
+                    | Event::PairSuccess(_)
+                    | Event::Connected(_)
+            );
             match &*event {
                 Event::PairingQrCode(qr) if mode == PairMode::Qr => {
                     on_prompt(PairingPrompt::QrCode {
@@ -270,6 +302,10 @@ async fn pair_until_linked(
                 handle.shutdown().await;
                 return Err(WebError::PairingFailed(reason));
             }
+            Round::Unreachable(reason) => {
+                handle.shutdown().await;
+                return Err(WebError::Unreachable(reason));
+            }
             Round::TimedOut => {
                 handle.shutdown().await;
                 return Err(WebError::PairingTimedOut(Duration::ZERO));
@@ -318,24 +354,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pairing_that_cannot_reach_whatsapp_times_out_and_leaves_no_session() {
+    async fn pairing_that_cannot_reach_whatsapp_says_why_at_once_and_leaves_no_session() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web-sessions").join("acc_1.db");
         let prompts = Arc::new(Mutex::new(Vec::new()));
         let seen = prompts.clone();
+        let started = std::time::Instant::now();
+        // The whole 5-minute window is allowed; the first failure ends it.
         let result = pair_with(
             &Net::offline(),
             &path,
             "+917000000001",
             PairMode::Qr,
             &move |p| seen.lock().unwrap().push(p),
-            Duration::from_millis(300),
+            Duration::from_secs(300),
         )
         .await;
-        assert_eq!(
-            result,
-            Err(WebError::PairingTimedOut(Duration::from_millis(300)))
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
         );
+        match result {
+            Err(WebError::Unreachable(reason)) => {
+                assert!(reason.starts_with("cannot reach WhatsApp: "), "{reason}");
+                assert!(
+                    reason.contains("offline: tests never reach WhatsApp"),
+                    "{reason}"
+                );
+                assert!(!reason.contains('\n'), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(prompts.lock().unwrap().is_empty());
         assert!(
             !session_exists(&path),

@@ -48,6 +48,7 @@ pub fn link_account_blocking(
         };
         let printer = PromptPrinter::new(json, phone.clone());
         let linked = whatan_web::pair(
+            &super::network(),
             &path,
             &phone,
             mode,

@@ -15,7 +15,9 @@ use crate::driver::{DriverEvent, SendError};
 pub fn send_error(error: WebError) -> SendError {
     match error {
         WebError::NotOnWhatsApp(m) => SendError::NotOnWhatsApp(m),
-        WebError::NotLinked(m) | WebError::NotConnected(m) => SendError::NotConnected(m),
+        WebError::NotLinked(m) | WebError::NotConnected(m) | WebError::Unreachable(m) => {
+            SendError::NotConnected(m)
+        }
         WebError::RetryLater(reason) => SendError::RetryLater {
             after: Duration::from_secs(30),
             reason,

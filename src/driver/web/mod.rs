@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use whatan_web::{LinkedDevice, WebError};
+use whatan_web::{LinkedDevice, Net, WebError, WebEvent};
 
 pub use self::cache::OnWhatsAppCache;
 pub use self::link::{link_account_blocking, prompt_text, PAIRING_TIMEOUT};
@@ -49,6 +49,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(15);
 const HOLD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct WebDriver {
+    net: whatan_web::Net,
     sessions_dir: PathBuf,
     events: EventSink,
     devices: tokio::sync::Mutex<HashMap<String, Arc<LinkedDevice>>>,
@@ -58,6 +59,7 @@ pub struct WebDriver {
 impl WebDriver {
     pub fn new(database_path: &Path, events: EventSink) -> WebDriver {
         WebDriver {
+            net: network(),
             sessions_dir: whatan_web::sessions_dir(database_path),
             events,
             devices: tokio::sync::Mutex::new(HashMap::new()),
@@ -163,7 +165,12 @@ impl WebDriver {
         }
         let path = self.session_path(account_id)?;
         let (sink, id) = (self.events.clone(), account_id.to_string());
-        let device = LinkedDevice::connect(&path, move |event| {
+        let device = LinkedDevice::connect(&self.net, &path, move |event| {
+            // One line per cause: the device reports a failure to reach
+            // WhatsApp once, not at each of the library's retries.
+            if let WebEvent::Disconnected { reason } = &event {
+                tracing::warn!(account = %id, %reason, "linked device offline");
+            }
             for e in driver_events(&id, event) {
                 let _ = sink.send(e);
             }
@@ -269,6 +276,22 @@ impl WhatsAppDriver for WebDriver {
     async fn shutdown(&self) {
         let devices: Vec<_> = self.devices.lock().await.drain().map(|(_, d)| d).collect();
         futures_util::future::join_all(devices.iter().map(|d| d.shutdown())).await;
+    }
+}
+
+/// For tests only: `WHATAN_TEST_WEB_SERVER=ws://127.0.0.1:PORT/ws/chat`
+/// points linked devices and pairing at that WebSocket server instead of
+/// WhatsApp's, with a fixed client version instead of one fetched from
+/// WhatsApp's web site, so that a test can show what happens without a route
+/// to WhatsApp (a closed loopback port: "connection refused"). Named so that
+/// nobody sets it by accident.
+pub const TEST_SERVER_ENV: &str = "WHATAN_TEST_WEB_SERVER";
+
+/// Where linked devices connect: WhatsApp, unless [`TEST_SERVER_ENV`] says.
+fn network() -> Net {
+    match std::env::var(TEST_SERVER_ENV) {
+        Ok(url) if !url.trim().is_empty() => Net::server(url.trim()),
+        _ => Net::default(),
     }
 }
 
