@@ -1,0 +1,280 @@
+//! One hand-off: prepare (nothing committed), claim, the driver call (the
+//! point of no return), settle. See the steps in the module docs of
+//! `delivery`.
+
+use std::sync::atomic::Ordering;
+
+use super::schedule::draw_gap;
+use super::settle::{settle, Settlement};
+use super::{Backoff, Engine, InFlight, Interrupted};
+use crate::domain::error_codes::{INVALID_MEDIA_URL, SEND_FAILED};
+use crate::domain::{AccountStatus, AttemptStatus, Message};
+use crate::driver::{
+    MediaDelivery, MediaPayload, OutgoingContent, OutgoingMessage, WhatsAppDriver,
+};
+use crate::media::MediaKind;
+use crate::store::admin::{self, Account};
+use crate::store::attempts::{self, AttemptKey, AttemptRow, TransitionFields};
+use crate::store::StoreError;
+
+impl Engine {
+    /// Prepare, claim, hand to the driver, settle (see the module docs).
+    pub(super) async fn hand_off(
+        &self,
+        account: Account,
+        attempt: AttemptRow,
+    ) -> Result<(), Interrupted> {
+        let redelivery = attempt.status == AttemptStatus::Sending && !attempt.handoff_unsent;
+        let Some(driver) = self.inner.drivers.get(account.driver_kind()) else {
+            let message = format!(
+                "the {} driver is not available in this build",
+                account.driver
+            );
+            return self
+                .record(&account, &attempt.id, false, fail(SEND_FAILED, message))
+                .await;
+        };
+
+        // 1. Prepare. Nothing is committed yet, so a stop simply abandons it.
+        let prepared = tokio::select! {
+            prepared = self.prepare(driver.as_ref(), &account, &attempt) => prepared,
+            _ = self.stopping() => return Err(Interrupted::Shutdown),
+        };
+        let content = match prepared {
+            Ok(content) => content,
+            Err(settlement) => return self.record(&account, &attempt.id, false, settlement).await,
+        };
+
+        // 2. Claim. Counted in flight before the last shutdown check, so
+        // `drain` either waits for this hand-off or it never starts.
+        let _in_flight = InFlight::enter(&self.inner);
+        if self.shutting_down() {
+            return Err(Interrupted::Shutdown);
+        }
+        let gap = draw_gap(
+            &mut rand::thread_rng(),
+            self.inner.pacing.min_delay,
+            self.inner.pacing.max_delay,
+        );
+        let now = self.inner.clock.now_ms();
+        let (attempt_id, account_id, fresh_id) = (
+            attempt.id.clone(),
+            account.id.clone(),
+            driver.new_message_id(),
+        );
+        let next_slot = now + gap.as_millis() as i64;
+        self.inner.stats.claims.fetch_add(1, Ordering::Relaxed);
+        let claimed = self
+            .inner
+            .store
+            .write(move |c| attempts::claim(c, &attempt_id, &account_id, &fresh_id, next_slot, now))
+            .await
+            .map_err(Interrupted::Store)?;
+        let Some(attempt) = claimed else {
+            return Ok(());
+        };
+
+        // 3. The driver call: the point of no return.
+        let outgoing = OutgoingMessage {
+            message_id: attempt.message_id.clone().unwrap_or_default(),
+            to: attempt.to_phone.clone(),
+            content,
+            redelivery,
+        };
+        let result = driver.send(&account, &outgoing).await;
+
+        // 4. Settle.
+        let settlement = settle(attempt.tries, result, self.inner.clock.now_ms());
+        self.record(&account, &attempt.id, true, settlement).await
+    }
+
+    /// The message as the driver will send it: the stored payload, media
+    /// fetched (pinned) if the driver wants bytes, then the driver's own
+    /// preparation. A failure here is final or "retry later"; nothing sent.
+    async fn prepare(
+        &self,
+        driver: &dyn WhatsAppDriver,
+        account: &Account,
+        attempt: &AttemptRow,
+    ) -> Result<OutgoingContent, Settlement> {
+        let content = self
+            .content_for(attempt, driver.media_delivery(account))
+            .await
+            .map_err(|(code, message)| fail(code, message))?;
+        driver
+            .prepare(account, &attempt.id, content)
+            .await
+            .map_err(|e| settle(attempt.tries + 1, Err(e), self.inner.clock.now_ms()))
+    }
+
+    /// Commit a settlement, retrying while the store cannot write: the
+    /// driver's answer is known only here, so it is not dropped. At shutdown
+    /// it is given up; the attempt is then `sending` and handed off again
+    /// (with the same message id) after the restart. `claimed` says whether
+    /// this hand-off was claimed (reached the driver call).
+    async fn record(
+        &self,
+        account: &Account,
+        attempt_id: &str,
+        claimed: bool,
+        settlement: Settlement,
+    ) -> Result<(), Interrupted> {
+        let mut backoff = Backoff::new();
+        loop {
+            let (account_id, id, settlement) = (
+                account.id.clone(),
+                attempt_id.to_string(),
+                settlement.clone(),
+            );
+            let now = self.inner.clock.now_ms();
+            let written = self
+                .inner
+                .store
+                .write(move |c| apply_settlement(c, &account_id, &id, claimed, &settlement, now))
+                .await;
+            match written {
+                Ok(()) => break,
+                Err(e) if e.is_unavailable() && !self.shutting_down() => {
+                    self.store_error("could not record a send result", &account.id, &e);
+                    self.pause(backoff.next()).await;
+                }
+                Err(e) => {
+                    tracing::error!(account = %account.id, attempt = %attempt_id, error = %e, "could not record a send result");
+                    return Err(Interrupted::Store(e));
+                }
+            }
+        }
+        match &settlement {
+            Settlement::Offline { reason } => {
+                tracing::warn!(account = %account.id, %reason, "account went offline during a send");
+            }
+            Settlement::RetryAt { reason, .. } => {
+                tracing::info!(attempt = %attempt_id, %reason, "send will be retried");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The message as the driver gets it; media fetched (pinned) if the
+    /// driver wants bytes.
+    async fn content_for(
+        &self,
+        attempt: &AttemptRow,
+        delivery: MediaDelivery,
+    ) -> Result<OutgoingContent, (&'static str, String)> {
+        let payload: serde_json::Value = serde_json::from_str(&attempt.payload).unwrap_or_default();
+        let message = Message::from_payload(&attempt.type_name, &payload).ok_or((
+            SEND_FAILED,
+            "stored message payload is unreadable".to_string(),
+        ))?;
+        let media = |url: String, kind: MediaKind, mimetype: Option<String>| async move {
+            match delivery {
+                MediaDelivery::Link => Ok(MediaPayload::Link { url, mimetype }),
+                MediaDelivery::Bytes => {
+                    let fetched = self
+                        .inner
+                        .media
+                        .fetch(&url, kind, mimetype.as_deref())
+                        .await
+                        .map_err(|e| (INVALID_MEDIA_URL, e.to_string()))?;
+                    Ok(MediaPayload::Bytes {
+                        bytes: fetched.bytes,
+                        mimetype: fetched.mimetype,
+                    })
+                }
+            }
+        };
+        Ok(match message {
+            Message::Text { body } => OutgoingContent::Text { body },
+            Message::Image { url, caption } => OutgoingContent::Image {
+                media: media(url, MediaKind::Image, None).await?,
+                caption,
+            },
+            Message::Document {
+                url,
+                file_name,
+                mimetype,
+                caption,
+            } => OutgoingContent::Document {
+                media: media(url, MediaKind::Document, mimetype).await?,
+                file_name,
+                caption,
+            },
+        })
+    }
+}
+
+fn fail(code: &'static str, message: impl Into<String>) -> Settlement {
+    Settlement::Failed {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Carry out a settlement in one write. Only a claimed hand-off that did not
+/// send clears the "may have been sent" mark: a settlement reached before the
+/// claim says nothing about an earlier, interrupted hand-off.
+fn apply_settlement(
+    c: &rusqlite::Connection,
+    account_id: &str,
+    attempt_id: &str,
+    claimed: bool,
+    settlement: &Settlement,
+    now: i64,
+) -> Result<(), StoreError> {
+    match settlement {
+        Settlement::Accepted {
+            message_id,
+            remote_jid,
+        } => {
+            let fields = TransitionFields {
+                remote_jid: Some(remote_jid),
+                message_id: Some(message_id),
+                ..Default::default()
+            };
+            attempts::transition(
+                c,
+                AttemptKey::Id(attempt_id),
+                AttemptStatus::Accepted,
+                &fields,
+                now,
+            )?;
+        }
+        Settlement::Failed { code, message } => {
+            let fields = TransitionFields {
+                error_code: Some(code),
+                error_message: Some(message),
+                ..Default::default()
+            };
+            attempts::transition(
+                c,
+                AttemptKey::Id(attempt_id),
+                AttemptStatus::Failed,
+                &fields,
+                now,
+            )?;
+        }
+        Settlement::Offline { reason } => {
+            // Keep the send queued (same message id) until the account
+            // reconnects or the offline grace runs out.
+            if claimed {
+                attempts::mark_handoff_unsent(c, attempt_id)?;
+            }
+            admin::set_account_status_at(
+                c,
+                account_id,
+                AccountStatus::Disconnected,
+                Some(reason),
+                now,
+            )?;
+        }
+        Settlement::RetryAt { at, .. } => {
+            if claimed {
+                attempts::mark_handoff_unsent(c, attempt_id)?;
+            }
+            attempts::set_next_send_at(c, account_id, *at)?;
+        }
+    }
+    Ok(())
+}
