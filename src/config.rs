@@ -21,7 +21,16 @@ pub const EXAMPLE: &str = include_str!("../whatan.toml.example");
 
 /// Every known key, by section.
 const KEYS: &[(&str, &[&str])] = &[
-    ("server", &["listen", "max_connections", "shutdown_timeout"]),
+    (
+        "server",
+        &[
+            "listen",
+            "max_connections",
+            "shutdown_timeout",
+            "trusted_proxies",
+        ],
+    ),
+    ("log", &["level", "format"]),
     ("database", &["path"]),
     (
         "pacing",
@@ -49,6 +58,7 @@ const KEYS: &[(&str, &[&str])] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub log: LogConfig,
     pub database: DatabaseConfig,
     pub pacing: PacingConfig,
     pub sandbox: SandboxConfig,
@@ -61,6 +71,24 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (access log).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `whatan=debug,warn`); `WHATAN_LOG` wins.
+    /// `None`: `info` for `serve`, `warn` for the admin commands.
+    pub level: Option<String>,
+    pub format: LogFormat,
+}
+
+/// How stderr lines look: for people, or one JSON object each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -111,7 +139,9 @@ impl Default for Config {
                 listen: "127.0.0.1:8080".parse().expect("literal"),
                 max_connections: 1024,
                 shutdown_timeout: Duration::from_secs(30),
+                trusted_proxies: Vec::new(),
             },
+            log: LogConfig::default(),
             database: DatabaseConfig {
                 path: PathBuf::from("whatan.db"),
             },
@@ -186,6 +216,15 @@ impl Config {
         set!("server"."listen", socket_addr, c.server.listen);
         set!("server"."max_connections", positive_usize, c.server.max_connections);
         set!("server"."shutdown_timeout", duration, c.server.shutdown_timeout);
+        set!("server"."trusted_proxies", network_list, c.server.trusted_proxies);
+        set!("log"."format", log_format, c.log.format);
+        if let Some(v) = get("log", "level") {
+            let level = as_str("log.level", v)?.trim().to_string();
+            tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
+                ConfigError(format!("log.level: {level:?} is not a log filter: {e}"))
+            })?;
+            c.log.level = (!level.is_empty()).then_some(level);
+        }
         set!("database"."path", path_buf, c.database.path);
         set!("pacing"."min_delay", duration, c.pacing.min_delay);
         set!("pacing"."max_delay", duration, c.pacing.max_delay);
@@ -449,6 +488,34 @@ fn resolve_table(key: &str, v: &Value) -> Result<BTreeMap<String, Vec<IpAddr>>, 
     Ok(out)
 }
 
+/// `"pretty"` or `"json"`.
+fn log_format(key: &str, v: &Value) -> Result<LogFormat, ConfigError> {
+    match as_str(key, v)? {
+        "pretty" => Ok(LogFormat::Pretty),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError(format!(
+            "{key}: {other:?} is not \"pretty\" or \"json\""
+        ))),
+    }
+}
+
+/// An array of networks, or one comma-separated string of them (as the
+/// environment gives it: `WHATAN_SERVER_TRUSTED_PROXIES=10.0.0.0/8,::1`).
+fn network_list(key: &str, v: &Value) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    match v {
+        Value::String(s) => {
+            let items: Vec<Value> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect();
+            networks(key, &Value::Array(items))
+        }
+        _ => networks(key, v),
+    }
+}
+
 fn networks(key: &str, v: &Value) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     string_list(key, v)?
         .into_iter()
@@ -502,6 +569,41 @@ mod tests {
                     "example does not document {section}.{key}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_and_log_settings_come_from_file_or_env() {
+        let c = load(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n[log]\nformat = \"json\"\nlevel = \"whatan=debug,warn\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.trusted_proxies,
+            vec!["10.0.0.0/8".parse().unwrap()]
+        );
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level.as_deref(), Some("whatan=debug,warn"));
+        let c = load(
+            "",
+            &[
+                ("WHATAN_SERVER_TRUSTED_PROXIES", "127.0.0.1/32, ::1"),
+                ("WHATAN_LOG_FORMAT", "pretty"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.trusted_proxies,
+            vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()]
+        );
+        assert_eq!(c.log.format, LogFormat::Pretty);
+        for (env, key) in [
+            ("WHATAN_LOG_FORMAT", "log.format"),
+            ("WHATAN_SERVER_TRUSTED_PROXIES", "server.trusted_proxies"),
+        ] {
+            let err = load("", &[(env, "nonsense")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
         }
     }
 

@@ -211,7 +211,10 @@ impl Context {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve { .. }));
+    // A config that does not load is reported by the command itself; logs
+    // then keep their defaults.
+    let log = load_config(&cli.global).map(|c| c.log).unwrap_or_default();
+    crate::logging::init(&log, matches!(cli.command, Command::Serve { .. }));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(msg)) => {
@@ -219,16 +222,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(serving: bool) {
-    let default = if serving { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WHATAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 pub fn load_config(global: &GlobalArgs) -> Result<Config, CliError> {
