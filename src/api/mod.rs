@@ -270,7 +270,7 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -
             method = %method,
             route,
             status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
             request_id = %request_id,
             token_id = token_id.as_deref().unwrap_or("-"),
             client = %client,
