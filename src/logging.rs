@@ -27,7 +27,10 @@ pub fn init(log: &LogConfig, serving: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match log.format {
-        LogFormat::Pretty => builder.try_init(),
+        // Colours only for a terminal: journald and files get plain text.
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

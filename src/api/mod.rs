@@ -325,3 +325,28 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
     e.allow = Some(allow);
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::route_template;
+
+    #[test]
+    fn route_templates_name_the_route_never_the_ids_in_the_path() {
+        let cases = [
+            ("/healthz", "/healthz"),
+            ("/readyz", "/readyz"),
+            ("/api/v1/messages/send", "/api/v1/messages/send"),
+            (
+                "/api/v1/messages/01a23e42-9665-7d00-9c29-1a655f69191b",
+                "/api/v1/messages/{id}",
+            ),
+            ("/webhooks/cloud/acc_123", "/webhooks/cloud/{accountId}"),
+            ("/api/v1/messages/", "unmatched"),
+            ("/api/v1/messages/a/b", "unmatched"),
+            ("/secret-looking/path", "unmatched"),
+        ];
+        for (path, template) in cases {
+            assert_eq!(route_template(path), template, "{path}");
+        }
+    }
+}
