@@ -5,14 +5,16 @@
 //! names the key (`pacing.min_delay: invalid duration "5x"`) and unknown keys
 //! stop start-up instead of being silently ignored.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+mod values;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::{Table, Value};
 
-use crate::domain::Phone;
+use self::values::*;
+pub use self::values::{format_duration, parse_duration};
 use crate::media::MediaConfig;
 
 /// The commented example config; `whatan config example` prints it and a
@@ -21,7 +23,16 @@ pub const EXAMPLE: &str = include_str!("../whatan.toml.example");
 
 /// Every known key, by section.
 const KEYS: &[(&str, &[&str])] = &[
-    ("server", &["listen", "max_connections", "shutdown_timeout"]),
+    (
+        "server",
+        &[
+            "listen",
+            "max_connections",
+            "shutdown_timeout",
+            "trusted_proxies",
+        ],
+    ),
+    ("log", &["level", "format"]),
     ("database", &["path"]),
     (
         "pacing",
@@ -49,6 +60,7 @@ const KEYS: &[(&str, &[&str])] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub log: LogConfig,
     pub database: DatabaseConfig,
     pub pacing: PacingConfig,
     pub sandbox: SandboxConfig,
@@ -61,6 +73,24 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (access log).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `whatan=debug,warn`); `WHATAN_LOG` wins.
+    /// `None`: `info` for `serve`, `warn` for the admin commands.
+    pub level: Option<String>,
+    pub format: LogFormat,
+}
+
+/// How stderr lines look: for people, or one JSON object each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -111,7 +141,9 @@ impl Default for Config {
                 listen: "127.0.0.1:8080".parse().expect("literal"),
                 max_connections: 1024,
                 shutdown_timeout: Duration::from_secs(30),
+                trusted_proxies: Vec::new(),
             },
+            log: LogConfig::default(),
             database: DatabaseConfig {
                 path: PathBuf::from("whatan.db"),
             },
@@ -186,6 +218,15 @@ impl Config {
         set!("server"."listen", socket_addr, c.server.listen);
         set!("server"."max_connections", positive_usize, c.server.max_connections);
         set!("server"."shutdown_timeout", duration, c.server.shutdown_timeout);
+        set!("server"."trusted_proxies", network_list, c.server.trusted_proxies);
+        set!("log"."format", log_format, c.log.format);
+        if let Some(v) = get("log", "level") {
+            let level = as_str("log.level", v)?.trim().to_string();
+            tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
+                ConfigError(format!("log.level: {level:?} is not a log filter: {e}"))
+            })?;
+            c.log.level = (!level.is_empty()).then_some(level);
+        }
         set!("database"."path", path_buf, c.database.path);
         set!("pacing"."min_delay", duration, c.pacing.min_delay);
         set!("pacing"."max_delay", duration, c.pacing.max_delay);
@@ -289,179 +330,6 @@ fn overlay_env(
     Ok(())
 }
 
-fn as_str<'a>(key: &str, v: &'a Value) -> Result<&'a str, ConfigError> {
-    v.as_str()
-        .ok_or_else(|| ConfigError(format!("{key} must be a string")))
-}
-
-/// `"250ms"`, `"10s"`, `"2m"`, `"1h"`, `"1d"`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n.checked_mul(1000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        "d" => n.checked_mul(86_400_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
-}
-
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000u128),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms >= size && ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
-}
-
-fn duration(key: &str, v: &Value) -> Result<Duration, ConfigError> {
-    let s = as_str(key, v)?;
-    parse_duration(s).ok_or_else(|| {
-        ConfigError(format!(
-            "{key}: invalid duration {s:?} (use a whole number with ms, s, m, h or d, like \"250ms\" or \"2m\")"
-        ))
-    })
-}
-
-fn socket_addr(key: &str, v: &Value) -> Result<SocketAddr, ConfigError> {
-    let s = as_str(key, v)?;
-    s.parse().map_err(|_| {
-        ConfigError(format!(
-            "{key}: {s:?} is not an address like 127.0.0.1:8080"
-        ))
-    })
-}
-
-fn path_buf(key: &str, v: &Value) -> Result<PathBuf, ConfigError> {
-    Ok(PathBuf::from(as_str(key, v)?))
-}
-
-fn integer(key: &str, v: &Value) -> Result<i64, ConfigError> {
-    match v {
-        Value::Integer(i) => Ok(*i),
-        Value::String(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError(format!("{key} must be a whole number, not {s:?}"))),
-        _ => Err(ConfigError(format!("{key} must be a whole number"))),
-    }
-}
-
-fn non_negative_i64(key: &str, v: &Value) -> Result<i64, ConfigError> {
-    let i = integer(key, v)?;
-    if i < 0 {
-        return Err(ConfigError(format!("{key} must not be negative")));
-    }
-    Ok(i)
-}
-
-fn positive_usize(key: &str, v: &Value) -> Result<usize, ConfigError> {
-    let i = integer(key, v)?;
-    usize::try_from(i)
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ConfigError(format!("{key} must be a positive whole number")))
-}
-
-fn positive_u64(key: &str, v: &Value) -> Result<u64, ConfigError> {
-    let i = integer(key, v)?;
-    u64::try_from(i)
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ConfigError(format!("{key} must be a positive whole number")))
-}
-
-fn string_list<'a>(key: &str, v: &'a Value) -> Result<Vec<&'a str>, ConfigError> {
-    let arr = v
-        .as_array()
-        .ok_or_else(|| ConfigError(format!("{key} must be an array of strings")))?;
-    arr.iter()
-        .map(|x| {
-            x.as_str()
-                .ok_or_else(|| ConfigError(format!("{key} must be an array of strings")))
-        })
-        .collect()
-}
-
-fn phone_list(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
-    string_list(key, v)?
-        .into_iter()
-        .map(|s| {
-            Phone::parse(s)
-                .map(|p| p.e164().to_string())
-                .map_err(|e| ConfigError(format!("{key}: {s:?}: {e}")))
-        })
-        .collect()
-}
-
-fn http_url(key: &str, v: &Value) -> Result<String, ConfigError> {
-    let s = as_str(key, v)?;
-    match url::Url::parse(s) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            Ok(s.trim_end_matches('/').to_string())
-        }
-        _ => Err(ConfigError(format!("{key}: {s:?} is not an http(s) URL"))),
-    }
-}
-
-fn graph_version(key: &str, v: &Value) -> Result<String, ConfigError> {
-    let s = as_str(key, v)?;
-    let ok = s.len() <= 10
-        && s.starts_with('v')
-        && s[1..]
-            .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if !ok {
-        return Err(ConfigError(format!(
-            "{key}: {s:?} is not a Graph API version like \"v23.0\""
-        )));
-    }
-    Ok(s.to_string())
-}
-
-fn resolve_table(key: &str, v: &Value) -> Result<BTreeMap<String, Vec<IpAddr>>, ConfigError> {
-    let t = v
-        .as_table()
-        .ok_or_else(|| ConfigError(format!("{key} must be a table of host = [addresses]")))?;
-    let mut out = BTreeMap::new();
-    for (host, addrs) in t {
-        let list = string_list(&format!("{key}.{host}"), addrs)?
-            .into_iter()
-            .map(|a| {
-                a.parse::<IpAddr>()
-                    .map_err(|_| ConfigError(format!("{key}.{host}: {a:?} is not an IP address")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        out.insert(host.trim_end_matches('.').to_ascii_lowercase(), list);
-    }
-    Ok(out)
-}
-
-fn networks(key: &str, v: &Value) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    string_list(key, v)?
-        .into_iter()
-        .map(|s| {
-            s.parse::<ipnet::IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    ConfigError(format!("{key}: {s:?} is not a network like 127.0.0.1/32"))
-                })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +370,41 @@ mod tests {
                     "example does not document {section}.{key}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_and_log_settings_come_from_file_or_env() {
+        let c = load(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n[log]\nformat = \"json\"\nlevel = \"whatan=debug,warn\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.trusted_proxies,
+            vec!["10.0.0.0/8".parse().unwrap()]
+        );
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level.as_deref(), Some("whatan=debug,warn"));
+        let c = load(
+            "",
+            &[
+                ("WHATAN_SERVER_TRUSTED_PROXIES", "127.0.0.1/32, ::1"),
+                ("WHATAN_LOG_FORMAT", "pretty"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.trusted_proxies,
+            vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()]
+        );
+        assert_eq!(c.log.format, LogFormat::Pretty);
+        for (env, key) in [
+            ("WHATAN_LOG_FORMAT", "log.format"),
+            ("WHATAN_SERVER_TRUSTED_PROXIES", "server.trusted_proxies"),
+        ] {
+            let err = load("", &[(env, "nonsense")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
         }
     }
 

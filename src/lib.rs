@@ -4,6 +4,7 @@
 //! - `cli`: clap commands; `serve` wires everything, the rest administer the store.
 //! - `config`: defaults -> whatan.toml -> WHATAN_* env -> flags.
 //! - `server`: accept loop, limits, graceful shutdown, process wiring.
+//! - `logging`: stderr as text or JSON lines, the log filter.
 //! - `api`: the HTTP surface (routing, auth, JSON, error mapping).
 //! - `domain`: pure types and rules (phones, requests, statuses, tokens).
 //! - `store`: SQLite; reads on a pool, writes through one group-committing writer.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod driver;
+pub mod logging;
 pub mod media;
 pub mod server;
 pub mod store;

@@ -182,9 +182,9 @@ pub async fn run_http(
             },
             _ = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
                     tracing::warn!(error = %e, "accept failed");
@@ -198,7 +198,7 @@ pub async fn run_http(
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(api::handle(state, req).await) }
+            async move { Ok::<_, Infallible>(api::handle(state, req, peer).await) }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -52,7 +52,7 @@ where
     }
     let hash = token::hash(secret);
     let now = state.clock.now_ms();
-    state
+    let authenticated = state
         .store
         .read(move |c| {
             let principal = admin::principal_by_hash(c, &hash)?
@@ -65,7 +65,9 @@ where
             let extra = then(c, &principal)?;
             Ok(Ok((principal, extra)))
         })
-        .await?
+        .await??;
+    super::observe::note_token(&authenticated.0.token_id);
+    Ok(authenticated)
 }
 
 /// Revocation, expiry and kind, in that order.

@@ -5,11 +5,15 @@
 //! queued attempt and the delivery engine is woken.
 
 mod auth;
+pub mod observe;
+mod ready;
 mod send;
 mod status;
 mod webhooks;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -17,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -87,13 +92,17 @@ impl ApiError {
         ApiError::new(ErrorCode::Unauthorized, message)
     }
 
-    fn into_response(self) -> Response<Body> {
+    /// The `{"error": {...}}` response; `request_id` is the response's
+    /// `X-Request-Id`, repeated in the body.
+    fn into_response(self, request_id: &str) -> Response<Body> {
         #[derive(Serialize)]
         struct Inner<'a> {
             code: &'a str,
             message: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             field: Option<&'a str>,
+            #[serde(rename = "requestId")]
+            request_id: &'a str,
         }
         #[derive(Serialize)]
         struct Envelope<'a> {
@@ -104,6 +113,7 @@ impl ApiError {
                 code: self.code.as_str(),
                 message: &self.message,
                 field: self.field.as_deref(),
+                request_id,
             },
         })
         .unwrap_or_default();
@@ -179,47 +189,132 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Api
     }
 }
 
-/// Route one request. Never panics on input; every failure is an `ApiError`.
-pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
+/// The routes, parsed from a request path once. [`Route::template`] is the
+/// name logs and metrics use: ids never appear in it.
+enum Route<'a> {
+    Healthz,
+    Readyz,
+    Send,
+    Status { id: &'a str },
+    CloudWebhook { account_id: &'a str },
+    Unknown,
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Route<'a> {
+        match path {
+            "/healthz" => return Route::Healthz,
+            "/readyz" => return Route::Readyz,
+            "/api/v1/messages/send" => return Route::Send,
+            _ => {}
+        }
+        if let Some(id) = path.strip_prefix("/api/v1/messages/") {
+            if !id.is_empty() && !id.contains('/') {
+                return Route::Status { id };
+            }
+        }
+        if let Some(account_id) = path.strip_prefix(webhooks::PATH_PREFIX) {
+            return Route::CloudWebhook { account_id };
+        }
+        Route::Unknown
+    }
+
+    fn template(&self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Send => "/api/v1/messages/send",
+            Route::Status { .. } => "/api/v1/messages/{id}",
+            Route::CloudWebhook { .. } => "/webhooks/cloud/{accountId}",
+            Route::Unknown => "unmatched",
+        }
+    }
+}
+
+/// The route template of a request path (`/api/v1/messages/{id}`), or
+/// `unmatched` for a path no route serves: what logs and metrics label a
+/// request with, never the raw path.
+pub fn route_template(path: &str) -> &'static str {
+    Route::parse(path).template()
+}
+
+/// Answer one request: route it, give the response its `X-Request-Id`, and
+/// write the access-log line. Never panics on input; every failure is an
+/// `ApiError`.
+pub async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = observe::request_id(req.headers());
+    let method = req.method().clone();
+    let route = route_template(req.uri().path());
+    let client = observe::client_address(peer, req.headers(), &state.config.server.trusted_proxies);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        token_id = tracing::field::Empty
+    );
+    let (result, token_id) = observe::with_token_slot(route_request(&state, req))
+        .instrument(span.clone())
+        .await;
+    let mut response = result.unwrap_or_else(|e| {
+        if e.status.is_server_error() {
+            span.in_scope(|| tracing::error!(code = %e.code, "request failed: {}", e.message));
+        }
+        e.into_response(&request_id)
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(observe::REQUEST_ID, value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            target: "whatan::access",
+            method = %method,
+            route,
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+            request_id = %request_id,
+            token_id = token_id.as_deref().unwrap_or("-"),
+            client = %client,
+            "request"
+        )
+    });
+    response
+}
+
+async fn route_request(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let result = match (path.as_str(), path.strip_prefix("/api/v1/messages/")) {
-        ("/healthz", _) => match method {
+    match Route::parse(&path) {
+        Route::Healthz => match method {
             Method::GET | Method::HEAD => Ok(json_response(
                 StatusCode::OK,
                 br#"{"status":"ok"}"#.to_vec(),
             )),
             _ => Err(method_not_allowed("GET, HEAD")),
         },
-        ("/api/v1/messages/send", _) => match method {
-            Method::POST => send::handle(&state, req).await,
+        Route::Readyz => match method {
+            Method::GET | Method::HEAD => Ok(ready::handle(state).await),
+            _ => Err(method_not_allowed("GET, HEAD")),
+        },
+        Route::Send => match method {
+            Method::POST => send::handle(state, req).await,
             _ => Err(method_not_allowed("POST")),
         },
-        (_, Some(id)) if !id.is_empty() && !id.contains('/') => match method {
-            Method::GET => {
-                let id = id.to_string();
-                status::handle(&state, req, &id).await
-            }
+        Route::Status { id } => match method {
+            Method::GET => status::handle(state, req, id).await,
             _ => Err(method_not_allowed("GET")),
         },
-        (p, _) if p.starts_with(webhooks::PATH_PREFIX) => match method {
-            Method::GET | Method::POST => {
-                let account_id = p[webhooks::PATH_PREFIX.len()..].to_string();
-                webhooks::handle(&state, req, &account_id).await
-            }
+        Route::CloudWebhook { account_id } => match method {
+            Method::GET | Method::POST => webhooks::handle(state, req, account_id).await,
             _ => Err(method_not_allowed("GET, POST")),
         },
-        _ => Err(ApiError::new(
+        Route::Unknown => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no route for {path}"),
         )),
-    };
-    result.unwrap_or_else(|e| {
-        if e.status.is_server_error() {
-            tracing::error!(code = %e.code, "request failed: {}", e.message);
-        }
-        e.into_response()
-    })
+    }
 }
 
 fn method_not_allowed(allow: &'static str) -> ApiError {
@@ -229,4 +324,29 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
     );
     e.allow = Some(allow);
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_template;
+
+    #[test]
+    fn route_templates_name_the_route_never_the_ids_in_the_path() {
+        let cases = [
+            ("/healthz", "/healthz"),
+            ("/readyz", "/readyz"),
+            ("/api/v1/messages/send", "/api/v1/messages/send"),
+            (
+                "/api/v1/messages/01a23e42-9665-7d00-9c29-1a655f69191b",
+                "/api/v1/messages/{id}",
+            ),
+            ("/webhooks/cloud/acc_123", "/webhooks/cloud/{accountId}"),
+            ("/api/v1/messages/", "unmatched"),
+            ("/api/v1/messages/a/b", "unmatched"),
+            ("/secret-looking/path", "unmatched"),
+        ];
+        for (path, template) in cases {
+            assert_eq!(route_template(path), template, "{path}");
+        }
+    }
 }

@@ -211,7 +211,10 @@ impl Context {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve { .. }));
+    // A config that does not load is reported by the command itself; logs
+    // then keep their defaults.
+    let log = load_config(&cli.global).map(|c| c.log).unwrap_or_default();
+    crate::logging::init(&log, matches!(cli.command, Command::Serve { .. }));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(msg)) => {
@@ -219,26 +222,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The WhatsApp Web library's own crates. Their logs are off unless
-/// `WHATAN_LOG` asks for them: the library logs every retry of a connection
-/// (for minutes, when WhatsApp cannot be reached), while whatan reports what
-/// matters once, in its own words.
-const LIBRARY_LOGS_OFF: &str = "whatsapp_rust=off,wacore=off,waproto=off";
-
-fn init_tracing(serving: bool) {
-    let default = if serving {
-        format!("info,{LIBRARY_LOGS_OFF}")
-    } else {
-        format!("warn,{LIBRARY_LOGS_OFF}")
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WHATAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 pub fn load_config(global: &GlobalArgs) -> Result<Config, CliError> {

@@ -209,6 +209,11 @@ impl Engine {
         let _ = tokio::time::timeout(timeout, wait).await;
     }
 
+    /// Whether the engine runs (has not been told to stop), for `/readyz`.
+    pub fn is_running(&self) -> bool {
+        !self.shutting_down()
+    }
+
     fn shutting_down(&self) -> bool {
         *self.inner.shutdown.borrow()
     }

@@ -18,7 +18,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -44,17 +45,48 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    health: Arc<WriterHealth>,
+}
+
+/// When the writer last committed and last failed a batch (wall-clock
+/// milliseconds, 0 for never), for `/readyz`.
+#[derive(Debug, Default)]
+struct WriterHealth {
+    last_commit_ms: AtomicI64,
+    last_failure_ms: AtomicI64,
+}
+
+impl WriterHealth {
+    fn record(&self, outcome: &Result<(), StoreError>) {
+        let slot = match outcome {
+            Ok(()) => &self.last_commit_ms,
+            Err(_) => &self.last_failure_ms,
+        };
+        slot.store(crate::clock::now_ms(), Ordering::Relaxed);
+    }
 }
 
 impl Writer {
     /// Start the writer thread over `conn` (already migrated).
     pub fn start(conn: Connection) -> Writer {
         let (jobs, receiver) = mpsc::channel::<Job>();
+        let health = Arc::new(WriterHealth::default());
+        let recorder = health.clone();
         std::thread::Builder::new()
             .name("whatan-writer".into())
-            .spawn(move || run(conn, receiver))
+            .spawn(move || run(conn, receiver, &recorder))
             .expect("spawn writer thread");
-        Writer { jobs }
+        Writer { jobs, health }
+    }
+
+    /// When the last batch committed, if one has (wall-clock milliseconds).
+    pub fn last_commit_ms(&self) -> Option<i64> {
+        Some(self.health.last_commit_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    /// When the last batch failed, if one has (wall-clock milliseconds).
+    pub fn last_failure_ms(&self) -> Option<i64> {
+        Some(self.health.last_failure_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
     }
 
     fn submit<T, F>(
@@ -143,7 +175,7 @@ fn start_checkpointer(conn: &Connection) -> Option<mpsc::SyncSender<()>> {
     Some(wake)
 }
 
-fn run(conn: Connection, receiver: mpsc::Receiver<Job>) {
+fn run(conn: Connection, receiver: mpsc::Receiver<Job>, health: &WriterHealth) {
     let checkpointer = start_checkpointer(&conn);
     if checkpointer.is_some() {
         if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
@@ -164,7 +196,7 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        run_batch(&conn, &mut batch);
+        health.record(&run_batch(&conn, &mut batch));
         if let Some(wake) = &checkpointer {
             // Full means a wake-up is already pending: nothing to add.
             let _ = wake.try_send(());
@@ -183,7 +215,7 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>) {
 /// answered with the error (their work went with the rollback) and the rest
 /// are answered without running. A failed SAVEPOINT or ROLLBACK TO breaks the
 /// batch the same way: the state of the transaction is then unknown.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Result<(), StoreError> {
     let mut jobs = batch.drain(..);
     if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         let error = StoreError::from(e);
@@ -192,7 +224,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
             let (_, completion) = job(Err(error.clone()));
             completion(Err(error.clone()));
         }
-        return;
+        return Err(error);
     }
     let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
     let mut broken: Option<StoreError> = None;
@@ -240,6 +272,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
     for completion in completions {
         completion(outcome.clone());
     }
+    outcome
 }
 
 #[cfg(test)]

@@ -283,7 +283,7 @@ impl TestApp {
     }
 }
 
-async fn reply(resp: reqwest::Response) -> Reply {
+pub async fn reply(resp: reqwest::Response) -> Reply {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap().to_vec();

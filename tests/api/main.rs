@@ -12,5 +12,6 @@ mod faults;
 mod idempotency;
 mod limits;
 mod media;
+mod observability;
 mod reads;
 mod sending;
