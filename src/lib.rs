@@ -10,6 +10,7 @@
 //! - `delivery`: per-account pacers that hand queued sends to drivers.
 //! - `driver`: the WhatsApp driver trait and its implementations.
 //! - `media`: media URL safety and pinned fetching.
+//! - `metrics`: Prometheus counters and histograms, and the scrape's text.
 //!
 //! Architecture invariants:
 //! - `api` never calls a driver: it stores a queued attempt and wakes the pacer.
@@ -25,5 +26,6 @@ pub mod delivery;
 pub mod domain;
 pub mod driver;
 pub mod media;
+pub mod metrics;
 pub mod server;
 pub mod store;

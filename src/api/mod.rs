@@ -5,6 +5,7 @@
 //! queued attempt and the delivery engine is woken.
 
 mod auth;
+mod metrics;
 mod send;
 mod status;
 mod webhooks;
@@ -181,6 +182,7 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Api
 
 /// Route one request. Never panics on input; every failure is an `ApiError`.
 pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let result = match (path.as_str(), path.strip_prefix("/api/v1/messages/")) {
@@ -190,6 +192,10 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
                 br#"{"status":"ok"}"#.to_vec(),
             )),
             _ => Err(method_not_allowed("GET, HEAD")),
+        },
+        ("/metrics", _) => match method {
+            Method::GET => metrics::handle(&state, req).await,
+            _ => Err(method_not_allowed("GET")),
         },
         ("/api/v1/messages/send", _) => match method {
             Method::POST => send::handle(&state, req).await,
@@ -214,12 +220,38 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
             format!("no route for {path}"),
         )),
     };
-    result.unwrap_or_else(|e| {
+    let response = result.unwrap_or_else(|e| {
         if e.status.is_server_error() {
             tracing::error!(code = %e.code, "request failed: {}", e.message);
         }
         e.into_response()
-    })
+    });
+    crate::metrics::http_request(
+        method.as_str(),
+        route_template(&path),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The route a path belongs to, as a template (`/api/v1/messages/{id}`):
+/// what metrics label requests with, never the raw path (ids would make a
+/// series each). Paths that match no route are `other`.
+pub fn route_template(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        "/api/v1/messages/send" => "/api/v1/messages/send",
+        p if p
+            .strip_prefix("/api/v1/messages/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+        {
+            "/api/v1/messages/{id}"
+        }
+        p if p.starts_with(webhooks::PATH_PREFIX) => "/webhooks/cloud/{accountId}",
+        _ => "other",
+    }
 }
 
 fn method_not_allowed(allow: &'static str) -> ApiError {

@@ -106,7 +106,7 @@ pub enum TokenCmd {
         /// e.g. 90d, 12h.
         #[arg(long)]
         expires_in: Option<String>,
-        /// send (Send API) or mcp.
+        /// send (Send API), mcp, or metrics (GET /metrics; owners only).
         #[arg(long, default_value = "send")]
         kind: String,
     },

@@ -346,7 +346,11 @@ impl Engine {
                 return Ok(());
             }
         };
-        store
+        let (counted_account, counted_code) = (
+            account_id.clone(),
+            error.as_ref().map(|(code, _)| code.to_string()),
+        );
+        let moved = store
             .write(move |c| {
                 let fields = TransitionFields {
                     remote_jid: remote_jid.as_deref(),
@@ -360,8 +364,11 @@ impl Engine {
                 };
                 attempts::transition(c, key, next, &fields, now)
             })
-            .await
-            .map(|_| ())
+            .await?;
+        if moved {
+            crate::metrics::attempts_finished(&counted_account, next, counted_code.as_deref(), 1);
+        }
+        Ok(())
     }
 
     /// Run the account's pacer, starting it again if it panics; unlist it
@@ -474,6 +481,12 @@ impl Engine {
             })
             .await
             .map_err(Interrupted::Store)?;
+        crate::metrics::attempts_finished(
+            &account.id,
+            AttemptStatus::Failed,
+            Some(WHATSAPP_NOT_CONNECTED),
+            failed as u64,
+        );
         tracing::info!(account = %account.id, failed, "offline grace ran out");
         Ok(())
     }
@@ -589,7 +602,12 @@ impl Engine {
                 .write(move |c| apply_settlement(c, &account_id, &id, claimed, &settlement, now))
                 .await;
             match written {
-                Ok(()) => break,
+                Ok(finished) => {
+                    if let Some((status, code)) = finished {
+                        crate::metrics::attempts_finished(&account.id, status, code, 1);
+                    }
+                    break;
+                }
                 Err(e) if e.is_unavailable() && !self.shutting_down() => {
                     self.store_error("could not record a send result", &account.id, &e);
                     self.pause(backoff.next()).await;
@@ -670,7 +688,8 @@ fn fail(code: &'static str, message: impl Into<String>) -> Settlement {
 
 /// Carry out a settlement in one write. Only a claimed hand-off that did not
 /// send clears the "may have been sent" mark: a settlement reached before the
-/// claim says nothing about an earlier, interrupted hand-off.
+/// claim says nothing about an earlier, interrupted hand-off. Returns the
+/// final status (and error code) the attempt reached, if it moved to one.
 fn apply_settlement(
     c: &rusqlite::Connection,
     account_id: &str,
@@ -678,7 +697,7 @@ fn apply_settlement(
     claimed: bool,
     settlement: &Settlement,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Option<(AttemptStatus, Option<&'static str>)>, StoreError> {
     match settlement {
         Settlement::Accepted {
             message_id,
@@ -689,13 +708,14 @@ fn apply_settlement(
                 message_id: Some(message_id),
                 ..Default::default()
             };
-            attempts::transition(
+            let moved = attempts::transition(
                 c,
                 AttemptKey::Id(attempt_id),
                 AttemptStatus::Accepted,
                 &fields,
                 now,
             )?;
+            return Ok(moved.then_some((AttemptStatus::Accepted, None)));
         }
         Settlement::Failed { code, message } => {
             let fields = TransitionFields {
@@ -703,13 +723,14 @@ fn apply_settlement(
                 error_message: Some(message),
                 ..Default::default()
             };
-            attempts::transition(
+            let moved = attempts::transition(
                 c,
                 AttemptKey::Id(attempt_id),
                 AttemptStatus::Failed,
                 &fields,
                 now,
             )?;
+            return Ok(moved.then_some((AttemptStatus::Failed, Some(*code))));
         }
         Settlement::Offline { reason } => {
             // Keep the send queued (same message id) until the account
@@ -732,5 +753,5 @@ fn apply_settlement(
             attempts::set_next_send_at(c, account_id, *at)?;
         }
     }
-    Ok(())
+    Ok(None)
 }

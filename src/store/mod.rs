@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod files;
+pub mod gauges;
 pub mod lock;
 pub mod outbox;
 mod types;
