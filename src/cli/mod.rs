@@ -4,12 +4,14 @@
 //!
 //! This file holds what all commands share: the clap types, the dispatch and
 //! the printing. Each admin command is a function in the module of its noun
-//! (`workspace`, `user`, `account`, `token`, `sandbox`) that returns an
+//! (`workspace`, `user`, `account`, `token`, `sandbox`; `maintenance`
+//! for `backup` and `prune`) that returns an
 //! [`Output`] instead of printing, so the `--json` rule ("exactly one value
 //! on stdout") is kept in one place, [`Output::print`]. `serve` runs until a
 //! signal and prints as it goes, so it lives apart in `serve.rs`.
 
 mod account;
+mod maintenance;
 mod sandbox;
 mod serve;
 mod token;
@@ -74,6 +76,8 @@ pub enum Command {
     Sandbox(SandboxCmd),
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Copy the database to FILE (consistent, while serve runs).
+    Backup { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +260,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Account(cmd) => account::run(&Context::open(&global)?, cmd)?,
         Command::Token(cmd) => token::run(&Context::open(&global)?, cmd)?,
         Command::Sandbox(cmd) => sandbox::run(&Context::open(&global)?, cmd)?,
+        Command::Backup { file } => maintenance::backup(&Context::open(&global)?, &file)?,
     };
     output.print(global.json);
     Ok(())

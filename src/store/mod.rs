@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod attempts;
+pub mod backup;
 pub mod files;
 pub mod gauges;
 pub mod lock;

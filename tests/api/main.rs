@@ -6,6 +6,7 @@ mod helpers;
 #[path = "../support/tls_server.rs"]
 mod tls_server;
 
+mod backup;
 mod basics;
 mod delivery;
 mod faults;
