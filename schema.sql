@@ -172,3 +172,13 @@ INSERT INTO tokens_v5 (id, user_id, kind, name, secret_hash, hint, created_at, e
 DROP TABLE tokens;
 ALTER TABLE tokens_v5 RENAME TO tokens;
 CREATE INDEX tokens_by_user ON tokens(user_id);
+
+-- migration: 6
+
+-- Retention (`[retention] attempts`, `whatan prune`): final attempts by when
+-- they last changed, and the rows that go with an attempt, found by index
+-- rather than by scanning their tables.
+CREATE INDEX send_attempts_final ON send_attempts(updated_at)
+    WHERE status IN ('accepted', 'delivered', 'read', 'failed');
+CREATE INDEX idempotency_keys_by_attempt ON idempotency_keys(attempt_id);
+CREATE INDEX sandbox_handoffs_by_message ON sandbox_handoffs(message_id);

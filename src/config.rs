@@ -14,6 +14,7 @@ use toml::{Table, Value};
 
 use crate::domain::Phone;
 use crate::media::MediaConfig;
+use crate::store::retention::RetentionConfig;
 
 /// The commented example config; `whatan config example` prints it and a
 /// test parses it, so it cannot drift from the keys below.
@@ -44,6 +45,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "unsafe_allow_networks_for_testing",
         ],
     ),
+    ("retention", &["attempts"]),
 ];
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,7 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub cloud: CloudConfig,
     pub media: MediaConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +135,7 @@ impl Default for Config {
                 request_timeout: Duration::from_secs(30),
             },
             media: MediaConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -203,6 +207,7 @@ impl Config {
         set!("media"."max_image_bytes", positive_u64, c.media.max_image_bytes);
         set!("media"."max_document_bytes", positive_u64, c.media.max_document_bytes);
         set!("media"."unsafe_allow_networks_for_testing", networks, c.media.unsafe_allow_networks_for_testing);
+        set!("retention"."attempts", retention, c.retention.attempts);
         if let Some(v) = get("media", "extra_ca_file") {
             let p = path_buf("media.extra_ca_file", v)?;
             c.media.extra_ca_file = (!p.as_os_str().is_empty()).then_some(p);
@@ -333,6 +338,13 @@ fn duration(key: &str, v: &Value) -> Result<Duration, ConfigError> {
             "{key}: invalid duration {s:?} (use a whole number with ms, s, m, h or d, like \"250ms\" or \"2m\")"
         ))
     })
+}
+
+/// A duration, or `"forever"` (keep everything).
+fn retention(key: &str, v: &Value) -> Result<Option<Duration>, ConfigError> {
+    (as_str(key, v)? != "forever")
+        .then(|| duration(key, v))
+        .transpose()
 }
 
 fn socket_addr(key: &str, v: &Value) -> Result<SocketAddr, ConfigError> {
@@ -488,6 +500,7 @@ mod tests {
         assert_eq!(c.sandbox.receipt_delay, d.sandbox.receipt_delay);
         assert_eq!(c.cloud.graph_version, d.cloud.graph_version);
         assert_eq!(c.media.max_image_bytes, d.media.max_image_bytes);
+        assert_eq!((c.retention.attempts, d.retention.attempts), (None, None));
         for (section, keys) in KEYS {
             assert!(
                 EXAMPLE.contains(&format!("[{section}]")),
@@ -512,10 +525,12 @@ mod tests {
             &[
                 ("WHATAN_PACING_MIN_DELAY", "10ms"),
                 ("WHATAN_PACING_DAILY_LIMIT", "7"),
+                ("WHATAN_RETENTION_ATTEMPTS", "90d"),
                 ("OTHER", "x"),
             ],
         )
         .unwrap();
+        assert_eq!(c.retention.attempts, Some(Duration::from_secs(90 * 86_400)));
         assert_eq!(c.pacing.min_delay, Duration::from_millis(10));
         assert_eq!(c.pacing.max_delay, Duration::from_secs(2));
         assert_eq!(c.pacing.daily_limit, 7);

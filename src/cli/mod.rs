@@ -78,6 +78,12 @@ pub enum Command {
     Config(ConfigCmd),
     /// Copy the database to FILE (consistent, while serve runs).
     Backup { file: PathBuf },
+    /// Delete attempts final for longer than --older-than (e.g. 30d), with
+    /// their Idempotency-Keys and sandbox records.
+    Prune {
+        #[arg(long)]
+        older_than: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -261,6 +267,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(cmd) => token::run(&Context::open(&global)?, cmd)?,
         Command::Sandbox(cmd) => sandbox::run(&Context::open(&global)?, cmd)?,
         Command::Backup { file } => maintenance::backup(&Context::open(&global)?, &file)?,
+        Command::Prune { older_than } => maintenance::prune(&Context::open(&global)?, &older_than)?,
     };
     output.print(global.json);
     Ok(())

@@ -14,6 +14,7 @@ pub mod files;
 pub mod gauges;
 pub mod lock;
 pub mod outbox;
+pub mod retention;
 mod types;
 mod writer;
 

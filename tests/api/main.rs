@@ -15,4 +15,5 @@ mod limits;
 mod media;
 mod metrics;
 mod reads;
+mod retention;
 mod sending;
