@@ -536,7 +536,7 @@ mod tests {
         assert!(held.held_by_operator);
         assert_eq!(
             held_account_ids(&conn, DriverKind::Web).unwrap(),
-            [account.id.clone()]
+            std::slice::from_ref(&account.id)
         );
         assert!(held_account_ids(&conn, DriverKind::Sandbox)
             .unwrap()
