@@ -1028,3 +1028,50 @@ fn cloud_secrets_that_cannot_be_read_fail_with_one_line_and_add_nothing() {
         "only the setup's sandbox account"
     );
 }
+
+#[test]
+fn metrics_tokens_are_for_owners_only() {
+    let db = fresh_db();
+    let setup = setup(&db.path);
+    let token = json(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--user",
+            &setup.owner,
+            "--kind",
+            "metrics",
+        ],
+    );
+    assert!(s(&token, "token").starts_with("whatan_metrics_"));
+    assert_eq!(token["kind"], "metrics");
+    let member = json(
+        &db.path,
+        &[
+            "user",
+            "add",
+            "--workspace",
+            &setup.ws,
+            "--name",
+            "Mo",
+            "--role",
+            "member",
+        ],
+    );
+    let err = fails(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--user",
+            &s(&member, "id"),
+            "--kind",
+            "metrics",
+        ],
+    );
+    assert!(
+        err.contains("only owners may hold a metrics token"),
+        "{err}"
+    );
+}
