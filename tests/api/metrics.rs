@@ -258,3 +258,97 @@ async fn the_gauges_are_read_from_the_database_after_a_restart() {
     let idle = [("account", app.member.account.as_deref().unwrap())];
     assert_eq!(get(&s, "whatan_attempts_queued", &idle), 0.0);
 }
+
+/// The reference parser: Python's `prometheus_client`, reading the scrape
+/// from stdin; prints `{"types": {family: type}, "routes": [...]}`.
+const PYTHON_PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+families = list(text_string_to_metric_families(sys.stdin.read()))
+print(json.dumps({
+    "types": {f.name: f.type for f in families},
+    "routes": sorted({s.labels["route"] for f in families for s in f.samples if "route" in s.labels}),
+}))
+"#;
+
+/// Parse with Python's `prometheus_client`, or `None` (with a message on
+/// stderr, outside the test's capture) when it is not installed. `.ci/run`
+/// installs it and sets `WHATAN_TEST_REQUIRE_ALL=1`, which makes its absence
+/// a failure.
+fn python_parse(text: &str) -> Option<serde_json::Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let available = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        let why = "python3 with prometheus_client (pip install prometheus-client) is not installed";
+        assert!(
+            std::env::var("WHATAN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+            "{why}, and WHATAN_TEST_REQUIRE_ALL=1 requires it"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: parsing /metrics with Python's prometheus_client: {why}"
+        );
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", PYTHON_PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the scrape: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn the_scrape_parses_with_the_python_prometheus_client() {
+    let app = spawn_app().await;
+    let metrics = metrics_token(&app).await;
+    let r = app
+        .send(&app.owner.token, None, &text_to("+917999709798"))
+        .await;
+    assert_eq!(r.status, 202);
+    let id = r.json()["sendAttemptId"].as_str().unwrap().to_string();
+    app.wait_for_status(&app.owner.token, &id, |b| b["status"] == "accepted")
+        .await;
+    let text = scrape_text(&app, &metrics).await;
+    let Some(parsed) = python_parse(&text) else {
+        return;
+    };
+    // prometheus_client names a counter family without its `_total`.
+    let expected = [
+        ("whatan_http_requests", "counter"),
+        ("whatan_http_request_duration_seconds", "histogram"),
+        ("whatan_attempts_queued", "gauge"),
+        ("whatan_attempt_oldest_queued_age_seconds", "gauge"),
+        ("whatan_attempts_accepted", "counter"),
+        ("whatan_attempts_finished", "counter"),
+        ("whatan_account_state", "gauge"),
+        ("whatan_daily_sends", "gauge"),
+        ("whatan_store_commit_duration_seconds", "histogram"),
+        ("whatan_store_batch_size", "histogram"),
+    ];
+    for (family, kind) in expected {
+        assert_eq!(parsed["types"][family], kind, "{family} in {parsed}");
+    }
+    let routes = parsed["routes"].as_array().unwrap();
+    assert!(routes.contains(&serde_json::json!("/api/v1/messages/{id}")));
+    assert!(routes.contains(&serde_json::json!("/api/v1/messages/send")));
+}
