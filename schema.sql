@@ -151,3 +151,34 @@ CREATE TABLE sandbox_handoffs (
 -- disconnected does not restart the clock with every flap.
 ALTER TABLE accounts ADD COLUMN offline_since INTEGER;
 UPDATE accounts SET offline_since = status_changed_at WHERE status != 'connected';
+
+-- migration: 5
+
+-- Tokens of kind `metrics` (GET /metrics). SQLite cannot alter a CHECK
+-- constraint, so the table is rebuilt; nothing references it.
+CREATE TABLE tokens_v5 (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users(id),
+    kind        TEXT NOT NULL CHECK (kind IN ('send', 'mcp', 'metrics')),
+    name        TEXT,
+    secret_hash BLOB NOT NULL UNIQUE,
+    hint        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+);
+INSERT INTO tokens_v5 (id, user_id, kind, name, secret_hash, hint, created_at, expires_at, revoked_at)
+    SELECT id, user_id, kind, name, secret_hash, hint, created_at, expires_at, revoked_at FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v5 RENAME TO tokens;
+CREATE INDEX tokens_by_user ON tokens(user_id);
+
+-- migration: 6
+
+-- Retention (`[retention] attempts`, `whatan prune`): final attempts by when
+-- they last changed, and the rows that go with an attempt, found by index
+-- rather than by scanning their tables.
+CREATE INDEX send_attempts_final ON send_attempts(updated_at)
+    WHERE status IN ('accepted', 'delivered', 'read', 'failed');
+CREATE INDEX idempotency_keys_by_attempt ON idempotency_keys(attempt_id);
+CREATE INDEX sandbox_handoffs_by_message ON sandbox_handoffs(message_id);

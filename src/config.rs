@@ -16,6 +16,7 @@ use toml::{Table, Value};
 use self::values::*;
 pub use self::values::{format_duration, parse_duration};
 use crate::media::MediaConfig;
+use crate::store::retention::RetentionConfig;
 
 /// The commented example config; `whatan config example` prints it and a
 /// test parses it, so it cannot drift from the keys below.
@@ -55,6 +56,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "unsafe_allow_networks_for_testing",
         ],
     ),
+    ("retention", &["attempts"]),
 ];
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,7 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub cloud: CloudConfig,
     pub media: MediaConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +167,7 @@ impl Default for Config {
                 request_timeout: Duration::from_secs(30),
             },
             media: MediaConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -244,6 +248,7 @@ impl Config {
         set!("media"."max_image_bytes", positive_u64, c.media.max_image_bytes);
         set!("media"."max_document_bytes", positive_u64, c.media.max_document_bytes);
         set!("media"."unsafe_allow_networks_for_testing", networks, c.media.unsafe_allow_networks_for_testing);
+        set!("retention"."attempts", retention, c.retention.attempts);
         if let Some(v) = get("media", "extra_ca_file") {
             let p = path_buf("media.extra_ca_file", v)?;
             c.media.extra_ca_file = (!p.as_os_str().is_empty()).then_some(p);
@@ -356,6 +361,7 @@ mod tests {
         assert_eq!(c.sandbox.receipt_delay, d.sandbox.receipt_delay);
         assert_eq!(c.cloud.graph_version, d.cloud.graph_version);
         assert_eq!(c.media.max_image_bytes, d.media.max_image_bytes);
+        assert_eq!((c.retention.attempts, d.retention.attempts), (None, None));
         for (section, keys) in KEYS {
             assert!(
                 EXAMPLE.contains(&format!("[{section}]")),
@@ -415,10 +421,12 @@ mod tests {
             &[
                 ("WHATAN_PACING_MIN_DELAY", "10ms"),
                 ("WHATAN_PACING_DAILY_LIMIT", "7"),
+                ("WHATAN_RETENTION_ATTEMPTS", "90d"),
                 ("OTHER", "x"),
             ],
         )
         .unwrap();
+        assert_eq!(c.retention.attempts, Some(Duration::from_secs(90 * 86_400)));
         assert_eq!(c.pacing.min_delay, Duration::from_millis(10));
         assert_eq!(c.pacing.max_delay, Duration::from_secs(2));
         assert_eq!(c.pacing.daily_limit, 7);

@@ -11,6 +11,7 @@
 //! - `delivery`: per-account pacers that hand queued sends to drivers.
 //! - `driver`: the WhatsApp driver trait and its implementations.
 //! - `media`: media URL safety and pinned fetching.
+//! - `metrics`: Prometheus counters and histograms, and the scrape's text.
 //!
 //! Architecture invariants:
 //! - `api` never calls a driver: it stores a queued attempt and wakes the pacer.
@@ -27,5 +28,6 @@ pub mod domain;
 pub mod driver;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod server;
 pub mod store;

@@ -127,6 +127,14 @@ pub async fn serve_with(
     }
     let media = MediaGuard::new(config.media.clone()).map_err(|e| format!("media: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(retention) = config.retention.attempts {
+        tokio::spawn(crate::store::retention::run(
+            store.clone(),
+            retention,
+            hooks.clock.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let engine = Engine::start(
         EngineParts {
             store: store.clone(),

@@ -1090,3 +1090,50 @@ fn connecting_a_web_account_without_a_route_to_whatsapp_fails_fast_with_one_line
         "no half-made session is left"
     );
 }
+
+#[test]
+fn metrics_tokens_are_for_owners_only() {
+    let db = fresh_db();
+    let setup = setup(&db.path);
+    let token = json(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--user",
+            &setup.owner,
+            "--kind",
+            "metrics",
+        ],
+    );
+    assert!(s(&token, "token").starts_with("whatan_metrics_"));
+    assert_eq!(token["kind"], "metrics");
+    let member = json(
+        &db.path,
+        &[
+            "user",
+            "add",
+            "--workspace",
+            &setup.ws,
+            "--name",
+            "Mo",
+            "--role",
+            "member",
+        ],
+    );
+    let err = fails(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--user",
+            &s(&member, "id"),
+            "--kind",
+            "metrics",
+        ],
+    );
+    assert!(
+        err.contains("only owners may hold a metrics token"),
+        "{err}"
+    );
+}

@@ -9,11 +9,22 @@ use rusqlite::Connection;
 
 use super::{ApiError, AppState};
 use crate::domain::token::{self, TokenKind};
+use crate::domain::Role;
 use crate::store::admin::{self, Principal};
 use crate::store::StoreError;
 
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     authenticate_with(state, headers, |_, _| Ok(()))
+        .await
+        .map(|(principal, ())| principal)
+}
+
+/// A valid token of kind `metrics` held by an owner (`GET /metrics`).
+pub async fn authenticate_metrics(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    authenticate_kind(state, headers, TokenKind::Metrics, |_, _| Ok(()))
         .await
         .map(|(principal, ())| principal)
 }
@@ -24,6 +35,20 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
 pub async fn authenticate_with<T, F>(
     state: &AppState,
     headers: &HeaderMap,
+    then: F,
+) -> Result<(Principal, T), ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection, &Principal) -> Result<T, StoreError> + Send + 'static,
+{
+    authenticate_kind(state, headers, TokenKind::Send, then).await
+}
+
+/// [`authenticate_with`] for a token of kind `kind`.
+async fn authenticate_kind<T, F>(
+    state: &AppState,
+    headers: &HeaderMap,
+    kind: TokenKind,
     then: F,
 ) -> Result<(Principal, T), ApiError>
 where
@@ -58,7 +83,7 @@ where
             let principal = admin::principal_by_hash(c, &hash)?
                 .filter(|p| token::hashes_equal(&p.secret_hash, &hash))
                 .ok_or_else(|| ApiError::unauthorized("invalid token"));
-            let principal = match principal.and_then(|p| check(p, now)) {
+            let principal = match principal.and_then(|p| check(p, kind, now)) {
                 Ok(p) => p,
                 Err(e) => return Ok(Err(e)),
             };
@@ -70,16 +95,25 @@ where
     Ok(authenticated)
 }
 
-/// Revocation, expiry and kind, in that order.
-fn check(principal: Principal, now: i64) -> Result<Principal, ApiError> {
+/// Revocation, expiry and kind, in that order. A metrics token also needs
+/// an owner (it is refused at creation otherwise; checked again here).
+fn check(principal: Principal, kind: TokenKind, now: i64) -> Result<Principal, ApiError> {
     if principal.revoked {
         return Err(ApiError::unauthorized("this token has been revoked"));
     }
     if principal.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::unauthorized("this token has expired"));
     }
-    if principal.kind != TokenKind::Send {
-        return Err(ApiError::unauthorized("this is not a Send API token"));
+    if principal.kind != kind {
+        return Err(ApiError::unauthorized(match kind {
+            TokenKind::Metrics => "this is not a metrics token",
+            _ => "this is not a Send API token",
+        }));
+    }
+    if kind == TokenKind::Metrics && principal.role != Role::Owner {
+        return Err(ApiError::unauthorized(
+            "metrics tokens are valid only for owners",
+        ));
     }
     Ok(principal)
 }

@@ -5,6 +5,7 @@
 //! queued attempt and the delivery engine is woken.
 
 mod auth;
+mod metrics;
 pub mod observe;
 mod ready;
 mod send;
@@ -194,6 +195,7 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Api
 enum Route<'a> {
     Healthz,
     Readyz,
+    Metrics,
     Send,
     Status { id: &'a str },
     CloudWebhook { account_id: &'a str },
@@ -205,6 +207,7 @@ impl<'a> Route<'a> {
         match path {
             "/healthz" => return Route::Healthz,
             "/readyz" => return Route::Readyz,
+            "/metrics" => return Route::Metrics,
             "/api/v1/messages/send" => return Route::Send,
             _ => {}
         }
@@ -223,6 +226,7 @@ impl<'a> Route<'a> {
         match self {
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
             Route::Send => "/api/v1/messages/send",
             Route::Status { .. } => "/api/v1/messages/{id}",
             Route::CloudWebhook { .. } => "/webhooks/cloud/{accountId}",
@@ -264,6 +268,12 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(observe::REQUEST_ID, value);
     }
+    crate::metrics::http_request(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     span.in_scope(|| {
         tracing::info!(
             target: "whatan::access",
@@ -293,6 +303,10 @@ async fn route_request(
                 br#"{"status":"ok"}"#.to_vec(),
             )),
             _ => Err(method_not_allowed("GET, HEAD")),
+        },
+        Route::Metrics => match method {
+            Method::GET => metrics::handle(state, req).await,
+            _ => Err(method_not_allowed("GET")),
         },
         Route::Readyz => match method {
             Method::GET | Method::HEAD => Ok(ready::handle(state).await),

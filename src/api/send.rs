@@ -138,6 +138,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let outcome = state.store.write(move |c| attempts::enqueue(c, &new)).await;
     match outcome {
         Ok(EnqueueOutcome::Queued) => {
+            crate::metrics::attempt_accepted(&account.id);
             state.engine.wake(&account.id);
             Ok(json_response(StatusCode::ACCEPTED, response_body))
         }

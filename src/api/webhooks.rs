@@ -33,7 +33,7 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::{json_response, ApiError, AppState, Body};
-use crate::domain::{DriverKind, ErrorCode};
+use crate::domain::{AttemptStatus, DriverKind, ErrorCode};
 use crate::driver::cloud::{self, CloudSettings, StatusUpdate};
 use crate::store::admin;
 use crate::store::attempts::{self, AttemptKey, TransitionFields};
@@ -165,10 +165,14 @@ async fn notification(
     } else {
         let app_secret = settings.app_secret.clone();
         let now = state.clock.now_ms();
-        state
+        let moved = state
             .store
             .write(move |c| apply_statuses(c, &updates, &app_secret, now))
-            .await?
+            .await?;
+        for (account, status, code) in &moved {
+            crate::metrics::attempts_finished(account, *status, *code, 1);
+        }
+        moved.len()
     };
     tracing::debug!(account = %account_id, received, applied, "Cloud API status webhook");
     Ok(json_response(
@@ -191,16 +195,19 @@ fn in_same_app(conn: &Connection, account_id: &str, app_secret: &str) -> Result<
     }))
 }
 
-/// Apply statuses in one write; returns how many attempts moved.
+/// An attempt a status moved: its account, the status reached, its error code.
+type Moved = (String, AttemptStatus, Option<&'static str>);
+
+/// Apply statuses in one write; returns the attempts that moved.
 fn apply_statuses(
     conn: &Connection,
     updates: &[StatusUpdate],
     app_secret: &str,
     now: i64,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<Moved>, StoreError> {
     // Accounts already judged, so a batch of statuses reads each account once.
     let mut same_app: HashMap<String, bool> = HashMap::new();
-    let mut moved = 0;
+    let mut moved = Vec::new();
     for update in updates {
         // By wamid, or, when the status overtook the send's own answer, by
         // the placeholder id we sent as `biz_opaque_callback_data`.
@@ -217,7 +224,7 @@ fn apply_statuses(
             Some(known) => *known,
             None => {
                 let judged = in_same_app(conn, &account_id, app_secret)?;
-                same_app.insert(account_id, judged);
+                same_app.insert(account_id.clone(), judged);
                 judged
             }
         };
@@ -241,7 +248,8 @@ fn apply_statuses(
             &fields,
             now,
         )? {
-            moved += 1;
+            let code = update.failure.as_ref().map(|(code, _)| *code);
+            moved.push((account_id, update.status, code));
         }
     }
     Ok(moved)

@@ -4,12 +4,14 @@
 //!
 //! This file holds what all commands share: the clap types, the dispatch and
 //! the printing. Each admin command is a function in the module of its noun
-//! (`workspace`, `user`, `account`, `token`, `sandbox`) that returns an
+//! (`workspace`, `user`, `account`, `token`, `sandbox`; `maintenance`
+//! for `backup` and `prune`) that returns an
 //! [`Output`] instead of printing, so the `--json` rule ("exactly one value
 //! on stdout") is kept in one place, [`Output::print`]. `serve` runs until a
 //! signal and prints as it goes, so it lives apart in `serve.rs`.
 
 mod account;
+mod maintenance;
 mod sandbox;
 mod serve;
 mod token;
@@ -74,6 +76,14 @@ pub enum Command {
     Sandbox(SandboxCmd),
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Copy the database to FILE (consistent, while serve runs).
+    Backup { file: PathBuf },
+    /// Delete attempts final for longer than --older-than (e.g. 30d), with
+    /// their Idempotency-Keys and sandbox records.
+    Prune {
+        #[arg(long)]
+        older_than: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,7 +116,7 @@ pub enum TokenCmd {
         /// e.g. 90d, 12h.
         #[arg(long)]
         expires_in: Option<String>,
-        /// send (Send API) or mcp.
+        /// send (Send API), mcp, or metrics (GET /metrics; owners only).
         #[arg(long, default_value = "send")]
         kind: String,
     },
@@ -249,6 +259,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Account(cmd) => account::run(&Context::open(&global)?, cmd)?,
         Command::Token(cmd) => token::run(&Context::open(&global)?, cmd)?,
         Command::Sandbox(cmd) => sandbox::run(&Context::open(&global)?, cmd)?,
+        Command::Backup { file } => maintenance::backup(&Context::open(&global)?, &file)?,
+        Command::Prune { older_than } => maintenance::prune(&Context::open(&global)?, &older_than)?,
     };
     output.print(global.json);
     Ok(())

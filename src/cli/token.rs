@@ -30,7 +30,7 @@ fn create(
     kind: &str,
 ) -> Result<Output, CliError> {
     let kind = TokenKind::parse(kind)
-        .ok_or_else(|| CliError(format!("bad token kind {kind:?}: use send or mcp")))?;
+        .ok_or_else(|| CliError(format!("bad token kind {kind:?}: use send, mcp or metrics")))?;
     let expires_at = match expires_in {
         None => None,
         Some(s) => {

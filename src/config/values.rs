@@ -48,6 +48,13 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
+/// A duration, or `"forever"` (keep everything).
+pub(super) fn retention(key: &str, v: &Value) -> Result<Option<Duration>, ConfigError> {
+    (as_str(key, v)? != "forever")
+        .then(|| duration(key, v))
+        .transpose()
+}
+
 pub(super) fn duration(key: &str, v: &Value) -> Result<Duration, ConfigError> {
     let s = as_str(key, v)?;
     parse_duration(s).ok_or_else(|| {

@@ -84,7 +84,11 @@ impl Engine {
                 return Ok(());
             }
         };
-        store
+        let (counted_account, counted_code) = (
+            account_id.clone(),
+            error.as_ref().map(|(code, _)| code.to_string()),
+        );
+        let moved = store
             .write(move |c| {
                 let fields = TransitionFields {
                     remote_jid: remote_jid.as_deref(),
@@ -98,7 +102,10 @@ impl Engine {
                 };
                 attempts::transition(c, key, next, &fields, now)
             })
-            .await
-            .map(|_| ())
+            .await?;
+        if moved {
+            crate::metrics::attempts_finished(&counted_account, next, counted_code.as_deref(), 1);
+        }
+        Ok(())
     }
 }

@@ -133,7 +133,12 @@ impl Engine {
                 .write(move |c| apply_settlement(c, &account_id, &id, claimed, &settlement, now))
                 .await;
             match written {
-                Ok(()) => break,
+                Ok(finished) => {
+                    if let Some((status, code)) = finished {
+                        crate::metrics::attempts_finished(&account.id, status, code, 1);
+                    }
+                    break;
+                }
                 Err(e) if e.is_unavailable() && !self.shutting_down() => {
                     self.store_error("could not record a send result", &account.id, &e);
                     self.pause(backoff.next()).await;
@@ -222,7 +227,7 @@ fn apply_settlement(
     claimed: bool,
     settlement: &Settlement,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Option<(AttemptStatus, Option<&'static str>)>, StoreError> {
     match settlement {
         Settlement::Accepted {
             message_id,
@@ -233,13 +238,14 @@ fn apply_settlement(
                 message_id: Some(message_id),
                 ..Default::default()
             };
-            attempts::transition(
+            let moved = attempts::transition(
                 c,
                 AttemptKey::Id(attempt_id),
                 AttemptStatus::Accepted,
                 &fields,
                 now,
             )?;
+            return Ok(moved.then_some((AttemptStatus::Accepted, None)));
         }
         Settlement::Failed { code, message } => {
             let fields = TransitionFields {
@@ -247,13 +253,14 @@ fn apply_settlement(
                 error_message: Some(message),
                 ..Default::default()
             };
-            attempts::transition(
+            let moved = attempts::transition(
                 c,
                 AttemptKey::Id(attempt_id),
                 AttemptStatus::Failed,
                 &fields,
                 now,
             )?;
+            return Ok(moved.then_some((AttemptStatus::Failed, Some(*code))));
         }
         Settlement::Offline { reason } => {
             // Keep the send queued (same message id) until the account
@@ -276,5 +283,5 @@ fn apply_settlement(
             attempts::set_next_send_at(c, account_id, *at)?;
         }
     }
-    Ok(())
+    Ok(None)
 }

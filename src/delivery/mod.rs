@@ -40,7 +40,7 @@ use self::schedule::{decide, AccountView, Decision};
 use crate::clock::Clock;
 use crate::config::PacingConfig;
 use crate::domain::error_codes::WHATSAPP_NOT_CONNECTED;
-use crate::domain::AccountStatus;
+use crate::domain::{AccountStatus, AttemptStatus};
 use crate::driver::{DriverEvent, Drivers};
 use crate::media::MediaGuard;
 use crate::store::admin::{self, Account};
@@ -388,6 +388,12 @@ impl Engine {
             })
             .await
             .map_err(Interrupted::Store)?;
+        crate::metrics::attempts_finished(
+            &account.id,
+            AttemptStatus::Failed,
+            Some(WHATSAPP_NOT_CONNECTED),
+            failed as u64,
+        );
         tracing::info!(account = %account.id, failed, "offline grace ran out");
         Ok(())
     }

@@ -19,6 +19,8 @@ pub enum TokenKind {
     Send,
     /// For the MCP server; refused by the Send API.
     Mcp,
+    /// Reads `GET /metrics` and nothing else; only owners may hold one.
+    Metrics,
 }
 
 impl TokenKind {
@@ -26,6 +28,7 @@ impl TokenKind {
         match s {
             "send" => Some(TokenKind::Send),
             "mcp" => Some(TokenKind::Mcp),
+            "metrics" => Some(TokenKind::Metrics),
             _ => None,
         }
     }
@@ -34,6 +37,7 @@ impl TokenKind {
         match self {
             TokenKind::Send => "send",
             TokenKind::Mcp => "mcp",
+            TokenKind::Metrics => "metrics",
         }
     }
 }

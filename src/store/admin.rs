@@ -390,8 +390,14 @@ pub fn create_token(
     expires_at: Option<i64>,
     token: &NewToken,
 ) -> Result<String, StoreError> {
-    if get_user(conn, user)?.is_none() {
+    let Some(holder) = get_user(conn, user)? else {
         return Err(StoreError::NotFound(format!("unknown user {user}")));
+    };
+    if kind == TokenKind::Metrics && holder.role != Role::Owner.as_str() {
+        return Err(StoreError::Invalid(format!(
+            "only owners may hold a metrics token; {user} is {}",
+            holder.role
+        )));
     }
     let id = new_id("tok");
     conn.prepare_cached(
@@ -530,7 +536,7 @@ mod tests {
         assert!(held.held_by_operator);
         assert_eq!(
             held_account_ids(&conn, DriverKind::Web).unwrap(),
-            vec![account.id.clone()]
+            std::slice::from_ref(&account.id)
         );
         assert!(held_account_ids(&conn, DriverKind::Sandbox)
             .unwrap()

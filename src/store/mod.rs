@@ -9,9 +9,12 @@
 
 pub mod admin;
 pub mod attempts;
+pub mod backup;
 pub mod files;
+pub mod gauges;
 pub mod lock;
 pub mod outbox;
+pub mod retention;
 mod types;
 mod writer;
 

@@ -196,7 +196,9 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>, health: &WriterHealth) {
                 Err(_) => break,
             }
         }
+        let (started, writes) = (std::time::Instant::now(), batch.len());
         health.record(&run_batch(&conn, &mut batch));
+        crate::metrics::store_commit(started.elapsed(), writes);
         if let Some(wake) = &checkpointer {
             // Full means a wake-up is already pending: nothing to add.
             let _ = wake.try_send(());

@@ -6,12 +6,15 @@ mod helpers;
 #[path = "../support/tls_server.rs"]
 mod tls_server;
 
+mod backup;
 mod basics;
 mod delivery;
 mod faults;
 mod idempotency;
 mod limits;
 mod media;
+mod metrics;
 mod observability;
 mod reads;
+mod retention;
 mod sending;

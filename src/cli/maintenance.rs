@@ -1,0 +1,36 @@
+//! `backup FILE` and `prune --older-than D`: what an operator runs beside a
+//! serving whatan to keep a copy and to drop old history.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{CliError, Context, Output};
+use crate::clock::now_ms;
+use crate::config::parse_duration;
+use crate::store::{backup, retention};
+
+pub fn backup(ctx: &Context, file: &Path) -> Result<Output, CliError> {
+    let bytes = backup::backup_to(&ctx.store, file)?;
+    let path = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    Ok(Output::new(
+        json!({"path": path.display().to_string(), "bytes": bytes}),
+        format!(
+            "backed up the database to {} ({bytes} bytes)",
+            path.display()
+        ),
+    ))
+}
+
+pub fn prune(ctx: &Context, older_than: &str) -> Result<Output, CliError> {
+    let age = parse_duration(older_than).ok_or_else(|| {
+        CliError(format!(
+            "--older-than: invalid duration {older_than:?} (e.g. 30d, 12h)"
+        ))
+    })?;
+    let deleted = retention::prune_all(&ctx.store, age, now_ms())?;
+    Ok(Output::new(
+        json!({"deleted": deleted}),
+        format!("deleted {deleted} attempts final for more than {older_than}"),
+    ))
+}

@@ -1,0 +1,113 @@
+//! Retention: attempts that reached a final status (accepted, delivered,
+//! read, failed) longer ago than `[retention] attempts` are deleted, with
+//! their Idempotency-Keys and the sandbox network's rows for their message.
+//! Queued and sending attempts are never touched.
+//!
+//! Deletion runs in batches of [`BATCH`] attempts, each one write job of the
+//! group-committing writer, so a send waits behind one small batch at most,
+//! never behind the whole purge. Every lookup is by index (migration 6).
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection};
+use tokio::sync::watch;
+
+use super::{Store, StoreError};
+use crate::clock::Clock;
+
+/// Attempts deleted by one write job.
+pub const BATCH: usize = 500;
+
+/// How long history is kept; `None` keeps it forever (the default).
+#[derive(Debug, Clone, Default)]
+pub struct RetentionConfig {
+    /// Attempts final for longer than this are deleted.
+    pub attempts: Option<Duration>,
+}
+
+/// Delete up to `limit` attempts that were final before `cutoff_ms` (by
+/// `updated_at`, the time of their last status change), with what belongs to
+/// them. Returns how many attempts went.
+pub fn prune_batch(conn: &Connection, cutoff_ms: i64, limit: usize) -> Result<usize, StoreError> {
+    let old: Vec<(String, String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT id, account_id, message_id FROM send_attempts INDEXED BY send_attempts_final
+             WHERE status IN ('accepted', 'delivered', 'read', 'failed') AND updated_at < ?1
+             ORDER BY updated_at LIMIT ?2",
+        )?
+        .query_map(params![cutoff_ms, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut keys = conn.prepare_cached("DELETE FROM idempotency_keys WHERE attempt_id = ?1")?;
+    let mut outbox = conn
+        .prepare_cached("DELETE FROM sandbox_outbox WHERE message_id = ?1 AND account_id = ?2")?;
+    let mut handoffs = conn
+        .prepare_cached("DELETE FROM sandbox_handoffs WHERE message_id = ?1 AND account_id = ?2")?;
+    let mut attempt = conn.prepare_cached("DELETE FROM send_attempts WHERE id = ?1")?;
+    for (id, account_id, message_id) in &old {
+        keys.execute([id])?;
+        if let Some(message_id) = message_id {
+            outbox.execute([message_id, account_id])?;
+            handoffs.execute([message_id, account_id])?;
+        }
+        attempt.execute([id])?;
+    }
+    Ok(old.len())
+}
+
+/// `whatan prune`: batches until none is left; returns the total deleted.
+pub fn prune_all(store: &Store, older_than: Duration, now_ms: i64) -> Result<u64, StoreError> {
+    let cutoff = cutoff(now_ms, older_than);
+    let mut total = 0u64;
+    loop {
+        let deleted = store.write_blocking(move |c| prune_batch(c, cutoff, BATCH))?;
+        total += deleted as u64;
+        if deleted < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+fn cutoff(now_ms: i64, older_than: Duration) -> i64 {
+    now_ms.saturating_sub(older_than.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// How often the background job looks for attempts to delete: a tenth of
+/// the retention, between 100 ms and an hour.
+fn interval(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+/// The background job of `serve`: a full batch is followed at once (after
+/// yielding) by the next, a partial one by a pause of [`interval`]. Ends when
+/// `shutdown` turns true.
+pub async fn run(
+    store: Store,
+    retention: Duration,
+    clock: Clock,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let pause = interval(retention);
+    loop {
+        let cutoff = cutoff(clock.now_ms(), retention);
+        let wait = match store.write(move |c| prune_batch(c, cutoff, BATCH)).await {
+            Ok(deleted) if deleted == BATCH => Duration::ZERO,
+            Ok(deleted) => {
+                if deleted > 0 {
+                    tracing::info!(deleted, "retention: deleted old attempts");
+                }
+                pause
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention: could not delete old attempts");
+                pause
+            }
+        };
+        tokio::task::yield_now().await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
