@@ -25,6 +25,28 @@ use crate::domain::ErrorCode;
 use crate::media::MediaGuard;
 use crate::store::{Store, StoreError};
 
+/// Every route the router serves, as `(method, path template)` in the
+/// OpenAPI document's spelling. `tests/api/openapi.rs` checks that this list,
+/// the document's `paths` and the router agree: a new route (`/readyz`,
+/// `/metrics`, ...) goes into `handle`, here and into `openapi.json`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/messages/send"),
+    ("GET", "/api/v1/messages/{sendAttemptId}"),
+    ("GET", "/healthz"),
+    ("HEAD", "/healthz"),
+    ("GET", OPENAPI_PATH),
+    ("GET", "/webhooks/cloud/{accountId}"),
+    ("POST", "/webhooks/cloud/{accountId}"),
+];
+
+/// Where the OpenAPI 3.1 description of the API is served, without auth.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// The OpenAPI 3.1 document, kept beside `schema.sql` at the top of the
+/// repository because it is read by people and client generators as much as
+/// by the server.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
 /// Request bodies above this are refused with 413 (contract).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -190,6 +212,13 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
                 br#"{"status":"ok"}"#.to_vec(),
             )),
             _ => Err(method_not_allowed("GET, HEAD")),
+        },
+        (OPENAPI_PATH, _) => match method {
+            Method::GET => Ok(json_response(
+                StatusCode::OK,
+                OPENAPI_JSON.as_bytes().to_vec(),
+            )),
+            _ => Err(method_not_allowed("GET")),
         },
         ("/api/v1/messages/send", _) => match method {
             Method::POST => send::handle(&state, req).await,

@@ -12,5 +12,6 @@ mod faults;
 mod idempotency;
 mod limits;
 mod media;
+mod openapi;
 mod reads;
 mod sending;
