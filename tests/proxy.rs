@@ -63,6 +63,10 @@ fn start_nginx(nginx: &Path, upstream: SocketAddr) -> Nginx {
         .arg(&conf_path)
         .arg("-p")
         .arg(dir.path())
+        // Before it reads the config nginx opens its built-in error log
+        // (/var/log/nginx), which a non-root user cannot write.
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
