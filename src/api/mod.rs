@@ -31,6 +31,31 @@ use crate::domain::ErrorCode;
 use crate::media::MediaGuard;
 use crate::store::{Store, StoreError};
 
+/// Every route the router serves, as `(method, path template)` in the
+/// OpenAPI document's spelling. `tests/api/openapi.rs` checks that this list,
+/// the document's `paths` and the router agree: a new route (`/readyz`,
+/// `/metrics`, ...) goes into `handle`, here and into `openapi.json`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/messages/send"),
+    ("GET", "/api/v1/messages/{sendAttemptId}"),
+    ("GET", "/healthz"),
+    ("HEAD", "/healthz"),
+    ("GET", "/readyz"),
+    ("HEAD", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", OPENAPI_PATH),
+    ("GET", "/webhooks/cloud/{accountId}"),
+    ("POST", "/webhooks/cloud/{accountId}"),
+];
+
+/// Where the OpenAPI 3.1 description of the API is served, without auth.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// The OpenAPI 3.1 document, kept beside `schema.sql` at the top of the
+/// repository because it is read by people and client generators as much as
+/// by the server.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
 /// Request bodies above this are refused with 413 (contract).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -196,6 +221,7 @@ enum Route<'a> {
     Healthz,
     Readyz,
     Metrics,
+    OpenApi,
     Send,
     Status { id: &'a str },
     CloudWebhook { account_id: &'a str },
@@ -208,6 +234,7 @@ impl<'a> Route<'a> {
             "/healthz" => return Route::Healthz,
             "/readyz" => return Route::Readyz,
             "/metrics" => return Route::Metrics,
+            OPENAPI_PATH => return Route::OpenApi,
             "/api/v1/messages/send" => return Route::Send,
             _ => {}
         }
@@ -227,6 +254,7 @@ impl<'a> Route<'a> {
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
+            Route::OpenApi => OPENAPI_PATH,
             Route::Send => "/api/v1/messages/send",
             Route::Status { .. } => "/api/v1/messages/{id}",
             Route::CloudWebhook { .. } => "/webhooks/cloud/{accountId}",
@@ -303,6 +331,13 @@ async fn route_request(
                 br#"{"status":"ok"}"#.to_vec(),
             )),
             _ => Err(method_not_allowed("GET, HEAD")),
+        },
+        Route::OpenApi => match method {
+            Method::GET => Ok(json_response(
+                StatusCode::OK,
+                OPENAPI_JSON.as_bytes().to_vec(),
+            )),
+            _ => Err(method_not_allowed("GET")),
         },
         Route::Metrics => match method {
             Method::GET => metrics::handle(state, req).await,

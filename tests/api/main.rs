@@ -15,6 +15,7 @@ mod limits;
 mod media;
 mod metrics;
 mod observability;
+mod openapi;
 mod reads;
 mod retention;
 mod sending;

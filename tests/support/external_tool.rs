@@ -1,0 +1,32 @@
+//! Tests that drive a program from outside the project (nginx,
+//! systemd-analyze) run it when it is installed. When it is not, the test
+//! prints what it left out and passes, unless `WHATAN_TEST_REQUIRE_ALL=1`
+//! (CI sets it after installing them), where a missing program fails it.
+
+use std::path::{Path, PathBuf};
+
+/// The program's path, searching `PATH` and the sbin directories (nginx
+/// lives in /usr/sbin, which a non-root `PATH` often lacks); `None` after
+/// printing what is skipped when it is absent and not required.
+pub fn find_or_skip(program: &str, left_out: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p));
+    if found.is_none() {
+        let required = std::env::var("WHATAN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{program} is not installed and WHATAN_TEST_REQUIRE_ALL=1: cannot check {left_out}"
+        );
+        eprintln!("SKIPPED: {program} is not installed; not checked: {left_out}");
+    }
+    found
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
