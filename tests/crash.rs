@@ -79,6 +79,47 @@ fn send(addr: &str, token: &str, key: &str, n: usize) -> Option<String> {
     Some(v["sendAttemptId"].as_str()?.to_string())
 }
 
+/// `count` client threads, each sending until `stop` or `limit` sends; a
+/// 202's attempt id goes to `accepted` and bumps `counter`. `key(client, n)`
+/// gives the n-th send's Idempotency-Key and number.
+#[allow(clippy::too_many_arguments)]
+fn spawn_clients(
+    count: usize,
+    addr: &str,
+    token: &str,
+    stop: &Arc<AtomicBool>,
+    accepted: &Arc<Mutex<Vec<String>>>,
+    counter: &Arc<AtomicUsize>,
+    key: impl Fn(usize, usize) -> (String, usize) + Copy + Send + 'static,
+    limit: usize,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..count)
+        .map(|c| {
+            let (addr, token, stop, accepted, counter) = (
+                addr.to_string(),
+                token.to_string(),
+                stop.clone(),
+                accepted.clone(),
+                counter.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) && n < limit {
+                    n += 1;
+                    let (key, number) = key(c, n);
+                    match send(&addr, &token, &key, number) {
+                        Some(id) => {
+                            accepted.lock().unwrap().push(id);
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                        None => return,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 fn pending(db: &Path) -> i64 {
     let c = rusqlite::Connection::open(db).unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -104,31 +145,19 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
             token = t;
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                let (addr, token, stop, accepted, counter) = (
-                    addr.clone(),
-                    token.clone(),
-                    stop.clone(),
-                    accepted.clone(),
-                    counter.clone(),
-                );
-                std::thread::spawn(move || {
-                    let mut n = 0;
-                    while !stop.load(Ordering::SeqCst) && n < 10_000 {
-                        n += 1;
-                        let seq = round * 100_000 + c * 10_000 + n;
-                        match send(&addr, &token, &format!("r{round}-c{c}-{n}"), seq % 100_000) {
-                            Some(id) => {
-                                accepted.lock().unwrap().push(id);
-                                counter.fetch_add(1, Ordering::SeqCst);
-                            }
-                            None => return,
-                        }
-                    }
-                })
-            })
-            .collect();
+        let clients = spawn_clients(
+            CLIENTS,
+            &addr,
+            &token,
+            &stop,
+            &accepted,
+            &counter,
+            move |c, n| {
+                let seq = round * 100_000 + c * 10_000 + n;
+                (format!("r{round}-c{c}-{n}"), seq % 100_000)
+            },
+            10_000,
+        );
         // Kill -9 once this round's quota of 202s has arrived, mid-stream.
         let target = (round + 1) * ACCEPTED_PER_ROUND;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -277,31 +306,19 @@ fn a_cloud_send_is_never_posted_twice_across_kill_9() {
     for round in 0..CLOUD_ROUNDS {
         let (mut child, addr, _) = start_with(&db, &env);
         let stop = Arc::new(AtomicBool::new(false));
-        let clients: Vec<_> = (0..2)
-            .map(|c| {
-                let (addr, token, stop, accepted, counter) = (
-                    addr.clone(),
-                    token.clone(),
-                    stop.clone(),
-                    accepted.clone(),
-                    counter.clone(),
-                );
-                std::thread::spawn(move || {
-                    let mut n = 0;
-                    while !stop.load(Ordering::SeqCst) && n < 1_000 {
-                        n += 1;
-                        let seq = round * 10_000 + c * 1_000 + n;
-                        match send(&addr, &token, &format!("cloud-r{round}-c{c}-{n}"), seq) {
-                            Some(id) => {
-                                accepted.lock().unwrap().push(id);
-                                counter.fetch_add(1, Ordering::SeqCst);
-                            }
-                            None => return,
-                        }
-                    }
-                })
-            })
-            .collect();
+        let clients = spawn_clients(
+            2,
+            &addr,
+            &token,
+            &stop,
+            &accepted,
+            &counter,
+            move |c, n| {
+                let seq = round * 10_000 + c * 1_000 + n;
+                (format!("cloud-r{round}-c{c}-{n}"), seq)
+            },
+            1_000,
+        );
         // Kill once this round's sends are in and the first are being posted.
         let target = (round + 1) * CLOUD_PER_ROUND;
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -197,7 +197,7 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>, health: &WriterHealth) {
             }
         }
         let (started, writes) = (std::time::Instant::now(), batch.len());
-        health.record(&run_batch(&conn, &mut batch));
+        run_batch(&conn, &mut batch, health);
         crate::metrics::store_commit(started.elapsed(), writes);
         if let Some(wake) = &checkpointer {
             // Full means a wake-up is already pending: nothing to add.
@@ -217,16 +217,20 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>, health: &WriterHealth) {
 /// answered with the error (their work went with the rollback) and the rest
 /// are answered without running. A failed SAVEPOINT or ROLLBACK TO breaks the
 /// batch the same way: the state of the transaction is then unknown.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Result<(), StoreError> {
+///
+/// The outcome is recorded in `health` before any caller is answered, so a
+/// caller that saw the answer and asks `/readyz` next sees it too.
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>, health: &WriterHealth) {
     let mut jobs = batch.drain(..);
     if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         let error = StoreError::from(e);
         tracing::error!(error = %error, "writer: BEGIN failed; answering the batch with an error");
+        health.record(&Err(error.clone()));
         for job in jobs {
             let (_, completion) = job(Err(error.clone()));
             completion(Err(error.clone()));
         }
-        return Err(error);
+        return;
     }
     let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
     let mut broken: Option<StoreError> = None;
@@ -271,10 +275,10 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Result<(), StoreError> 
     if outcome.is_err() && !conn.is_autocommit() {
         let _ = control(conn, "ROLLBACK");
     }
+    health.record(&outcome);
     for completion in completions {
         completion(outcome.clone());
     }
-    outcome
 }
 
 #[cfg(test)]

@@ -291,14 +291,18 @@ async fn the_daily_limit_rolls_over_at_midnight_utc_by_the_servers_clock() {
     assert_eq!(days, vec![(20_599, 1), (20_600, 1)]);
 }
 
-#[tokio::test]
-async fn pacing_gaps_are_kept_by_the_servers_clock() {
-    let start = whatan::clock::now_ms();
+/// The app on a manual clock standing at `start`, with a fixed pacing gap.
+async fn app_on_manual_clock(
+    start: i64,
+    gap: Duration,
+    tweak: impl FnOnce(&mut whatan::config::Config),
+) -> (TestApp, whatan::clock::ManualClock) {
     let (clock, hand) = Clock::manual(start);
     let app = spawn_app_with_hooks(
         |c| {
-            c.pacing.min_delay = Duration::from_secs(90);
-            c.pacing.max_delay = Duration::from_secs(90);
+            c.pacing.min_delay = gap;
+            c.pacing.max_delay = gap;
+            tweak(c);
         },
         Hooks {
             clock,
@@ -306,6 +310,12 @@ async fn pacing_gaps_are_kept_by_the_servers_clock() {
         },
     )
     .await;
+    (app, hand)
+}
+
+/// Two sends from the owner; returns their ids once the first is handed off
+/// (the second then waits for the next slot).
+async fn two_sends_the_first_handed_off(app: &TestApp) -> (String, String) {
     let to = text_to("+917999709798");
     let first = app.send(&app.owner.token, None, &to).await.json();
     let second = app.send(&app.owner.token, None, &to).await.json();
@@ -313,9 +323,17 @@ async fn pacing_gaps_are_kept_by_the_servers_clock() {
         first["sendAttemptId"].as_str().unwrap().to_string(),
         second["sendAttemptId"].as_str().unwrap().to_string(),
     );
-    let sent = app
-        .wait_for_status(&app.owner.token, &first, |b| b["status"] != "queued")
+    app.wait_for_status(&app.owner.token, &first, |b| b["status"] != "queued")
         .await;
+    (first, second)
+}
+
+#[tokio::test]
+async fn pacing_gaps_are_kept_by_the_servers_clock() {
+    let start = whatan::clock::now_ms();
+    let (app, hand) = app_on_manual_clock(start, Duration::from_secs(90), |_| {}).await;
+    let (first, second) = two_sends_the_first_handed_off(&app).await;
+    let sent = app.status(&app.owner.token, &first).await.json();
     assert_eq!(sent["sentAt"], whatan::clock::rfc3339_ms(start));
 
     // The pacer parks on the next slot; a millisecond early sends nothing.
@@ -335,28 +353,11 @@ async fn pacing_gaps_are_kept_by_the_servers_clock() {
 async fn the_offline_grace_counts_from_leaving_connected_not_from_the_last_flap() {
     use whatan::domain::AccountStatus::*;
     let start = whatan::clock::now_ms();
-    let (clock, hand) = Clock::manual(start);
-    let app = spawn_app_with_hooks(
-        |c| {
-            c.pacing.min_delay = Duration::from_secs(3600);
-            c.pacing.max_delay = Duration::from_secs(3600);
-            c.pacing.offline_grace = Duration::from_secs(600);
-        },
-        Hooks {
-            clock,
-            ..Default::default()
-        },
-    )
+    let (app, hand) = app_on_manual_clock(start, Duration::from_secs(3600), |c| {
+        c.pacing.offline_grace = Duration::from_secs(600);
+    })
     .await;
-    let to = text_to("+917999709798");
-    let first = app.send(&app.owner.token, None, &to).await.json();
-    let waiting = app.send(&app.owner.token, None, &to).await.json();
-    let (first, waiting) = (
-        first["sendAttemptId"].as_str().unwrap().to_string(),
-        waiting["sendAttemptId"].as_str().unwrap().to_string(),
-    );
-    app.wait_for_status(&app.owner.token, &first, |b| b["status"] != "queued")
-        .await;
+    let (_, waiting) = two_sends_the_first_handed_off(&app).await;
     hand.sleeper_at(start + 3_600_000).await;
 
     // The account drops at +1 min and flaps until +9 min.

@@ -405,11 +405,15 @@ mod tests {
         assert!(!dir.path().join("web-sessions").exists());
     }
 
-    #[test]
-    fn sends_before_linking_report_the_account_offline() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = WebDriver::new(&dir.path().join("whatan.db"), tx);
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A text to one number from the connected web account `ACC`.
+    async fn send_hi(driver: &WebDriver, held_by_operator: bool) -> Result<Accepted, SendError> {
         let account = Account {
             id: ACC.into(),
             workspace: "ws".into(),
@@ -421,7 +425,7 @@ mod tests {
             status_detail: None,
             settings: serde_json::json!({}),
             next_send_at: 0,
-            held_by_operator: false,
+            held_by_operator,
             offline_since: None,
         };
         let message = OutgoingMessage {
@@ -430,11 +434,16 @@ mod tests {
             content: OutgoingContent::Text { body: "hi".into() },
             redelivery: false,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let result = runtime.block_on(driver.send(&account, &message));
+        driver.send(&account, &message).await
+    }
+
+    #[test]
+    fn sends_before_linking_report_the_account_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = WebDriver::new(&dir.path().join("whatan.db"), tx);
+        let runtime = current_thread();
+        let result = runtime.block_on(send_hi(&driver, false));
         assert!(
             matches!(&result, Err(SendError::NotConnected(m)) if m.contains("whatan account connect acc_1")),
             "{result:?}"
@@ -455,31 +464,8 @@ mod tests {
         let session = driver.session_path(ACC).unwrap();
         std::fs::create_dir_all(session.parent().unwrap()).unwrap();
         std::fs::write(&session, b"").unwrap();
-        let account = Account {
-            id: ACC.into(),
-            workspace: "ws".into(),
-            user: "usr".into(),
-            phone: "+917000000001".into(),
-            driver: DriverKind::Web,
-            status: AccountStatus::Connected,
-            status_changed_at: 0,
-            status_detail: None,
-            settings: serde_json::json!({}),
-            next_send_at: 0,
-            held_by_operator: true,
-            offline_since: None,
-        };
-        let message = OutgoingMessage {
-            message_id: driver.new_message_id(),
-            to: "+917999709798".into(),
-            content: OutgoingContent::Text { body: "hi".into() },
-            redelivery: false,
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let result = runtime.block_on(driver.send(&account, &message));
+        let runtime = current_thread();
+        let result = runtime.block_on(send_hi(&driver, true));
         assert!(
             matches!(&result, Err(SendError::NotConnected(m)) if m.contains("disconnected by an administrator")),
             "{result:?}"
