@@ -29,6 +29,9 @@
 //!    (rows `g-1M` and `g-empty`, 3 rounds, medians compared: a drift in
 //!    background load hits both alike), and times `next_pending` with its
 //!    query plan;
+//!    Then, still on the seeded database, a 64-connection send run beside
+//!    `whatan prune --older-than 1d` deleting the seeded final attempts in
+//!    batches (row `g-prune`): retention must not stall sends;
 //! 6. a summary with each target next to its figure.
 //!
 //! Knobs (environment): `BENCH_SECS` (measured seconds per run, default 5),
@@ -1065,6 +1068,48 @@ async fn run(s: Settings) -> Result<bool, String> {
                 side.status.push(out.row);
             }
         }
+        // Retention beside sends: `whatan prune` deletes the seeded final
+        // attempts (500 per write) while the seeded server takes sends.
+        let prune_started = Instant::now();
+        let mut prune = Command::new(BIN);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("WHATAN_") {
+                prune.env_remove(name);
+            }
+        }
+        let prune = prune
+            .current_dir(dir.path())
+            .arg("--db")
+            .arg(&db)
+            .args(["--json", "prune", "--older-than", "1d"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start prune: {e}"))?;
+        let load = Load {
+            kind: Kind::Send,
+            conns: 64,
+            secs: s.secs,
+            warmup: s.warmup,
+            label: "g-prune",
+        };
+        let beside = run_load(
+            &sides[1].server,
+            load,
+            &sides[1].token,
+            &Arc::new(Vec::new()),
+        )
+        .await;
+        print_row(&beside.row);
+        sides[1].ids.extend(beside.ids);
+        let pruned = prune
+            .wait_with_output()
+            .map_err(|e| format!("prune: {e}"))?;
+        let deleted = serde_json::from_slice::<serde_json::Value>(&pruned.stdout)
+            .ok()
+            .and_then(|v| v["deleted"].as_u64());
+        let prune_secs = prune_started.elapsed().as_secs_f64();
         let [empty, big] = sides;
         let figures = |side: &Side| (median(&side.send), median(&side.status));
         let ((send_empty, status_empty), (send_big, status_big)) = (figures(&empty), figures(&big));
@@ -1093,6 +1138,13 @@ async fn run(s: Settings) -> Result<bool, String> {
             "    status  empty {status_empty:>8.0}   1M {status_big:>8.0}   {:>4.0}%",
             status_big / status_empty.max(1e-9) * 100.0
         );
+        println!(
+            "    send beside a prune of {} attempts ({prune_secs:.1} s): {:>8.0}   {:>4.0}% of the 1M median",
+            deleted.map_or("?".to_string(), |n| n.to_string()),
+            beside.row.per_sec,
+            beside.row.per_sec / send_big.max(1e-9) * 100.0
+        );
+        rows.push(beside.row);
         println!("\n  next_pending (one account's next due send):");
         println!("    before seeding, bench account:           {np_empty:>7.1} µs");
         println!(
