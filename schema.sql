@@ -182,3 +182,12 @@ CREATE INDEX send_attempts_final ON send_attempts(updated_at)
     WHERE status IN ('accepted', 'delivered', 'read', 'failed');
 CREATE INDEX idempotency_keys_by_attempt ON idempotency_keys(attempt_id);
 CREATE INDEX sandbox_handoffs_by_message ON sandbox_handoffs(message_id);
+
+-- migration: 7
+
+-- Listing a token's recent sends, newest first (the MCP tool
+-- `list_recent_messages`): a user's own attempts, and the workspace-sender
+-- attempts that owners and admins also read, each an index range.
+CREATE INDEX send_attempts_by_user ON send_attempts(user_id, seq);
+CREATE INDEX send_attempts_by_workspace ON send_attempts(workspace_id, seq)
+    WHERE mode = 'workspace';

@@ -9,14 +9,19 @@
 //! included, at `debug`, and every retry of a connection (for minutes, when
 //! WhatsApp cannot be reached) at `info`. Its targets are off unless the
 //! filter names them itself: whatan reports what matters once, in its own
-//! words, and `WHATAN_LOG=debug` stays free of message texts.
+//! words, and `WHATAN_LOG=debug` stays free of message texts. The MCP
+//! library (`rmcp`) is off for the same reasons: it logs each request, tool
+//! arguments (message texts) included, at `debug`, and each stateless
+//! request's start and end at `info`; `/mcp` has the access log like every
+//! route.
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Targets of the linked-device client (prefixes), off unless named.
-const CHATTY_TARGETS: &[&str] = &["whatsapp_rust", "wacore", "waproto"];
+/// Targets of the linked-device client and the MCP library (prefixes), off
+/// unless named.
+const CHATTY_TARGETS: &[&str] = &["whatsapp_rust", "wacore", "waproto", "rmcp"];
 
 /// Install the global subscriber; a second call does nothing.
 pub fn init(log: &LogConfig, serving: bool) {

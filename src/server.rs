@@ -153,6 +153,7 @@ pub async fn serve_with(
         media,
         engine: engine.clone(),
         clock: hooks.clock,
+        mcp: crate::api::mcp::service(&config),
     };
     run_http(
         listener,

@@ -22,6 +22,7 @@ const TEXT: &str = "TEXT-b7f3e1 meet me at the usual place";
 const IMAGE_CAPTION: &str = "CAPTION-5d21aa holiday photo";
 const DOCUMENT_CAPTION: &str = "CAPTION-9c0e44 signed contract";
 const CLOUD_TEXT: &str = "TEXT-cloud-41a9 your code is 123456";
+const MCP_TEXT: &str = "TEXT-mcp-0d7e22 sent by an agent";
 const ACCESS_TOKEN: &str = "EAAG-ACCESS-TOKEN-3f9a0c7d";
 const APP_SECRET: &str = "APP-SECRET-81d4c2e6";
 const VERIFY_TOKEN: &str = "VERIFY-TOKEN-c55e09b2";
@@ -30,6 +31,7 @@ const OWN_REQUEST_ID: &str = "crm-run:7.step_2";
 
 struct Fixture {
     token: String,
+    mcp_token: String,
     unknown_token: String,
     cloud_account: String,
 }
@@ -68,8 +70,11 @@ async fn create_database(db: &Path) -> Fixture {
             admin::set_account_status(c, &cloud.id, AccountStatus::Connected, None)?;
             let secret = token::generate(TokenKind::Send);
             admin::create_token(c, &owner.id, TokenKind::Send, None, None, &secret)?;
+            let mcp = token::generate(TokenKind::Mcp);
+            admin::create_token(c, &owner.id, TokenKind::Mcp, None, None, &mcp)?;
             Ok(Fixture {
                 token: secret.secret,
+                mcp_token: mcp.secret,
                 unknown_token: token::generate(TokenKind::Send).secret,
                 cloud_account: cloud.id,
             })
@@ -215,6 +220,21 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         .unwrap();
         assert_eq!(r.status(), 401);
     }
+    // An agent's send through the MCP endpoint.
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "send_message", "arguments": {"to": "+917999709798", "text": MCP_TEXT}}});
+    let mcp = client
+        .post(url("/mcp"))
+        .bearer_auth(&fixture.mcp_token)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mcp.status(), 200);
+    assert_eq!(body_of(mcp).await["result"]["isError"], false);
     let webhook = url(&format!("/webhooks/cloud/{}", fixture.cloud_account));
     let handshake = client
         .get(format!(
@@ -273,6 +293,7 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
     assert!(lines.len() > 10, "debug logs: {lines:?}");
     let secrets = [
         fixture.token.as_str(),
+        fixture.mcp_token.as_str(),
         fixture.unknown_token.as_str(),
         BAD_BEARER,
         ACCESS_TOKEN,
@@ -280,6 +301,7 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         VERIFY_TOKEN,
         TEXT,
         CLOUD_TEXT,
+        MCP_TEXT,
         IMAGE_CAPTION,
         DOCUMENT_CAPTION,
     ];
@@ -307,7 +329,7 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["target"] == "whatan::access")
         .collect();
-    let requests = 8 + polls;
+    let requests = 9 + polls;
     assert_eq!(
         access.len(),
         requests,

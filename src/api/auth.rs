@@ -29,6 +29,17 @@ pub async fn authenticate_metrics(
         .map(|(principal, ())| principal)
 }
 
+/// A valid token of kind `mcp` (`/mcp`); Send API tokens are refused there,
+/// as MCP tokens are on the Send API.
+pub async fn authenticate_mcp(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    authenticate_kind(state, headers, TokenKind::Mcp, |_, _| Ok(()))
+        .await
+        .map(|(principal, ())| principal)
+}
+
 /// Authenticate and, in the same trip to a reader thread, run `then` for a
 /// valid Send API token: the handler's next read costs no second hand-off.
 /// `then` never runs for an unknown, revoked, expired or non-send token.
@@ -107,7 +118,10 @@ fn check(principal: Principal, kind: TokenKind, now: i64) -> Result<Principal, A
     if principal.kind != kind {
         return Err(ApiError::unauthorized(match kind {
             TokenKind::Metrics => "this is not a metrics token",
-            _ => "this is not a Send API token",
+            TokenKind::Mcp => {
+                "this is not an MCP token; create one with whatan token create --kind mcp"
+            }
+            TokenKind::Send => "this is not a Send API token",
         }));
     }
     if kind == TokenKind::Metrics && principal.role != Role::Owner {

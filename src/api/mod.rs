@@ -5,6 +5,7 @@
 //! queued attempt and the delivery engine is woken.
 
 mod auth;
+pub mod mcp;
 mod metrics;
 pub mod observe;
 mod ready;
@@ -44,6 +45,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("HEAD", "/readyz"),
     ("GET", "/metrics"),
     ("GET", OPENAPI_PATH),
+    ("POST", MCP_PATH),
     ("GET", "/webhooks/cloud/{accountId}"),
     ("POST", "/webhooks/cloud/{accountId}"),
 ];
@@ -55,6 +57,9 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 /// repository because it is read by people and client generators as much as
 /// by the server.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// The MCP endpoint (Streamable HTTP; `mcp` tokens).
+pub const MCP_PATH: &str = "/mcp";
 
 /// Request bodies above this are refused with 413 (contract).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -69,6 +74,8 @@ pub struct AppState {
     pub media: MediaGuard,
     pub engine: Engine,
     pub clock: Clock,
+    /// The MCP protocol handler behind `/mcp`.
+    pub mcp: mcp::McpService,
 }
 
 /// An API error: the contract's code, a message for humans, the HTTP status.
@@ -158,6 +165,15 @@ impl ApiError {
     }
 }
 
+/// A body or argument the domain refused: its code, field and message.
+impl From<crate::domain::FieldError> for ApiError {
+    fn from(e: crate::domain::FieldError) -> Self {
+        let mut err = ApiError::new(e.code, e.message);
+        err.field = e.field;
+        err
+    }
+}
+
 /// Seconds a client is asked to wait after a 503 `service_unavailable`.
 const UNAVAILABLE_RETRY_AFTER_SECS: i64 = 5;
 
@@ -222,6 +238,7 @@ enum Route<'a> {
     Readyz,
     Metrics,
     OpenApi,
+    Mcp,
     Send,
     Status { id: &'a str },
     CloudWebhook { account_id: &'a str },
@@ -235,6 +252,7 @@ impl<'a> Route<'a> {
             "/readyz" => return Route::Readyz,
             "/metrics" => return Route::Metrics,
             OPENAPI_PATH => return Route::OpenApi,
+            MCP_PATH => return Route::Mcp,
             "/api/v1/messages/send" => return Route::Send,
             _ => {}
         }
@@ -255,6 +273,7 @@ impl<'a> Route<'a> {
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
             Route::OpenApi => OPENAPI_PATH,
+            Route::Mcp => MCP_PATH,
             Route::Send => "/api/v1/messages/send",
             Route::Status { .. } => "/api/v1/messages/{id}",
             Route::CloudWebhook { .. } => "/webhooks/cloud/{accountId}",
@@ -347,6 +366,12 @@ async fn route_request(
             Method::GET | Method::HEAD => Ok(ready::handle(state).await),
             _ => Err(method_not_allowed("GET, HEAD")),
         },
+        // GET (a server-initiated stream) and DELETE (a session) have no
+        // meaning without sessions; the protocol answers them 405 too.
+        Route::Mcp => match method {
+            Method::POST => mcp::handle(state, req).await,
+            _ => Err(method_not_allowed("POST")),
+        },
         Route::Send => match method {
             Method::POST => send::handle(state, req).await,
             _ => Err(method_not_allowed("POST")),
@@ -384,6 +409,7 @@ mod tests {
         let cases = [
             ("/healthz", "/healthz"),
             ("/readyz", "/readyz"),
+            ("/mcp", "/mcp"),
             ("/api/v1/messages/send", "/api/v1/messages/send"),
             (
                 "/api/v1/messages/01a23e42-9665-7d00-9c29-1a655f69191b",

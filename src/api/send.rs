@@ -7,11 +7,14 @@ use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde::Serialize;
 
+use rusqlite::Connection;
+
 use super::{auth, json_response, read_body, ApiError, AppState, Body};
 use crate::clock::seconds_until_next_utc_midnight;
 use crate::domain::{ErrorCode, SendRequest, SenderMode};
-use crate::store::admin;
+use crate::store::admin::{self, Account, Principal};
 use crate::store::attempts::{self, EnqueueOutcome, NewAttempt};
+use crate::store::StoreError;
 
 /// The page's "Queued response", fields in the page's order.
 #[derive(Serialize)]
@@ -30,6 +33,15 @@ struct QueuedResponse<'a> {
     status: &'a str,
 }
 
+/// What the Send API answers to an accepted or replayed send: the MCP tool
+/// `send_message` returns the same body.
+pub(crate) struct Submitted {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    /// Answered from an earlier request with the same `Idempotency-Key`.
+    pub replayed: bool,
+}
+
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     // What needs no database is worked out first; its errors are reported
     // after authentication, keeping the contract's order of checks.
@@ -37,33 +49,56 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let parsed = async {
         let key = idempotency_key(&parts.headers)?;
         let body = read_body(body, super::MAX_BODY_BYTES).await?;
-        let request = SendRequest::parse(&body).map_err(|e| {
-            let mut err = ApiError::new(e.code, e.message);
-            err.field = e.field;
-            err
-        })?;
+        let request = SendRequest::parse(&body).map_err(ApiError::from)?;
         Ok::<_, ApiError>((key, request))
     }
     .await;
 
     // The sender's account is read in the same trip to the database as the
-    // token: the `from` number's account for owners and admins, else the
-    // account attached to the token's user.
+    // token.
     let from = match &parsed {
         Ok((_, request)) => request.from.as_ref().map(|p| p.e164().to_string()),
         Err(_) => None,
     };
     let (principal, sender) =
-        auth::authenticate_with(state, &parts.headers, move |c, p| match from {
-            Some(phone) if p.role.may_choose_sender() => {
-                admin::account_by_phone_in_workspace(c, &p.workspace_id, &phone)
-            }
-            Some(_) => Ok(None),
-            None => admin::account_of_user(c, &p.user_id),
-        })
-        .await?;
+        auth::authenticate_with(state, &parts.headers, sender_account(from)).await?;
     let (key, request) = parsed?;
+    let submitted = submit(state, &principal, sender, key, request).await?;
+    let mut response = json_response(submitted.status, submitted.body);
+    if submitted.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
 
+/// The read that finds a send's account: the `from` number's account for
+/// owners and admins (none for anyone else, who may not choose), else the
+/// account attached to the token's user.
+pub(crate) fn sender_account(
+    from: Option<String>,
+) -> impl FnOnce(&Connection, &Principal) -> Result<Option<Account>, StoreError> + Send + 'static {
+    move |c, p| match from {
+        Some(phone) if p.role.may_choose_sender() => {
+            admin::account_by_phone_in_workspace(c, &p.workspace_id, &phone)
+        }
+        Some(_) => Ok(None),
+        None => admin::account_of_user(c, &p.user_id),
+    }
+}
+
+/// Everything after authentication and parsing, for both surfaces (the Send
+/// API and the MCP tool): sender rules, media URL, then the one atomic write
+/// of idempotency claim, connection check, daily limit and insert. `sender`
+/// is what [`sender_account`] read for this request.
+pub(crate) async fn submit(
+    state: &AppState,
+    principal: &Principal,
+    sender: Option<Account>,
+    key: Option<String>,
+    request: SendRequest,
+) -> Result<Submitted, ApiError> {
     // Sender selection.
     let (mode, account) = match &request.from {
         Some(from) => {
@@ -119,7 +154,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         normalized_phone: request.to.digits(),
         status: "queued",
     })
-    .map_err(|e| ApiError::from(crate::store::StoreError::Internal(e.to_string())))?;
+    .map_err(|e| ApiError::from(StoreError::Internal(e.to_string())))?;
     let new = NewAttempt {
         id,
         workspace_id: account.workspace.clone(),
@@ -140,22 +175,21 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         Ok(EnqueueOutcome::Queued) => {
             crate::metrics::attempt_accepted(&account.id);
             state.engine.wake(&account.id);
-            Ok(json_response(StatusCode::ACCEPTED, response_body))
+            Ok(Submitted {
+                status: StatusCode::ACCEPTED,
+                body: response_body,
+                replayed: false,
+            })
         }
-        Ok(EnqueueOutcome::Replayed { http_status, body }) => {
-            let status = StatusCode::from_u16(http_status).unwrap_or(StatusCode::ACCEPTED);
-            let mut response = json_response(status, body);
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(response)
-        }
-        Ok(EnqueueOutcome::KeyConflict) | Err(crate::store::StoreError::Conflict(_)) => {
-            Err(ApiError::new(
-                ErrorCode::IdempotencyConflict,
-                "this Idempotency-Key was already used with a different request",
-            ))
-        }
+        Ok(EnqueueOutcome::Replayed { http_status, body }) => Ok(Submitted {
+            status: StatusCode::from_u16(http_status).unwrap_or(StatusCode::ACCEPTED),
+            body,
+            replayed: true,
+        }),
+        Ok(EnqueueOutcome::KeyConflict) | Err(StoreError::Conflict(_)) => Err(ApiError::new(
+            ErrorCode::IdempotencyConflict,
+            "this Idempotency-Key was already used with a different request",
+        )),
         Ok(EnqueueOutcome::NotConnected) => Err(not_connected(&format!(
             "the WhatsApp account {} is not connected",
             account.phone
@@ -188,26 +222,35 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     let Some(value) = values.next() else {
         return Ok(None);
     };
-    let bad = |why: &str| {
-        let mut e = ApiError::invalid(format!("Idempotency-Key {why}"));
-        e.field = Some("Idempotency-Key".into());
-        e
-    };
     if values.next().is_some() {
-        return Err(bad("must be sent once"));
+        return Err(bad_key("Idempotency-Key", "must be sent once"));
     }
-    let raw = value.as_bytes();
+    check_idempotency_key(value.as_bytes(), "Idempotency-Key").map(Some)
+}
+
+/// One idempotency key's syntax, reported against `field` (the header, or
+/// the MCP tool's `idempotencyKey` argument).
+pub(crate) fn check_idempotency_key(raw: &[u8], field: &str) -> Result<String, ApiError> {
     let inner = match raw {
         [b'"', inner @ .., b'"'] => inner,
         _ => raw,
     };
     if inner.is_empty() || inner.len() > 255 {
-        return Err(bad("must be 1 to 255 characters"));
+        return Err(bad_key(field, "must be 1 to 255 characters"));
     }
     if !inner.iter().all(|b| (0x21..=0x7e).contains(b)) || (inner.contains(&b'"')) {
-        return Err(bad("must be printable ASCII without spaces or quotes"));
+        return Err(bad_key(
+            field,
+            "must be printable ASCII without spaces or quotes",
+        ));
     }
-    Ok(Some(String::from_utf8_lossy(inner).into_owned()))
+    Ok(String::from_utf8_lossy(inner).into_owned())
+}
+
+fn bad_key(field: &str, why: &str) -> ApiError {
+    let mut e = ApiError::invalid(format!("{field} {why}"));
+    e.field = Some(field.into());
+    e
 }
 
 #[cfg(test)]

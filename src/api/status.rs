@@ -10,10 +10,12 @@ use serde::Serialize;
 use super::{auth, json_response, ApiError, AppState, Body};
 use crate::clock::rfc3339_ms;
 use crate::domain::SenderMode;
+use crate::store::admin::Principal;
 use crate::store::attempts::{self, AttemptRow};
 
+/// The page's status body, with whatan's added fields.
 #[derive(Serialize)]
-struct StatusResponse<'a> {
+pub(crate) struct StatusResponse<'a> {
     #[serde(rename = "sendAttemptId")]
     send_attempt_id: &'a str,
     status: &'a str,
@@ -55,19 +57,27 @@ pub async fn handle(
         attempts::get_attempt(c, &id)
     })
     .await?;
-    let attempt = attempt.ok_or_else(ApiError::not_found)?;
+    match attempt {
+        Some(attempt) if visible(&principal, &attempt) => Ok(json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&view(&attempt)).unwrap_or_default(),
+        )),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// The read rule: a token's user reads its own attempts; owners and admins
+/// also read workspace-sender-mode attempts of their workspace.
+pub(crate) fn visible(principal: &Principal, attempt: &AttemptRow) -> bool {
     let own = attempt.user_id == principal.user_id;
     let workspace_view = principal.role.may_choose_sender()
         && attempt.mode == SenderMode::Workspace
         && attempt.workspace_id == principal.workspace_id;
-    if !(own || workspace_view) {
-        return Err(ApiError::not_found());
-    }
-    Ok(json_response(StatusCode::OK, status_body(&attempt)))
+    own || workspace_view
 }
 
-fn status_body(a: &AttemptRow) -> Vec<u8> {
-    serde_json::to_vec(&StatusResponse {
+pub(crate) fn view(a: &AttemptRow) -> StatusResponse<'_> {
+    StatusResponse {
         send_attempt_id: &a.id,
         status: a.status.as_str(),
         message_id: a.message_id.as_deref(),
@@ -80,6 +90,5 @@ fn status_body(a: &AttemptRow) -> Vec<u8> {
         to: &a.to_phone,
         type_name: &a.type_name,
         sent_at: a.handed_off_at.map(rfc3339_ms),
-    })
-    .unwrap_or_default()
+    }
 }

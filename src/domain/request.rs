@@ -124,29 +124,35 @@ impl SendRequest {
         let Value::Object(obj) = value else {
             return Err(FieldError::body("request body must be a JSON object"));
         };
-        let to_raw = required_string(&obj, "to")?;
-        let from_raw = optional_string(&obj, "from")?;
-        let type_name = required_string(&obj, "type")?;
+        SendRequest::from_object(&obj)
+    }
+
+    /// [`SendRequest::parse`] of a body already parsed as a JSON object (the
+    /// MCP tool's arguments): the same checks in the same order.
+    pub fn from_object(obj: &Map<String, Value>) -> Result<SendRequest, FieldError> {
+        let to_raw = required_string(obj, "to")?;
+        let from_raw = optional_string(obj, "from")?;
+        let type_name = required_string(obj, "type")?;
         let message = match type_name {
             "text" => {
-                only_payload(&obj, "text")?;
-                let body = required_string(&obj, "text")?;
+                only_payload(obj, "text")?;
+                let body = required_string(obj, "text")?;
                 check_text("text", body, MAX_TEXT_CHARS)?;
                 Message::Text {
                     body: body.to_string(),
                 }
             }
             "image" => {
-                only_payload(&obj, "image")?;
-                let image = required_object(&obj, "image")?;
+                only_payload(obj, "image")?;
+                let image = required_object(obj, "image")?;
                 Message::Image {
                     url: media_url(image, "image.url")?,
                     caption: caption(image, "image.caption")?,
                 }
             }
             "document" => {
-                only_payload(&obj, "document")?;
-                let doc = required_object(&obj, "document")?;
+                only_payload(obj, "document")?;
+                let doc = required_object(obj, "document")?;
                 Message::Document {
                     url: media_url(doc, "document.url")?,
                     file_name: file_name(doc)?,

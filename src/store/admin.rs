@@ -227,9 +227,9 @@ pub fn add_account(
     get_account(conn, &id)?.ok_or_else(|| StoreError::Internal("account vanished".into()))
 }
 
-const ACCOUNT_COLUMNS: &str = "id, workspace_id, user_id, phone, driver, status, status_changed_at, status_detail, settings, next_send_at, held_by_operator, offline_since";
+pub(super) const ACCOUNT_COLUMNS: &str = "id, workspace_id, user_id, phone, driver, status, status_changed_at, status_detail, settings, next_send_at, held_by_operator, offline_since";
 
-fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+pub(super) fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let settings: String = r.get(8)?;
     Ok(Account {
         id: r.get(0)?,

@@ -36,9 +36,9 @@ pub struct AttemptRow {
     pub updated_at: i64,
 }
 
-const ATTEMPT_COLUMNS: &str = "seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, remote_jid, error_code, error_message, tries, created_at, updated_at, handoff_unsent, handed_off_at";
+pub(super) const ATTEMPT_COLUMNS: &str = "seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, remote_jid, error_code, error_message, tries, created_at, updated_at, handoff_unsent, handed_off_at";
 
-fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
+pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
     Ok(AttemptRow {
         seq: r.get(0)?,
         id: r.get(1)?,

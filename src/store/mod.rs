@@ -12,6 +12,7 @@ pub mod attempts;
 pub mod backup;
 pub mod files;
 pub mod gauges;
+pub mod listing;
 pub mod lock;
 pub mod outbox;
 pub mod retention;

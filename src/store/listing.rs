@@ -1,0 +1,178 @@
+//! Reads that list what a token may see: its recent sends and the accounts
+//! it may send from. Each is a bounded index range, never a table scan.
+
+use rusqlite::{params, Connection};
+
+use super::admin::{account_from_row, Account, ACCOUNT_COLUMNS};
+use super::attempts::{attempt_from_row, AttemptRow, ATTEMPT_COLUMNS};
+use super::StoreError;
+use crate::domain::AttemptStatus;
+
+/// Whose attempts a listing covers: the user's own and, for owners and
+/// admins, the workspace-sender-mode attempts of their workspace (the
+/// status endpoint's read rules).
+pub struct Readable<'a> {
+    pub user_id: &'a str,
+    /// `Some(workspace)` for owners and admins.
+    pub workspace_view: Option<&'a str>,
+}
+
+/// The newest `limit` attempts `who` may read, newest first, optionally of
+/// one status. Two index ranges (`send_attempts_by_user`,
+/// `send_attempts_by_workspace`), each at most `limit` rows, merged.
+pub fn recent_attempts(
+    conn: &Connection,
+    who: &Readable<'_>,
+    status: Option<AttemptStatus>,
+    limit: usize,
+) -> Result<Vec<AttemptRow>, StoreError> {
+    let limit = limit as i64;
+    let mut rows: Vec<AttemptRow> = conn
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM send_attempts
+             WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2)
+             ORDER BY seq DESC LIMIT ?3"
+        ))?
+        .query_map(params![who.user_id, status, limit], attempt_from_row)?
+        .collect::<Result<_, _>>()?;
+    if let Some(workspace) = who.workspace_view {
+        let theirs = conn
+            .prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM send_attempts
+                 WHERE workspace_id = ?1 AND mode = 'workspace' AND (?2 IS NULL OR status = ?2)
+                 ORDER BY seq DESC LIMIT ?3"
+            ))?
+            .query_map(params![workspace, status, limit], attempt_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.extend(theirs);
+        rows.sort_unstable_by_key(|a| std::cmp::Reverse(a.seq));
+        // The user's own workspace-mode sends are in both ranges.
+        rows.dedup_by_key(|a| a.seq);
+        rows.truncate(limit as usize);
+    }
+    Ok(rows)
+}
+
+/// The accounts of one workspace, oldest first.
+pub fn accounts_in_workspace(
+    conn: &Connection,
+    workspace: &str,
+) -> Result<Vec<Account>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE workspace_id = ?1 ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([workspace], account_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Accepted API sends of `account` on UTC day `day` (what the daily limit
+/// counts).
+pub fn sent_on_day(conn: &Connection, account: &str, day: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count FROM daily_counters WHERE account_id = ?1 AND day = ?2")?
+        .query_row(params![account, day], |r| r.get(0))
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(0),
+            e => Err(e),
+        })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Workspace w1: an owner, an admin and a member; w2: another owner.
+    /// Attempts, in seq order: 1 owner personal, 2 admin workspace-mode,
+    /// 3 member personal, 4 owner workspace-mode (failed), 5 w2's owner
+    /// workspace-mode, 6 admin personal.
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0), ('w2', 'two', 0);
+             INSERT INTO users (id, workspace_id, name, role, created_at) VALUES
+               ('owner', 'w1', 'o', 'owner', 0), ('admin', 'w1', 'a', 'admin', 0),
+               ('member', 'w1', 'm', 'member', 0), ('other', 'w2', 'x', 'owner', 0);
+             INSERT INTO accounts (id, workspace_id, user_id, phone, driver, status, status_changed_at, created_at) VALUES
+               ('a1', 'w1', 'owner', '+917000000001', 'sandbox', 'connected', 0, 1),
+               ('a2', 'w1', 'member', '+917000000002', 'sandbox', 'connected', 0, 2),
+               ('a3', 'w2', 'other', '+917000000003', 'sandbox', 'connected', 0, 3);
+             INSERT INTO daily_counters (account_id, day, count) VALUES ('a1', 5, 7), ('a1', 6, 2);",
+        )
+        .unwrap();
+        let rows = [
+            (1, "w1", "a1", "owner", "personal", "queued"),
+            (2, "w1", "a1", "admin", "workspace", "read"),
+            (3, "w1", "a2", "member", "personal", "queued"),
+            (4, "w1", "a1", "owner", "workspace", "failed"),
+            (5, "w2", "a3", "other", "workspace", "queued"),
+            (6, "w1", "a1", "admin", "personal", "queued"),
+        ];
+        for (seq, ws, account, user, mode, status) in rows {
+            conn.execute(
+                "INSERT INTO send_attempts (seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, created_at, updated_at)
+                 VALUES (?1, 'id' || ?1, ?2, ?3, ?4, ?5, '+1', '+2', 'text', '{}', ?6, ?1, ?1)",
+                params![seq, ws, account, user, mode, status],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn seqs(
+        conn: &Connection,
+        who: Readable<'_>,
+        status: Option<AttemptStatus>,
+        limit: usize,
+    ) -> Vec<i64> {
+        recent_attempts(conn, &who, status, limit)
+            .unwrap()
+            .iter()
+            .map(|a| a.seq)
+            .collect()
+    }
+
+    #[test]
+    fn recent_attempts_follow_the_status_endpoints_read_rules() {
+        let conn = db();
+        let owner = || Readable {
+            user_id: "owner",
+            workspace_view: Some("w1"),
+        };
+        // Own (1, 4) and the workspace's workspace-mode sends (2, 4), once each.
+        assert_eq!(seqs(&conn, owner(), None, 10), vec![4, 2, 1]);
+        assert_eq!(seqs(&conn, owner(), None, 2), vec![4, 2]);
+        assert_eq!(
+            seqs(&conn, owner(), Some(AttemptStatus::Failed), 10),
+            vec![4]
+        );
+        assert_eq!(
+            seqs(&conn, owner(), Some(AttemptStatus::Queued), 10),
+            vec![1]
+        );
+        let member = Readable {
+            user_id: "member",
+            workspace_view: None,
+        };
+        assert_eq!(seqs(&conn, member, None, 10), vec![3]);
+        let other = Readable {
+            user_id: "other",
+            workspace_view: Some("w2"),
+        };
+        assert_eq!(seqs(&conn, other, None, 10), vec![5]);
+    }
+
+    #[test]
+    fn senders_and_todays_count() {
+        let conn = db();
+        let ids: Vec<String> = accounts_in_workspace(&conn, "w1")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, ["a1", "a2"]);
+        assert_eq!(sent_on_day(&conn, "a1", 5).unwrap(), 7);
+        assert_eq!(sent_on_day(&conn, "a1", 7).unwrap(), 0);
+        assert_eq!(sent_on_day(&conn, "a2", 5).unwrap(), 0);
+    }
+}
