@@ -191,3 +191,45 @@ CREATE INDEX sandbox_handoffs_by_message ON sandbox_handoffs(message_id);
 CREATE INDEX send_attempts_by_user ON send_attempts(user_id, seq);
 CREATE INDEX send_attempts_by_workspace ON send_attempts(workspace_id, seq)
     WHERE mode = 'workspace';
+
+-- migration: 8
+
+-- Webhook endpoints of a workspace (webhooks.md). The secret is kept only as
+-- SHA-256 states from which signatures can be made (src/webhooks/sign.rs);
+-- after `rotate-secret` the previous key signs too until `previous_until`.
+CREATE TABLE webhook_endpoints (
+    id              TEXT PRIMARY KEY,
+    workspace_id    TEXT NOT NULL REFERENCES workspaces(id),
+    url             TEXT NOT NULL,
+    events          TEXT NOT NULL,                    -- JSON array of event types
+    description     TEXT,
+    signing_key     BLOB NOT NULL,
+    previous_key    BLOB,
+    previous_until  INTEGER,
+    status          TEXT NOT NULL CHECK (status IN ('enabled', 'disabled')),
+    failing_since   INTEGER,                          -- first failure since the last success
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX webhook_endpoints_by_workspace ON webhook_endpoints(workspace_id);
+
+-- One event for one endpoint, written in the transaction of the change that
+-- caused it. `event_id` is the `webhook-id`: the same on every retry and
+-- redelivery.
+CREATE TABLE webhook_deliveries (
+    seq               INTEGER PRIMARY KEY,
+    id                TEXT NOT NULL UNIQUE,
+    endpoint_id       TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+    event_id          TEXT NOT NULL,
+    type              TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    last_status_code  INTEGER,
+    last_error        TEXT,
+    next_attempt_at   INTEGER NOT NULL,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(endpoint_id, next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, seq);

@@ -17,6 +17,7 @@ use self::values::*;
 pub use self::values::{format_duration, parse_duration};
 use crate::media::MediaConfig;
 use crate::store::retention::RetentionConfig;
+use crate::webhooks::WebhooksConfig;
 
 /// The commented example config; `whatan config example` prints it and a
 /// test parses it, so it cannot drift from the keys below.
@@ -57,6 +58,17 @@ const KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("retention", &["attempts"]),
+    (
+        "webhooks",
+        &[
+            "allow_networks",
+            "timeout",
+            "retry_schedule",
+            "disable_after",
+            "max_in_flight_per_endpoint",
+            "poll_interval",
+        ],
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -69,6 +81,7 @@ pub struct Config {
     pub cloud: CloudConfig,
     pub media: MediaConfig,
     pub retention: RetentionConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +181,7 @@ impl Default for Config {
             },
             media: MediaConfig::default(),
             retention: RetentionConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -249,6 +263,12 @@ impl Config {
         set!("media"."max_document_bytes", positive_u64, c.media.max_document_bytes);
         set!("media"."unsafe_allow_networks_for_testing", networks, c.media.unsafe_allow_networks_for_testing);
         set!("retention"."attempts", retention, c.retention.attempts);
+        set!("webhooks"."allow_networks", network_list, c.webhooks.allow_networks);
+        set!("webhooks"."timeout", duration, c.webhooks.timeout);
+        set!("webhooks"."retry_schedule", duration_list, c.webhooks.retry_schedule);
+        set!("webhooks"."disable_after", duration, c.webhooks.disable_after);
+        set!("webhooks"."max_in_flight_per_endpoint", positive_usize, c.webhooks.max_in_flight_per_endpoint);
+        set!("webhooks"."poll_interval", duration, c.webhooks.poll_interval);
         if let Some(v) = get("media", "extra_ca_file") {
             let p = path_buf("media.extra_ca_file", v)?;
             c.media.extra_ca_file = (!p.as_os_str().is_empty()).then_some(p);

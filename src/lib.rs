@@ -31,3 +31,4 @@ pub mod media;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod webhooks;

@@ -135,6 +135,20 @@ pub async fn serve_with(
             stop_rx.clone(),
         ));
     }
+    // Webhook deliveries: their own tasks, stopped with the engine.
+    let webhook_urls = crate::webhooks::url_guard(&config.media, &config.webhooks)?;
+    let mut stop_webhooks = stop_rx.clone();
+    tokio::spawn(
+        crate::webhooks::Dispatcher::new(
+            store.clone(),
+            webhook_urls.clone(),
+            config.webhooks.clone(),
+            hooks.clock.clone(),
+        )
+        .run(async move {
+            let _ = stop_webhooks.wait_for(|stop| *stop).await;
+        }),
+    );
     let engine = Engine::start(
         EngineParts {
             store: store.clone(),
@@ -154,6 +168,7 @@ pub async fn serve_with(
         engine: engine.clone(),
         clock: hooks.clock,
         mcp: crate::api::mcp::service(&config),
+        webhook_urls,
     };
     run_http(
         listener,

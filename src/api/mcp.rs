@@ -247,7 +247,7 @@ async fn get_message_status(caller: &Caller, args: &JsonObject) -> Result<Value,
         .read(move |c| attempts::get_attempt(c, &id))
         .await?;
     match attempt {
-        Some(a) if status::visible(&caller.principal, &a) => to_value(&status::view(&a)),
+        Some(a) if status::visible(&caller.principal, &a) => to_value(&a.status_body()),
         _ => Err(ApiError::not_found()),
     }
 }
@@ -332,7 +332,7 @@ async fn list_recent_messages(caller: &Caller, args: &JsonObject) -> Result<Valu
         .await?;
     let messages = rows
         .iter()
-        .map(|a| to_value(&status::view(a)))
+        .map(|a| to_value(&a.status_body()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(json!({ "messages": messages }))
 }

@@ -11,6 +11,7 @@ pub mod observe;
 mod ready;
 mod send;
 mod status;
+mod webhook_endpoints;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -46,6 +47,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", OPENAPI_PATH),
     ("POST", MCP_PATH),
+    ("GET", "/api/v1/webhooks"),
+    ("POST", "/api/v1/webhooks"),
+    ("DELETE", "/api/v1/webhooks/{id}"),
+    ("POST", "/api/v1/webhooks/{id}/rotate-secret"),
+    ("GET", "/api/v1/webhooks/{id}/deliveries"),
+    ("POST", "/api/v1/webhooks/deliveries/{id}/redeliver"),
     ("GET", "/webhooks/cloud/{accountId}"),
     ("POST", "/webhooks/cloud/{accountId}"),
 ];
@@ -76,6 +83,8 @@ pub struct AppState {
     pub clock: Clock,
     /// The MCP protocol handler behind `/mcp`.
     pub mcp: mcp::McpService,
+    /// Checks webhook endpoint URLs (`crate::webhooks::url_guard`).
+    pub webhook_urls: MediaGuard,
 }
 
 /// An API error: the contract's code, a message for humans, the HTTP status.
@@ -239,6 +248,7 @@ enum Route<'a> {
     Metrics,
     OpenApi,
     Mcp,
+    Webhooks(webhook_endpoints::WebhookRoute<'a>),
     Send,
     Status { id: &'a str },
     CloudWebhook { account_id: &'a str },
@@ -255,6 +265,9 @@ impl<'a> Route<'a> {
             MCP_PATH => return Route::Mcp,
             "/api/v1/messages/send" => return Route::Send,
             _ => {}
+        }
+        if let Some(route) = webhook_endpoints::WebhookRoute::parse(path) {
+            return Route::Webhooks(route);
         }
         if let Some(id) = path.strip_prefix("/api/v1/messages/") {
             if !id.is_empty() && !id.contains('/') {
@@ -274,6 +287,7 @@ impl<'a> Route<'a> {
             Route::Metrics => "/metrics",
             Route::OpenApi => OPENAPI_PATH,
             Route::Mcp => MCP_PATH,
+            Route::Webhooks(route) => route.template(),
             Route::Send => "/api/v1/messages/send",
             Route::Status { .. } => "/api/v1/messages/{id}",
             Route::CloudWebhook { .. } => "/webhooks/cloud/{accountId}",
@@ -372,6 +386,7 @@ async fn route_request(
             Method::POST => mcp::handle(state, req).await,
             _ => Err(method_not_allowed("POST")),
         },
+        Route::Webhooks(route) => webhook_endpoints::handle(state, req, route).await,
         Route::Send => match method {
             Method::POST => send::handle(state, req).await,
             _ => Err(method_not_allowed("POST")),
@@ -410,6 +425,16 @@ mod tests {
             ("/healthz", "/healthz"),
             ("/readyz", "/readyz"),
             ("/mcp", "/mcp"),
+            ("/api/v1/webhooks", "/api/v1/webhooks"),
+            (
+                "/api/v1/webhooks/whk_1/deliveries",
+                "/api/v1/webhooks/{id}/deliveries",
+            ),
+            (
+                "/api/v1/webhooks/deliveries/dlv_1/redeliver",
+                "/api/v1/webhooks/deliveries/{id}/redeliver",
+            ),
+            ("/api/v1/webhooks/whk_1/nothing", "unmatched"),
             ("/api/v1/messages/send", "/api/v1/messages/send"),
             (
                 "/api/v1/messages/01a23e42-9665-7d00-9c29-1a655f69191b",

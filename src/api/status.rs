@@ -5,41 +5,11 @@
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde::Serialize;
 
 use super::{auth, json_response, ApiError, AppState, Body};
-use crate::clock::rfc3339_ms;
 use crate::domain::SenderMode;
 use crate::store::admin::Principal;
 use crate::store::attempts::{self, AttemptRow};
-
-/// The page's status body, with whatan's added fields.
-#[derive(Serialize)]
-pub(crate) struct StatusResponse<'a> {
-    #[serde(rename = "sendAttemptId")]
-    send_attempt_id: &'a str,
-    status: &'a str,
-    #[serde(rename = "messageId")]
-    message_id: Option<&'a str>,
-    #[serde(rename = "remoteJid")]
-    remote_jid: Option<&'a str>,
-    #[serde(rename = "errorCode")]
-    error_code: Option<&'a str>,
-    #[serde(rename = "errorMessage")]
-    error_message: Option<&'a str>,
-    #[serde(rename = "createdAt")]
-    created_at: String,
-    #[serde(rename = "updatedAt")]
-    updated_at: String,
-    // Additions to the page's body (the contract allows added fields).
-    from: &'a str,
-    to: &'a str,
-    #[serde(rename = "type")]
-    type_name: &'a str,
-    /// When whatan last handed the message to WhatsApp.
-    #[serde(rename = "sentAt")]
-    sent_at: Option<String>,
-}
 
 pub async fn handle(
     state: &AppState,
@@ -60,7 +30,7 @@ pub async fn handle(
     match attempt {
         Some(attempt) if visible(&principal, &attempt) => Ok(json_response(
             StatusCode::OK,
-            serde_json::to_vec(&view(&attempt)).unwrap_or_default(),
+            serde_json::to_vec(&attempt.status_body()).unwrap_or_default(),
         )),
         _ => Err(ApiError::not_found()),
     }
@@ -74,21 +44,4 @@ pub(crate) fn visible(principal: &Principal, attempt: &AttemptRow) -> bool {
         && attempt.mode == SenderMode::Workspace
         && attempt.workspace_id == principal.workspace_id;
     own || workspace_view
-}
-
-pub(crate) fn view(a: &AttemptRow) -> StatusResponse<'_> {
-    StatusResponse {
-        send_attempt_id: &a.id,
-        status: a.status.as_str(),
-        message_id: a.message_id.as_deref(),
-        remote_jid: a.remote_jid.as_deref(),
-        error_code: a.error_code.as_deref(),
-        error_message: a.error_message.as_deref(),
-        created_at: rfc3339_ms(a.created_at),
-        updated_at: rfc3339_ms(a.updated_at),
-        from: &a.from_phone,
-        to: &a.to_phone,
-        type_name: &a.type_name,
-        sent_at: a.handed_off_at.map(rfc3339_ms),
-    }
 }

@@ -16,6 +16,7 @@ mod sandbox;
 mod serve;
 mod token;
 mod user;
+mod webhook;
 mod workspace;
 
 use std::path::PathBuf;
@@ -74,6 +75,9 @@ pub enum Command {
     Token(TokenCmd),
     #[command(subcommand)]
     Sandbox(SandboxCmd),
+    /// Status webhooks to your endpoints (Standard Webhooks signatures).
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
     #[command(subcommand)]
     Config(ConfigCmd),
     /// Copy the database to FILE (consistent, while serve runs).
@@ -124,6 +128,43 @@ pub enum TokenCmd {
         id: String,
     },
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCmd {
+    /// Add an endpoint; prints its signing secret, the only time it is shown.
+    Add {
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        url: String,
+        /// Comma-separated event types (default: all).
+        #[arg(long)]
+        events: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    Remove {
+        id: String,
+    },
+    /// A new secret; the old one also signs for 24 hours.
+    RotateSecret {
+        id: String,
+    },
+    /// Recent deliveries of an endpoint.
+    Deliveries {
+        id: String,
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Queue a delivery's event again (same webhook-id).
+    Redeliver {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,6 +300,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Account(cmd) => account::run(&Context::open(&global)?, cmd)?,
         Command::Token(cmd) => token::run(&Context::open(&global)?, cmd)?,
         Command::Sandbox(cmd) => sandbox::run(&Context::open(&global)?, cmd)?,
+        Command::Webhook(cmd) => webhook::run(&Context::open(&global)?, cmd)?,
         Command::Backup { file } => maintenance::backup(&Context::open(&global)?, &file)?,
         Command::Prune { older_than } => maintenance::prune(&Context::open(&global)?, &older_than)?,
     };

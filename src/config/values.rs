@@ -64,6 +64,29 @@ pub(super) fn duration(key: &str, v: &Value) -> Result<Duration, ConfigError> {
     })
 }
 
+/// An array of durations, or one comma-separated string of them
+/// (`WHATAN_WEBHOOKS_RETRY_SCHEDULE=5ms,10ms`); at least one.
+pub(super) fn duration_list(key: &str, v: &Value) -> Result<Vec<Duration>, ConfigError> {
+    let items: Vec<Value> = match v {
+        Value::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Value::String(s.to_string()))
+            .collect(),
+        Value::Array(items) => items.clone(),
+        _ => {
+            return Err(ConfigError(format!(
+                "{key}: expected an array of durations"
+            )))
+        }
+    };
+    if items.is_empty() {
+        return Err(ConfigError(format!("{key}: needs at least one duration")));
+    }
+    items.iter().map(|item| duration(key, item)).collect()
+}
+
 pub(super) fn socket_addr(key: &str, v: &Value) -> Result<SocketAddr, ConfigError> {
     let s = as_str(key, v)?;
     s.parse().map_err(|_| {

@@ -37,6 +37,7 @@
 //! types.
 
 mod fetch;
+mod post;
 mod ranges;
 mod resolve;
 mod syntax;

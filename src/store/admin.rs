@@ -326,6 +326,10 @@ pub fn set_account_status_at(
     detail: Option<&str>,
     now: i64,
 ) -> Result<Account, StoreError> {
+    let before: Option<AccountStatus> = conn
+        .prepare_cached("SELECT status FROM accounts WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
     conn.prepare_cached(
         "UPDATE accounts SET status = ?2, status_detail = ?3,
              status_changed_at = CASE WHEN status = ?2 THEN status_changed_at ELSE ?4 END,
@@ -334,7 +338,37 @@ pub fn set_account_status_at(
          WHERE id = ?1 AND (held_by_operator = 0 OR ?2 IN ('logged_out', 'banned'))",
     )?
     .execute(params![id, status.as_str(), detail, now])?;
-    get_account(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("unknown account {id}")))
+    let account = get_account(conn, id)?
+        .ok_or_else(|| StoreError::NotFound(format!("unknown account {id}")))?;
+    if before != Some(account.status) {
+        emit_account_state(conn, &account, now)?;
+    }
+    Ok(account)
+}
+
+/// `account.<state>` for an account that just entered a state webhooks
+/// report (`connecting` is not one), in the same transaction.
+fn emit_account_state(conn: &Connection, account: &Account, now: i64) -> Result<(), StoreError> {
+    let event = match account.status {
+        AccountStatus::Connected => "account.connected",
+        AccountStatus::Disconnected => "account.disconnected",
+        AccountStatus::LoggedOut => "account.logged_out",
+        AccountStatus::Banned => "account.banned",
+        AccountStatus::Connecting => return Ok(()),
+    };
+    if !super::webhooks::any_enabled(conn)? {
+        return Ok(());
+    }
+    let data = serde_json::json!({
+        "accountId": account.id,
+        "phone": account.phone,
+        "driver": account.driver.as_str(),
+        "status": account.status.as_str(),
+        "statusDetail": account.status_detail,
+        "workspaceId": account.workspace,
+    });
+    super::webhooks::emit(conn, &account.workspace, event, data, now)?;
+    Ok(())
 }
 
 /// `account disconnect`: mark the account offline and hold it there until

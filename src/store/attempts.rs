@@ -3,9 +3,10 @@
 //! the pacer's claim / result / receipt transitions.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
 
 use super::{is_unique_violation, StoreError};
-use crate::clock::utc_day;
+use crate::clock::{rfc3339_ms, utc_day};
 use crate::domain::{AccountStatus, AttemptStatus, SenderMode};
 
 #[derive(Debug, Clone)]
@@ -34,6 +35,56 @@ pub struct AttemptRow {
     pub handed_off_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// The page's status body, with whatan's added fields.
+#[derive(Serialize)]
+pub struct StatusBody<'a> {
+    #[serde(rename = "sendAttemptId")]
+    send_attempt_id: &'a str,
+    status: &'a str,
+    #[serde(rename = "messageId")]
+    message_id: Option<&'a str>,
+    #[serde(rename = "remoteJid")]
+    remote_jid: Option<&'a str>,
+    #[serde(rename = "errorCode")]
+    error_code: Option<&'a str>,
+    #[serde(rename = "errorMessage")]
+    error_message: Option<&'a str>,
+    #[serde(rename = "createdAt")]
+    created_at: String,
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+    // Additions to the page's body (the contract allows added fields).
+    from: &'a str,
+    to: &'a str,
+    #[serde(rename = "type")]
+    type_name: &'a str,
+    /// When whatan last handed the message to WhatsApp.
+    #[serde(rename = "sentAt")]
+    sent_at: Option<String>,
+}
+
+impl AttemptRow {
+    /// The body of `GET /api/v1/messages/{id}`: what the status endpoint,
+    /// the MCP tools and `message.*` webhook events show of an attempt.
+    pub fn status_body(&self) -> StatusBody<'_> {
+        let a = self;
+        StatusBody {
+            send_attempt_id: &a.id,
+            status: a.status.as_str(),
+            message_id: a.message_id.as_deref(),
+            remote_jid: a.remote_jid.as_deref(),
+            error_code: a.error_code.as_deref(),
+            error_message: a.error_message.as_deref(),
+            created_at: rfc3339_ms(a.created_at),
+            updated_at: rfc3339_ms(a.updated_at),
+            from: &a.from_phone,
+            to: &a.to_phone,
+            type_name: &a.type_name,
+            sent_at: a.handed_off_at.map(rfc3339_ms),
+        }
+    }
 }
 
 pub(super) const ATTEMPT_COLUMNS: &str = "seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, remote_jid, error_code, error_message, tries, created_at, updated_at, handoff_unsent, handed_off_at";
@@ -315,7 +366,45 @@ pub fn transition(
             statement.execute(all.as_slice())?
         }
     };
+    if changed > 0 && super::webhooks::any_enabled(conn)? {
+        let attempt = match key {
+            AttemptKey::Id(id) => get_attempt(conn, id)?,
+            AttemptKey::AccountMessage {
+                account_id,
+                message_id,
+            } => conn
+                .prepare_cached(&format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM send_attempts
+                     WHERE message_id = ?1 AND account_id = ?2"
+                ))?
+                .query_row([message_id, account_id], attempt_from_row)
+                .optional()?,
+        };
+        if let Some(attempt) = attempt {
+            emit_status(conn, &attempt, now)?;
+        }
+    }
     Ok(changed > 0)
+}
+
+/// `message.<status>` for an attempt that just reached a status webhooks
+/// report, in the same transaction: the status body plus `workspaceId`.
+pub fn emit_status(conn: &Connection, attempt: &AttemptRow, now: i64) -> Result<(), StoreError> {
+    let event = match attempt.status {
+        AttemptStatus::Accepted => "message.accepted",
+        AttemptStatus::Delivered => "message.delivered",
+        AttemptStatus::Read => "message.read",
+        AttemptStatus::Failed => "message.failed",
+        AttemptStatus::Queued | AttemptStatus::Sending => return Ok(()),
+    };
+    if !super::webhooks::any_enabled(conn)? {
+        return Ok(());
+    }
+    let mut data = serde_json::to_value(attempt.status_body())
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    data["workspaceId"] = attempt.workspace_id.clone().into();
+    super::webhooks::emit(conn, &attempt.workspace_id, event, data, now)?;
+    Ok(())
 }
 
 /// Fail every pending attempt of an account (offline past the grace period).
@@ -326,12 +415,22 @@ pub fn fail_pending_of_account(
     message: &str,
     now: i64,
 ) -> Result<usize, StoreError> {
-    Ok(conn
+    let failed: Vec<String> = conn
         .prepare_cached(
             "UPDATE send_attempts SET status = 'failed', error_code = ?2, error_message = ?3, updated_at = ?4
-             WHERE account_id = ?1 AND status IN ('queued', 'sending')",
+             WHERE account_id = ?1 AND status IN ('queued', 'sending')
+             RETURNING id",
         )?
-        .execute(params![account_id, code, message, now])?)
+        .query_map(params![account_id, code, message, now], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if super::webhooks::any_enabled(conn)? {
+        for id in &failed {
+            if let Some(attempt) = get_attempt(conn, id)? {
+                emit_status(conn, &attempt, now)?;
+            }
+        }
+    }
+    Ok(failed.len())
 }
 
 #[cfg(test)]

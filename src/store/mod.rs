@@ -17,6 +17,7 @@ pub mod lock;
 pub mod outbox;
 pub mod retention;
 mod types;
+pub mod webhooks;
 mod writer;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

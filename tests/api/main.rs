@@ -3,6 +3,9 @@
 
 mod helpers;
 #[allow(dead_code)]
+#[path = "../support/receiver.rs"]
+mod receiver;
+#[allow(dead_code)]
 #[path = "../support/tls_server.rs"]
 mod tls_server;
 
@@ -20,3 +23,4 @@ mod openapi;
 mod reads;
 mod retention;
 mod sending;
+mod webhooks_out;

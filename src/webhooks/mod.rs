@@ -1,0 +1,284 @@
+//! Status webhooks out (`../shared/spec/webhooks.md`): the dispatcher that
+//! sends the deliveries `store::webhooks` wrote, signed the Standard
+//! Webhooks way ([`sign`]).
+//!
+//! Architecture invariant: the dispatcher never writes an event; events are
+//! written only with the change that causes them. It runs beside the Send
+//! API on its own tasks, at most `max_in_flight_per_endpoint` requests per
+//! endpoint, so a slow endpoint's backlog never holds up sends or other
+//! endpoints. Delivery is at least once: a try that was in flight when the
+//! process died is made again after restart, with the same `webhook-id`.
+
+pub mod manage;
+pub mod sign;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rand::Rng;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::media::{MediaConfig, MediaGuard};
+use crate::store::webhooks::{self as events, Due, Target, TryOutcome};
+use crate::store::Store;
+
+/// `[webhooks]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhooksConfig {
+    /// Networks endpoints may be in besides public addresses; plain `http`
+    /// is accepted only inside them.
+    pub allow_networks: Vec<IpNet>,
+    /// A 2xx within this is success.
+    pub timeout: Duration,
+    /// Waits between tries, jittered by ±10%; then the delivery fails.
+    pub retry_schedule: Vec<Duration>,
+    /// A failing streak this long disables the endpoint.
+    pub disable_after: Duration,
+    pub max_in_flight_per_endpoint: usize,
+    /// How often due deliveries are looked for.
+    pub poll_interval: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        let m = |minutes: u64| Duration::from_secs(minutes * 60);
+        WebhooksConfig {
+            allow_networks: Vec::new(),
+            timeout: Duration::from_secs(10),
+            retry_schedule: vec![
+                Duration::from_secs(5),
+                m(5),
+                m(30),
+                m(120),
+                m(300),
+                m(600),
+                m(600),
+            ],
+            disable_after: Duration::from_secs(5 * 86_400),
+            max_in_flight_per_endpoint: 4,
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The URL guard for endpoints: the media rules with the operator's
+/// `allow_networks` admitted, and the media resolve table and CA file.
+pub fn url_guard(media: &MediaConfig, config: &WebhooksConfig) -> Result<MediaGuard, String> {
+    let mut allow = config.allow_networks.clone();
+    allow.extend(media.unsafe_allow_networks_for_testing.iter().copied());
+    MediaGuard::new(MediaConfig {
+        unsafe_allow_networks_for_testing: allow,
+        fetch_timeout: config.timeout,
+        ..media.clone()
+    })
+    .map_err(|e| format!("webhooks: {e}"))
+}
+
+/// When try number `tries` (1-based) failed, the next one is due after the
+/// schedule's `tries`-th wait, jittered by ±10%; `None` once it is spent.
+pub fn next_wait(schedule: &[Duration], tries: usize, jitter: f64) -> Option<Duration> {
+    let wait = schedule.get(tries.checked_sub(1)?)?;
+    Some(wait.mul_f64(1.0 + jitter.clamp(-0.1, 0.1)))
+}
+
+/// Sends due deliveries until `shutdown` resolves.
+pub struct Dispatcher {
+    store: Store,
+    guard: MediaGuard,
+    config: WebhooksConfig,
+    clock: Clock,
+    /// Deliveries in flight, by endpoint.
+    in_flight: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    /// Woken when a try ends, so a freed slot is used at once.
+    freed: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, guard: MediaGuard, config: WebhooksConfig, clock: Clock) -> Self {
+        Dispatcher {
+            store,
+            guard,
+            config,
+            clock,
+            in_flight: Arc::default(),
+            freed: Arc::default(),
+        }
+    }
+
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.dispatch_due().await {
+                tracing::warn!(error = %e, "webhook dispatcher cannot read due deliveries");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.freed.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Start what is due, within each endpoint's free slots.
+    async fn dispatch_due(&self) -> Result<(), crate::store::StoreError> {
+        let now = self.clock.now_ms();
+        let targets = self
+            .store
+            .read(move |c| events::targets_due(c, now))
+            .await?;
+        for target in targets {
+            let busy: HashSet<String> = self
+                .in_flight
+                .lock()
+                .unwrap()
+                .get(&target.id)
+                .cloned()
+                .unwrap_or_default();
+            let free = self
+                .config
+                .max_in_flight_per_endpoint
+                .saturating_sub(busy.len());
+            if free == 0 {
+                continue;
+            }
+            let endpoint = target.id.clone();
+            let want = free + busy.len();
+            let due = self
+                .store
+                .read(move |c| events::due(c, &endpoint, now, want))
+                .await?;
+            let target = Arc::new(target);
+            for delivery in due.into_iter().filter(|d| !busy.contains(&d.id)).take(free) {
+                self.in_flight
+                    .lock()
+                    .unwrap()
+                    .entry(target.id.clone())
+                    .or_default()
+                    .insert(delivery.id.clone());
+                tokio::spawn(self.try_once(target.clone(), delivery));
+            }
+        }
+        Ok(())
+    }
+
+    /// One try of one delivery, recorded; the slot is freed whatever happens.
+    fn try_once(
+        &self,
+        target: Arc<Target>,
+        delivery: Due,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let guard = self.guard.clone();
+        let config = self.config.clone();
+        let clock = self.clock.clone();
+        let in_flight = self.in_flight.clone();
+        let freed = self.freed.clone();
+        async move {
+            let outcome = send(&guard, &config, &clock, &target, &delivery).await;
+            let now = clock.now_ms();
+            let (id, endpoint) = (delivery.id.clone(), target.id.clone());
+            let disable_after = config.disable_after.as_millis() as i64;
+            let recorded = store
+                .write(move |c| events::record_try(c, &id, &endpoint, &outcome, disable_after, now))
+                .await;
+            match recorded {
+                Ok(true) => tracing::warn!(
+                    endpoint = %target.id,
+                    "webhook endpoint disabled: every delivery failed for {}; \
+                     `whatan webhook add` of the same URL enables it again",
+                    crate::config::format_duration(config.disable_after)
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot record a webhook delivery try"),
+            }
+            if let Some(set) = in_flight.lock().unwrap().get_mut(&target.id) {
+                set.remove(&delivery.id);
+            }
+            freed.notify_one();
+        }
+    }
+}
+
+/// Sign and POST one delivery; what happened, with the next try's time.
+async fn send(
+    guard: &MediaGuard,
+    config: &WebhooksConfig,
+    clock: &Clock,
+    target: &Target,
+    delivery: &Due,
+) -> TryOutcome {
+    let timestamp = clock.now_ms().div_euclid(1000);
+    let signature = target
+        .keys
+        .iter()
+        .map(|k| k.sign(&delivery.event_id, timestamp, delivery.body.as_bytes()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let headers = [
+        ("webhook-id", delivery.event_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signature),
+    ];
+    let result = match guard.validate_webhook(&target.url).await {
+        Ok(validated) => {
+            guard
+                .post_pinned(
+                    &validated,
+                    &headers,
+                    delivery.body.clone().into_bytes(),
+                    config.timeout,
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let (status_code, error) = match result {
+        Ok(code) if (200..300).contains(&code) => {
+            return TryOutcome::Delivered { status_code: code }
+        }
+        Ok(code) => (Some(code), format!("the endpoint answered HTTP {code}")),
+        Err(e) => (None, e.to_string()),
+    };
+    let tries = delivery.attempts as usize + 1;
+    let jitter = rand::thread_rng().gen_range(-0.1..=0.1);
+    let next_at = next_wait(&config.retry_schedule, tries, jitter)
+        .map(|wait| clock.now_ms() + wait.as_millis() as i64);
+    TryOutcome::Failed {
+        status_code,
+        error,
+        next_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_followed_with_jitter_then_spent() {
+        let s = |n: u64| Duration::from_secs(n);
+        let schedule = [s(5), s(300)];
+        assert_eq!(next_wait(&schedule, 1, 0.0), Some(s(5)));
+        assert_eq!(
+            next_wait(&schedule, 1, 0.1),
+            Some(Duration::from_millis(5500))
+        );
+        assert_eq!(next_wait(&schedule, 2, -0.1), Some(s(270)));
+        // Jitter never exceeds ±10%, whatever the caller passes.
+        assert_eq!(next_wait(&schedule, 2, 5.0), Some(s(330)));
+        assert_eq!(next_wait(&schedule, 3, 0.0), None);
+        assert_eq!(next_wait(&schedule, 0, 0.0), None);
+    }
+
+    #[test]
+    fn the_default_schedule_is_the_specs() {
+        let d = WebhooksConfig::default();
+        let secs: Vec<u64> = d.retry_schedule.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [5, 300, 1800, 7200, 18000, 36000, 36000]);
+        assert_eq!(d.timeout, Duration::from_secs(10));
+        assert_eq!(d.disable_after, Duration::from_secs(432_000));
+    }
+}
