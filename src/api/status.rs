@@ -12,6 +12,7 @@ use crate::clock::rfc3339_ms;
 use crate::domain::SenderMode;
 use crate::store::admin::Principal;
 use crate::store::attempts::{self, AttemptRow};
+use crate::store::listing::Readable;
 
 /// The page's status body, with whatan's added fields.
 #[derive(Serialize)]
@@ -74,6 +75,18 @@ pub(crate) fn visible(principal: &Principal, attempt: &AttemptRow) -> bool {
         && attempt.mode == SenderMode::Workspace
         && attempt.workspace_id == principal.workspace_id;
     own || workspace_view
+}
+
+/// The same rule as a listing's scope (`GET /api/v1/messages`, the MCP
+/// tool `list_recent_messages`).
+pub(crate) fn readable(principal: &Principal) -> Readable<'_> {
+    Readable {
+        user_id: &principal.user_id,
+        workspace_view: principal
+            .role
+            .may_choose_sender()
+            .then_some(principal.workspace_id.as_str()),
+    }
 }
 
 pub(crate) fn view(a: &AttemptRow) -> StatusResponse<'_> {
