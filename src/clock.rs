@@ -1,6 +1,7 @@
 //! Wall-clock time as the store keeps it: integer milliseconds since the Unix
 //! epoch, UTC. Formatting lives here so every timestamp on the wire has the
-//! same shape (`2026-05-14T10:00:04.000Z`).
+//! same shape (`2026-05-14T10:00:04.000Z`), and so does reading one back
+//! ([`parse_rfc3339_ms`], for the listing's `since` and `until`).
 //!
 //! [`Clock`] is the one source of business time (the UTC day of the daily
 //! limit, pacing gaps, the offline grace) for the API, the engine and what
@@ -182,6 +183,93 @@ pub fn rfc3339_ms(ms: i64) -> String {
     )
 }
 
+/// An RFC 3339 date-time (`2026-05-14T10:00:04Z`, `2026-05-14t15:30:04.5+05:30`)
+/// as milliseconds since the epoch; `None` for anything else. Exactly the
+/// grammar's `date-time`: four-digit year, two-digit fields, a real calendar
+/// date, `T` (or `t`), an optional fraction (read to the millisecond,
+/// further digits truncated), and `Z` or a `+hh:mm` / `-hh:mm` offset. A
+/// leap second (`:60`) is read as the next second.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        b.get(range)?.iter().try_fold(0i64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(i, c)| b.get(i) != Some(&c))
+        || !matches!(b.get(10), Some(b'T' | b't'))
+    {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || !(1..=days_in_month(year, month)).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let digits = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        for (d, scale) in fraction.iter().zip([100, 10, 1]).take(digits) {
+            millis += i64::from(d - b'0') * scale;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (two_digits(*h1, *h2)?, two_digits(*m1, *m2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
+}
+
+fn two_digits(tens: u8, ones: u8) -> Option<i64> {
+    (tens.is_ascii_digit() && ones.is_ascii_digit())
+        .then(|| i64::from(tens - b'0') * 10 + i64::from(ones - b'0'))
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// A proleptic Gregorian date to days since the epoch (Howard Hinnant's
+/// `days_from_civil`, the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since the epoch to a proleptic Gregorian date (Howard Hinnant's
 /// `civil_from_days`), so no date crate is needed for one format.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -223,6 +311,48 @@ mod tests {
         assert_eq!(rfc3339_ms(1_778_752_804_000), "2026-05-14T10:00:04.000Z");
         assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn parses_rfc3339_date_times_back_to_the_millisecond() {
+        for ms in [0, 1_778_752_804_000, 951_782_400_123, 4_102_444_799_999, -1] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms), "{ms}");
+        }
+        let parse = parse_rfc3339_ms;
+        assert_eq!(parse("2026-05-14T10:00:04Z"), Some(1_778_752_804_000));
+        assert_eq!(
+            parse("2026-05-14t15:30:04.5+05:30"),
+            Some(1_778_752_804_500)
+        );
+        assert_eq!(
+            parse("2026-05-14T05:00:04.123456-05:00"),
+            Some(1_778_752_804_123)
+        );
+        assert_eq!(parse("2026-05-14T10:00:04z"), Some(1_778_752_804_000));
+        assert_eq!(parse("2016-12-31T23:59:60Z"), Some(1_483_228_800_000));
+        assert_eq!(parse("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        for bad in [
+            "",
+            "2026-05-14",
+            "2026-05-14T10:00:04",
+            "2026-05-14 10:00:04Z",
+            "2026-5-14T10:00:04Z",
+            "2026-02-29T10:00:04Z",
+            "1900-02-29T10:00:04Z",
+            "2026-13-01T10:00:04Z",
+            "2026-04-31T10:00:04Z",
+            "2026-05-14T24:00:00Z",
+            "2026-05-14T10:60:00Z",
+            "2026-05-14T10:00:04.Z",
+            "2026-05-14T10:00:04+0530",
+            "2026-05-14T10:00:04+24:00",
+            "2026-05-14T10:00:04Zjunk",
+            "+2026-05-14T10:00:04Z",
+            "2026-05-14T10:00:04\u{e9}",
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

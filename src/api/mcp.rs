@@ -320,14 +320,11 @@ async fn list_recent_messages(caller: &Caller, args: &JsonObject) -> Result<Valu
         .state
         .store
         .read(move |c| {
-            let who = listing::Readable {
-                user_id: &p.user_id,
-                workspace_view: p
-                    .role
-                    .may_choose_sender()
-                    .then_some(p.workspace_id.as_str()),
+            let filter = listing::AttemptFilter {
+                status,
+                ..Default::default()
             };
-            listing::recent_attempts(c, &who, status, limit)
+            listing::recent_attempts(c, &status::readable(&p), &filter, limit)
         })
         .await?;
     let messages = rows

@@ -5,6 +5,8 @@
 //! queued attempt and the delivery engine is woken.
 
 mod auth;
+mod cancel;
+mod list;
 pub mod mcp;
 mod metrics;
 pub mod observe;
@@ -39,7 +41,9 @@ use crate::store::{Store, StoreError};
 /// `/metrics`, ...) goes into `handle`, here and into `openapi.json`.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/messages/send"),
+    ("GET", "/api/v1/messages"),
     ("GET", "/api/v1/messages/{sendAttemptId}"),
+    ("POST", "/api/v1/messages/{sendAttemptId}/cancel"),
     ("GET", "/healthz"),
     ("HEAD", "/healthz"),
     ("GET", "/readyz"),
@@ -124,6 +128,13 @@ impl ApiError {
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// `invalid_request` about one field, header or query parameter.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::invalid(message);
+        e.field = Some(field.to_string());
+        e
     }
 
     pub fn not_found() -> ApiError {
@@ -250,7 +261,9 @@ enum Route<'a> {
     Mcp,
     Webhooks(webhook_endpoints::WebhookRoute<'a>),
     Send,
+    List,
     Status { id: &'a str },
+    Cancel { id: &'a str },
     CloudWebhook { account_id: &'a str },
     Unknown,
 }
@@ -264,14 +277,19 @@ impl<'a> Route<'a> {
             OPENAPI_PATH => return Route::OpenApi,
             MCP_PATH => return Route::Mcp,
             "/api/v1/messages/send" => return Route::Send,
+            "/api/v1/messages" => return Route::List,
             _ => {}
         }
         if let Some(route) = webhook_endpoints::WebhookRoute::parse(path) {
             return Route::Webhooks(route);
         }
-        if let Some(id) = path.strip_prefix("/api/v1/messages/") {
-            if !id.is_empty() && !id.contains('/') {
-                return Route::Status { id };
+        if let Some(rest) = path.strip_prefix("/api/v1/messages/") {
+            let one_segment = |id: &str| !id.is_empty() && !id.contains('/');
+            if let Some(id) = rest.strip_suffix("/cancel").filter(|id| one_segment(id)) {
+                return Route::Cancel { id };
+            }
+            if one_segment(rest) {
+                return Route::Status { id: rest };
             }
         }
         if let Some(account_id) = path.strip_prefix(webhooks::PATH_PREFIX) {
@@ -289,7 +307,9 @@ impl<'a> Route<'a> {
             Route::Mcp => MCP_PATH,
             Route::Webhooks(route) => route.template(),
             Route::Send => "/api/v1/messages/send",
+            Route::List => "/api/v1/messages",
             Route::Status { .. } => "/api/v1/messages/{id}",
+            Route::Cancel { .. } => "/api/v1/messages/{id}/cancel",
             Route::CloudWebhook { .. } => "/webhooks/cloud/{accountId}",
             Route::Unknown => "unmatched",
         }
@@ -391,9 +411,17 @@ async fn route_request(
             Method::POST => send::handle(state, req).await,
             _ => Err(method_not_allowed("POST")),
         },
+        Route::List => match method {
+            Method::GET => list::handle(state, req).await,
+            _ => Err(method_not_allowed("GET")),
+        },
         Route::Status { id } => match method {
             Method::GET => status::handle(state, req, id).await,
             _ => Err(method_not_allowed("GET")),
+        },
+        Route::Cancel { id } => match method {
+            Method::POST => cancel::handle(state, req, id).await,
+            _ => Err(method_not_allowed("POST")),
         },
         Route::CloudWebhook { account_id } => match method {
             Method::GET | Method::POST => webhooks::handle(state, req, account_id).await,
@@ -440,9 +468,17 @@ mod tests {
                 "/api/v1/messages/01a23e42-9665-7d00-9c29-1a655f69191b",
                 "/api/v1/messages/{id}",
             ),
+            ("/api/v1/messages", "/api/v1/messages"),
+            (
+                "/api/v1/messages/01a23e42-9665-7d00-9c29-1a655f69191b/cancel",
+                "/api/v1/messages/{id}/cancel",
+            ),
             ("/webhooks/cloud/acc_123", "/webhooks/cloud/{accountId}"),
             ("/api/v1/messages/", "unmatched"),
             ("/api/v1/messages/a/b", "unmatched"),
+            ("/api/v1/messages//cancel", "unmatched"),
+            ("/api/v1/messages/a/b/cancel", "unmatched"),
+            ("/api/v1/messages/a/cancel/x", "unmatched"),
             ("/secret-looking/path", "unmatched"),
         ];
         for (path, template) in cases {

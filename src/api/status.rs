@@ -10,6 +10,7 @@ use super::{auth, json_response, ApiError, AppState, Body};
 use crate::domain::SenderMode;
 use crate::store::admin::Principal;
 use crate::store::attempts::{self, AttemptRow};
+use crate::store::listing::Readable;
 
 pub async fn handle(
     state: &AppState,
@@ -44,4 +45,16 @@ pub(crate) fn visible(principal: &Principal, attempt: &AttemptRow) -> bool {
         && attempt.mode == SenderMode::Workspace
         && attempt.workspace_id == principal.workspace_id;
     own || workspace_view
+}
+
+/// The same rule as a listing's scope (`GET /api/v1/messages`, the MCP
+/// tool `list_recent_messages`).
+pub(crate) fn readable(principal: &Principal) -> Readable<'_> {
+    Readable {
+        user_id: &principal.user_id,
+        workspace_view: principal
+            .role
+            .may_choose_sender()
+            .then_some(principal.workspace_id.as_str()),
+    }
 }

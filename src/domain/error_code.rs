@@ -27,10 +27,13 @@ pub enum ErrorCode {
     RecipientNotFound,
     /// Reported on a failed attempt, never as an HTTP answer.
     SendFailed,
+    /// Reported on an attempt its sender cancelled before the hand-off
+    /// (`POST /api/v1/messages/{id}/cancel`), never as an HTTP answer.
+    Cancelled,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::InvalidPhoneNumber,
@@ -48,6 +51,7 @@ impl ErrorCode {
         ErrorCode::ServiceUnavailable,
         ErrorCode::RecipientNotFound,
         ErrorCode::SendFailed,
+        ErrorCode::Cancelled,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -69,6 +73,7 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "service_unavailable",
             ErrorCode::RecipientNotFound => "recipient_not_found",
             ErrorCode::SendFailed => "send_failed",
+            ErrorCode::Cancelled => "cancelled",
         }
     }
 
@@ -97,7 +102,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::InternalError => 500,
             ErrorCode::ServiceUnavailable => 503,
-            ErrorCode::RecipientNotFound | ErrorCode::SendFailed => return None,
+            ErrorCode::RecipientNotFound | ErrorCode::SendFailed | ErrorCode::Cancelled => {
+                return None
+            }
         })
     }
 }

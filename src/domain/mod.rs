@@ -218,6 +218,7 @@ pub mod error_codes {
     pub const WHATSAPP_NOT_CONNECTED: &str = ErrorCode::WhatsappNotConnected.as_str();
     pub const SEND_FAILED: &str = ErrorCode::SendFailed.as_str();
     pub const INVALID_MEDIA_URL: &str = ErrorCode::InvalidMediaUrl.as_str();
+    pub const CANCELLED: &str = ErrorCode::Cancelled.as_str();
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Send attempts: the enqueue transaction (idempotency claim, connection
-//! check, daily counter and insert in one atomic write), status reads, and
-//! the pacer's claim / result / receipt transitions.
+//! check, daily counter and insert in one atomic write), status reads, the
+//! pacer's claim / result / receipt transitions, and the sender's cancel.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{is_unique_violation, StoreError};
 use crate::clock::{rfc3339_ms, utc_day};
+use crate::domain::error_codes::CANCELLED;
 use crate::domain::{AccountStatus, AttemptStatus, SenderMode};
 
 #[derive(Debug, Clone)]
@@ -407,6 +408,44 @@ pub fn emit_status(conn: &Connection, attempt: &AttemptRow, now: i64) -> Result<
     Ok(())
 }
 
+/// What a cancel did; each variant carries the attempt as it now is.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// It was `queued`: now `failed` with `errorCode` `cancelled`.
+    Cancelled(AttemptRow),
+    /// It was already claimed for a hand-off (`sending`) or later.
+    NotCancellable(AttemptRow),
+    NotFound,
+}
+
+/// Shown as the `errorMessage` of a cancelled attempt.
+pub const CANCELLED_MESSAGE: &str = "cancelled by the sender before it was handed to WhatsApp";
+
+/// Cancel a send that has not been handed off: `queued` becomes `failed`
+/// (`cancelled`). Every state change of a cancel happens here, in the
+/// caller's one write job. The single writer orders it against the
+/// pacer's [`claim`], which takes only `queued` or `sending` rows: either
+/// the claim committed first (the attempt is `sending`, the cancel is
+/// refused) or the cancel did (the claim finds nothing and the driver is
+/// never called). The daily counter is left as it is: the send was accepted.
+pub fn cancel(conn: &Connection, attempt_id: &str, now: i64) -> Result<CancelOutcome, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE send_attempts SET status = 'failed', error_code = ?2, error_message = ?3, updated_at = ?4
+             WHERE id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![attempt_id, CANCELLED, CANCELLED_MESSAGE, now])?;
+    let attempt = get_attempt(conn, attempt_id)?;
+    if let (Some(attempt), true) = (&attempt, changed > 0) {
+        emit_status(conn, attempt, now)?;
+    }
+    Ok(match attempt {
+        None => CancelOutcome::NotFound,
+        Some(attempt) if changed > 0 => CancelOutcome::Cancelled(attempt),
+        Some(attempt) => CancelOutcome::NotCancellable(attempt),
+    })
+}
+
 /// Fail every pending attempt of an account (offline past the grace period).
 pub fn fail_pending_of_account(
     conn: &Connection,
@@ -517,6 +556,45 @@ mod tests {
         assert_eq!(a.status, AttemptStatus::Accepted);
         assert_eq!(a.error_code, None);
         assert_eq!(status(&conn, attempt_b), AttemptStatus::Failed);
+    }
+
+    #[test]
+    fn only_a_queued_attempt_can_be_cancelled_and_a_cancelled_one_is_never_claimed() {
+        let (conn, made) = two_accounts_sharing_a_message_id("3EB0SAME");
+        // Both attempts are `sending`: claimed, so no longer cancellable.
+        let (account, claimed) = &made[0];
+        assert!(matches!(
+            cancel(&conn, claimed, 5).unwrap(),
+            CancelOutcome::NotCancellable(a) if a.status == AttemptStatus::Sending
+        ));
+        assert!(matches!(
+            cancel(&conn, "nope", 5).unwrap(),
+            CancelOutcome::NotFound
+        ));
+
+        conn.execute(
+            "INSERT INTO send_attempts (id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, created_at, updated_at)
+             SELECT 'queued-one', workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, 'queued', 3, 3
+             FROM send_attempts WHERE id = ?1",
+            [claimed],
+        )
+        .unwrap();
+        let CancelOutcome::Cancelled(a) = cancel(&conn, "queued-one", 7).unwrap() else {
+            panic!("a queued attempt is cancellable");
+        };
+        assert_eq!(a.status, AttemptStatus::Failed);
+        assert_eq!(a.error_code.as_deref(), Some("cancelled"));
+        assert_eq!(a.error_message.as_deref(), Some(CANCELLED_MESSAGE));
+        assert_eq!(a.updated_at, 7);
+        // Cancelling twice changes nothing; the pacer's claim finds nothing.
+        assert!(matches!(
+            cancel(&conn, "queued-one", 8).unwrap(),
+            CancelOutcome::NotCancellable(a) if a.updated_at == 7
+        ));
+        assert!(claim(&conn, "queued-one", account, "MSG", 0, 9)
+            .unwrap()
+            .is_none());
+        assert_eq!(status(&conn, "queued-one"), AttemptStatus::Failed);
     }
 
     #[test]

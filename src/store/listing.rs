@@ -1,5 +1,5 @@
-//! Reads that list what a token may see: its recent sends and the accounts
-//! it may send from. Each is a bounded index range, never a table scan.
+//! Reads that list what a token may see: its sends and the accounts it may
+//! send from. Each is a bounded index range, never a table scan.
 
 use rusqlite::{params, Connection};
 
@@ -17,40 +17,83 @@ pub struct Readable<'a> {
     pub workspace_view: Option<&'a str>,
 }
 
-/// The newest `limit` attempts `who` may read, newest first, optionally of
-/// one status. Two index ranges (`send_attempts_by_user`,
-/// `send_attempts_by_workspace`), each at most `limit` rows, merged.
+/// What narrows a listing; the default lists everything readable. Every
+/// field is a condition on the index walk, never a reason to leave it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttemptFilter<'a> {
+    pub status: Option<AttemptStatus>,
+    pub account_id: Option<&'a str>,
+    /// The sender's number, E.164.
+    pub from_phone: Option<&'a str>,
+    /// `created_at >= created_since` (milliseconds).
+    pub created_since: Option<i64>,
+    /// `created_at < created_until` (milliseconds).
+    pub created_until: Option<i64>,
+    /// Only attempts older in queue order than this `seq`: the page cursor.
+    pub before_seq: Option<i64>,
+}
+
+/// The newest `limit` attempts `who` may read that match `filter`, newest
+/// (highest `seq`) first. Two index ranges (`send_attempts_by_user`,
+/// `send_attempts_by_workspace`), each walked backwards from the cursor
+/// and stopped after `limit` matches, then merged: a page costs the same
+/// however many attempts are older than it. Filters are checked on the walk,
+/// so a filter that matches rarely walks further before it finds `limit`.
 pub fn recent_attempts(
     conn: &Connection,
     who: &Readable<'_>,
-    status: Option<AttemptStatus>,
+    filter: &AttemptFilter<'_>,
     limit: usize,
 ) -> Result<Vec<AttemptRow>, StoreError> {
     let limit = limit as i64;
-    let mut rows: Vec<AttemptRow> = conn
-        .prepare_cached(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM send_attempts
-             WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2)
-             ORDER BY seq DESC LIMIT ?3"
-        ))?
-        .query_map(params![who.user_id, status, limit], attempt_from_row)?
-        .collect::<Result<_, _>>()?;
+    let range = |(index, whose): (&str, &str), key: &str| -> Result<Vec<AttemptRow>, StoreError> {
+        let rows = conn
+            .prepare_cached(&range_sql(index, whose))?
+            .query_map(
+                params![
+                    key,
+                    filter.before_seq.unwrap_or(i64::MAX),
+                    filter.status,
+                    filter.account_id,
+                    filter.from_phone,
+                    filter.created_since,
+                    filter.created_until,
+                    limit
+                ],
+                attempt_from_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    };
+    let mut rows = range(BY_USER, who.user_id)?;
     if let Some(workspace) = who.workspace_view {
-        let theirs = conn
-            .prepare_cached(&format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM send_attempts
-                 WHERE workspace_id = ?1 AND mode = 'workspace' AND (?2 IS NULL OR status = ?2)
-                 ORDER BY seq DESC LIMIT ?3"
-            ))?
-            .query_map(params![workspace, status, limit], attempt_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.extend(theirs);
+        rows.extend(range(BY_WORKSPACE, workspace)?);
         rows.sort_unstable_by_key(|a| std::cmp::Reverse(a.seq));
         // The user's own workspace-mode sends are in both ranges.
         rows.dedup_by_key(|a| a.seq);
         rows.truncate(limit as usize);
     }
     Ok(rows)
+}
+
+/// The two ranges of a listing: `(index, whose rows)`, keyed by `?1`.
+const BY_USER: (&str, &str) = ("send_attempts_by_user", "user_id = ?1");
+const BY_WORKSPACE: (&str, &str) = (
+    "send_attempts_by_workspace",
+    "workspace_id = ?1 AND mode = 'workspace'",
+);
+
+/// One range's walk: backwards from the cursor `?2`, filters `?3`-`?7`,
+/// at most `?8` rows. `INDEXED BY` turns a plan that would leave the index
+/// (a scan of the whole table in `seq` order) into an error.
+fn range_sql(index: &str, whose: &str) -> String {
+    format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM send_attempts INDEXED BY {index}
+         WHERE {whose} AND seq < ?2 AND (?3 IS NULL OR status = ?3)
+           AND (?4 IS NULL OR account_id = ?4) AND (?5 IS NULL OR from_phone = ?5)
+           AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)
+         ORDER BY seq DESC LIMIT ?8"
+    )
 }
 
 /// The accounts of one workspace, oldest first.
@@ -125,7 +168,20 @@ mod tests {
         status: Option<AttemptStatus>,
         limit: usize,
     ) -> Vec<i64> {
-        recent_attempts(conn, &who, status, limit)
+        let filter = AttemptFilter {
+            status,
+            ..Default::default()
+        };
+        filtered(conn, &who, &filter, limit)
+    }
+
+    fn filtered(
+        conn: &Connection,
+        who: &Readable<'_>,
+        filter: &AttemptFilter<'_>,
+        limit: usize,
+    ) -> Vec<i64> {
+        recent_attempts(conn, who, filter, limit)
             .unwrap()
             .iter()
             .map(|a| a.seq)
@@ -160,6 +216,75 @@ mod tests {
             workspace_view: Some("w2"),
         };
         assert_eq!(seqs(&conn, other, None, 10), vec![5]);
+    }
+
+    #[test]
+    fn the_cursor_and_the_filters_narrow_both_ranges() {
+        let conn = db();
+        let owner = Readable {
+            user_id: "owner",
+            workspace_view: Some("w1"),
+        };
+        let all = AttemptFilter::default();
+        let before = |seq| AttemptFilter {
+            before_seq: Some(seq),
+            ..all
+        };
+        // Pages of one over 4, 2, 1: each starts below the last one shown.
+        assert_eq!(filtered(&conn, &owner, &all, 1), vec![4]);
+        assert_eq!(filtered(&conn, &owner, &before(4), 1), vec![2]);
+        assert_eq!(filtered(&conn, &owner, &before(2), 1), vec![1]);
+        assert!(filtered(&conn, &owner, &before(1), 1).is_empty());
+        // created_at is the seq in this fixture: since inclusive, until not.
+        let window = AttemptFilter {
+            created_since: Some(2),
+            created_until: Some(4),
+            ..all
+        };
+        assert_eq!(filtered(&conn, &owner, &window, 10), vec![2]);
+        let account = AttemptFilter {
+            account_id: Some("a2"),
+            ..all
+        };
+        assert!(filtered(&conn, &owner, &account, 10).is_empty());
+        let member = Readable {
+            user_id: "member",
+            workspace_view: None,
+        };
+        assert_eq!(filtered(&conn, &member, &account, 10), vec![3]);
+        let from = |phone| AttemptFilter {
+            from_phone: Some(phone),
+            ..all
+        };
+        assert_eq!(filtered(&conn, &owner, &from("+1"), 10), vec![4, 2, 1]);
+        assert!(filtered(&conn, &owner, &from("+3"), 10).is_empty());
+    }
+
+    #[test]
+    fn each_range_is_an_index_walk_from_the_cursor_without_a_sort() {
+        let conn = db();
+        for (index, whose) in [BY_USER, BY_WORKSPACE] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", range_sql(index, whose));
+            let plan: Vec<String> = conn
+                .prepare(&sql)
+                .unwrap()
+                .query_map(params!["w1", 10, "queued", "a1", "+1", 0, 100, 5], |r| {
+                    r.get(3)
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(plan.contains(&format!("USING INDEX {index}")), "{plan}");
+            assert!(
+                plan.contains("seq<?"),
+                "the cursor must bound the walk: {plan}"
+            );
+            assert!(
+                !plan.contains("TEMP B-TREE"),
+                "a sort reads the whole range: {plan}"
+            );
+        }
     }
 
     #[test]

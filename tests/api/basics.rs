@@ -16,8 +16,9 @@ async fn unknown_paths_get_a_json_404() {
     let app = spawn_app().await;
     for path in [
         "/",
-        "/api/v1/messages",
+        "/api/v1/messages/",
         "/api/v1/messages/a/b",
+        "/api/v1/messages/a/b/cancel",
         "/api/v2/messages/send",
     ] {
         let r = app.client.get(app.url(path)).send().await.unwrap();

@@ -15,6 +15,7 @@ mod delivery;
 mod faults;
 mod idempotency;
 mod limits;
+mod listing;
 mod mcp;
 mod media;
 mod metrics;

@@ -569,3 +569,40 @@ async fn a_slow_endpoint_gets_at_most_its_bound_in_flight_and_sends_do_not_wait(
         .await;
     assert_eq!(slow.max_in_flight(), 2, "the per-endpoint bound");
 }
+
+#[tokio::test]
+async fn a_cancelled_send_emits_message_failed_with_its_status_body() {
+    let app = spawn_app_with(|c| {
+        fast(c);
+        // The second send waits an hour behind the first.
+        c.pacing.min_delay = Duration::from_secs(3600);
+        c.pacing.max_delay = Duration::from_secs(3600);
+    })
+    .await;
+    let receiver = Receiver::start(200).await;
+    add(&app, &receiver.url(), Some(json!(["message.failed"]))).await;
+    app.send(&app.owner.token, None, &text_to("+917999709798"))
+        .await;
+    let r = app
+        .send(&app.owner.token, None, &text_to("+917999709798"))
+        .await;
+    let second = r.json()["sendAttemptId"].as_str().unwrap().to_string();
+
+    let r = call(
+        &app,
+        "POST",
+        &format!("/api/v1/messages/{second}/cancel"),
+        &app.owner.token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+
+    let all = receiver
+        .wait_for("message.failed", |all| !all.is_empty())
+        .await;
+    let mut expected = r.json();
+    expected["workspaceId"] = json!(app.workspace);
+    assert_eq!(all[0].json()["data"], expected);
+    assert_eq!(all[0].json()["data"]["errorCode"], "cancelled");
+}
