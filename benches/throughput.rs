@@ -32,11 +32,16 @@
 //!    Then, still on the seeded database, a 64-connection send run beside
 //!    `whatan prune --older-than 1d` deleting the seeded final attempts in
 //!    batches (row `g-prune`): retention must not stall sends;
-//! 6. a summary with each target next to its figure.
+//!    Also per round: `GET /api/v1/messages?limit=50` on both (rows
+//!    `list`): a page costs the same beside a million attempts;
+//! 6. sends beside a webhook backlog (`BENCH_WEBHOOKS=0` skips it; see
+//!    `throughput/webhooks.rs`): rows `wh-none` and `wh-backlog`;
+//! 7. a summary with each target next to its figure.
 //!
 //! Knobs (environment): `BENCH_SECS` (measured seconds per run, default 5),
 //! `BENCH_WARMUP_SECS` (default 1), `BENCH_CONNS` (default `1,16,64,256`),
 //! `BENCH_GROWTH` (default 1), `BENCH_GROWTH_ROWS` (default 1000000),
+//! `BENCH_WEBHOOKS` (default 1),
 //! `BENCH_GROWTH_ROUNDS` (default 3),
 //! `BENCH_SOAK_SECS` (default 0 = off), `BENCH_CLIENT_THREADS` (default 2).
 //!
@@ -58,6 +63,9 @@ use rusqlite::{params, Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+#[path = "throughput/webhooks.rs"]
+mod webhook_backlog;
 
 const BIN: &str = env!("CARGO_BIN_EXE_whatan");
 const RECIPIENT: &str = "+917999709798";
@@ -81,6 +89,7 @@ struct Settings {
     warmup: f64,
     conns: Vec<usize>,
     growth: bool,
+    webhooks: bool,
     growth_rows: usize,
     growth_rounds: usize,
     soak_secs: u64,
@@ -104,6 +113,7 @@ impl Settings {
             warmup: env_num("BENCH_WARMUP_SECS", 1.0f64).max(0.0),
             conns,
             growth: env_num("BENCH_GROWTH", 1u8) != 0,
+            webhooks: env_num("BENCH_WEBHOOKS", 1u8) != 0,
             growth_rows: env_num("BENCH_GROWTH_ROWS", 1_000_000usize),
             growth_rounds: env_num("BENCH_GROWTH_ROUNDS", 3usize).clamp(1, 20),
             soak_secs: env_num("BENCH_SOAK_SECS", 0u64),
@@ -160,6 +170,15 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, db: &Path) -> Result<(Server, Option<FirstRun>), String> {
+        Server::start_with(dir, db, &[])
+    }
+
+    /// [`Server::start`] with more `WHATAN_*` settings.
+    fn start_with(
+        dir: &Path,
+        db: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<(Server, Option<FirstRun>), String> {
         let mut cmd = Command::new(BIN);
         for (name, _) in std::env::vars() {
             if name.starts_with("WHATAN_") {
@@ -175,6 +194,7 @@ impl Server {
             .env("WHATAN_PACING_MIN_DELAY", "1h")
             .env("WHATAN_PACING_MAX_DELAY", "1h")
             .env("WHATAN_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -293,6 +313,8 @@ impl Mem {
 enum Kind {
     Send,
     Status,
+    /// `GET /api/v1/messages?limit=50`: the newest page of the token's sends.
+    List,
 }
 
 impl Kind {
@@ -300,13 +322,14 @@ impl Kind {
         match self {
             Kind::Send => "send",
             Kind::Status => "status",
+            Kind::List => "list",
         }
     }
 
     fn expected(self) -> u16 {
         match self {
             Kind::Send => 202,
-            Kind::Status => 200,
+            Kind::Status | Kind::List => 200,
         }
     }
 }
@@ -442,6 +465,14 @@ async fn client_task(job: Arc<Job>, task: usize) -> TaskResult {
                     job.tag,
                     send_body.len(),
                     send_body
+                );
+            }
+            Kind::List => {
+                use std::io::Write;
+                let _ = write!(
+                    request,
+                    "GET /api/v1/messages?limit=50 HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\n\r\n",
+                    job.token
                 );
             }
             Kind::Status => {
@@ -1067,6 +1098,18 @@ async fn run(s: Settings) -> Result<bool, String> {
                 print_row(&out.row);
                 side.status.push(out.row);
             }
+            for side in sides.iter_mut() {
+                let load = Load {
+                    kind: Kind::List,
+                    conns: 64,
+                    secs: s.secs,
+                    warmup: s.warmup,
+                    label: side.label,
+                };
+                let out = run_load(&side.server, load, &side.token, &Arc::new(Vec::new())).await;
+                print_row(&out.row);
+                side.list.push(out.row);
+            }
         }
         // Retention beside sends: `whatan prune` deletes the seeded final
         // attempts (500 per write) while the seeded server takes sends.
@@ -1113,6 +1156,7 @@ async fn run(s: Settings) -> Result<bool, String> {
         let [empty, big] = sides;
         let figures = |side: &Side| (median(&side.send), median(&side.status));
         let ((send_empty, status_empty), (send_big, status_big)) = (figures(&empty), figures(&big));
+        let (list_empty, list_big) = (median(&empty.list), median(&big.list));
         for (side, db, user) in [
             (empty, &empty_db, &empty_first.user),
             (big, &db, &first.user),
@@ -1127,7 +1171,7 @@ async fn run(s: Settings) -> Result<bool, String> {
                 );
                 durable_ok = false;
             }
-            rows.extend(side.send.into_iter().chain(side.status));
+            rows.extend(side.send.into_iter().chain(side.status).chain(side.list));
         }
         println!("\n  medians of {rounds} rounds at 64 connections (req/s):");
         println!(
@@ -1137,6 +1181,10 @@ async fn run(s: Settings) -> Result<bool, String> {
         println!(
             "    status  empty {status_empty:>8.0}   1M {status_big:>8.0}   {:>4.0}%",
             status_big / status_empty.max(1e-9) * 100.0
+        );
+        println!(
+            "    list    empty {list_empty:>8.0}   1M {list_big:>8.0}   {:>4.0}%   (GET /api/v1/messages?limit=50)",
+            list_big / list_empty.max(1e-9) * 100.0
         );
         println!(
             "    send beside a prune of {} attempts ({prune_secs:.1} s): {:>8.0}   {:>4.0}% of the 1M median",
@@ -1161,11 +1209,22 @@ async fn run(s: Settings) -> Result<bool, String> {
             send_big,
             status_empty,
             status_big,
+            list_empty,
+            list_big,
             next_pending_empty: np_empty,
             next_pending_big: np_big_other.max(np_big_bench),
             plan,
         });
     }
+
+    // Sends beside a webhook backlog.
+    let webhooks = if s.webhooks {
+        let w = webhook_backlog::run_phase(&s, dir.path()).await?;
+        rows.extend(w.rows.iter().cloned());
+        Some(w)
+    } else {
+        None
+    };
 
     // Summary.
     let at = |kind: Kind, conns: usize, label: &str| {
@@ -1277,6 +1336,11 @@ async fn run(s: Settings) -> Result<bool, String> {
                     g.status_big,
                     g.status_empty,
                 ),
+                (
+                    "list pages/s with 1M rows vs empty",
+                    g.list_big,
+                    g.list_empty,
+                ),
             ] {
                 let ratio = big / empty.max(1e-9);
                 checks.push(check(
@@ -1311,6 +1375,32 @@ async fn run(s: Settings) -> Result<bool, String> {
         )),
     }
 
+    checks.push(match &webhooks {
+        Some(w) => {
+            let ratio = w.send_backlog / w.send_none.max(1e-9);
+            check(
+                "send/s beside a webhook backlog",
+                format!(
+                    "{:.0} vs {:.0} ({:.0}%; {} due, {} delivered, {} left)",
+                    w.send_backlog,
+                    w.send_none,
+                    ratio * 100.0,
+                    w.pending_before,
+                    w.delivered,
+                    w.pending_after
+                ),
+                ">= 90%",
+                Some(ratio >= 0.9),
+            )
+        }
+        None => check(
+            "send/s beside a webhook backlog",
+            "not run (BENCH_WEBHOOKS=0)".into(),
+            ">= 90%",
+            None,
+        ),
+    });
+
     println!("\nsummary");
     for c in &checks {
         let verdict = match c.pass {
@@ -1333,6 +1423,8 @@ struct GrowthFigures {
     status_big: f64,
     next_pending_empty: f64,
     next_pending_big: f64,
+    list_empty: f64,
+    list_big: f64,
     plan: Vec<String>,
 }
 
@@ -1344,6 +1436,7 @@ struct Side {
     ids: Vec<String>,
     send: Vec<Row>,
     status: Vec<Row>,
+    list: Vec<Row>,
 }
 
 impl Side {
@@ -1355,6 +1448,7 @@ impl Side {
             ids: Vec::new(),
             send: Vec::new(),
             status: Vec::new(),
+            list: Vec::new(),
         }
     }
 }

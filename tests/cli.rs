@@ -1137,3 +1137,101 @@ fn metrics_tokens_are_for_owners_only() {
         "{err}"
     );
 }
+
+#[test]
+fn webhook_commands_print_the_documented_json_and_the_secret_only_once() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let url = "https://93.184.215.14/hooks/whatan";
+
+    let added = json(
+        &db.path,
+        &[
+            "webhook",
+            "add",
+            "--workspace",
+            &st.ws,
+            "--url",
+            url,
+            "--events",
+            "message.read,message.failed",
+            "--description",
+            "CRM",
+        ],
+    );
+    let id = s(&added, "id");
+    assert!(s(&added, "secret").starts_with("whsec_"));
+    assert_eq!(
+        added["events"],
+        serde_json::json!(["message.read", "message.failed"])
+    );
+    let listed = json(&db.path, &["webhook", "list", "--workspace", &st.ws]);
+    assert_eq!(
+        listed,
+        serde_json::json!([{"id": id, "url": url, "events": ["message.read", "message.failed"],
+            "description": "CRM", "status": "enabled", "createdAt": listed[0]["createdAt"]}])
+    );
+    let rotated = json(&db.path, &["webhook", "rotate-secret", &id]);
+    assert_eq!(rotated["id"], id.as_str());
+    assert_ne!(rotated["secret"], added["secret"]);
+    assert_eq!(
+        json(&db.path, &["webhook", "deliveries", &id, "--failed"]),
+        serde_json::json!([])
+    );
+
+    // Refusals: one line each, naming what is wrong; nothing written.
+    let private = fails(
+        &db.path,
+        &[
+            "webhook",
+            "add",
+            "--workspace",
+            &st.ws,
+            "--url",
+            "https://10.0.0.1/x",
+        ],
+    );
+    assert!(
+        private.contains("url") && private.contains("10.0.0.1"),
+        "{private}"
+    );
+    let plain = fails(
+        &db.path,
+        &[
+            "webhook",
+            "add",
+            "--workspace",
+            &st.ws,
+            "--url",
+            "http://93.184.215.14/x",
+        ],
+    );
+    assert!(plain.contains("https"), "{plain}");
+    let event = fails(
+        &db.path,
+        &[
+            "webhook",
+            "add",
+            "--workspace",
+            &st.ws,
+            "--url",
+            url,
+            "--events",
+            "message.sent",
+        ],
+    );
+    assert!(event.contains("message.sent"), "{event}");
+    assert!(fails(&db.path, &["webhook", "redeliver", "dlv_nope"]).contains("dlv_nope"));
+    assert!(fails(&db.path, &["webhook", "rotate-secret", "whk_nope"]).contains("no such webhook"));
+    assert_eq!(
+        json(&db.path, &["webhook", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let removed = json(&db.path, &["webhook", "remove", &id]);
+    assert_eq!(removed, serde_json::json!({"id": id, "removed": true}));
+    assert_eq!(json(&db.path, &["webhook", "list"]), serde_json::json!([]));
+}
