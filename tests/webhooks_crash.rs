@@ -181,3 +181,87 @@ async fn every_event_arrives_after_kill_9_while_deliveries_fail() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// An endpoint that fails for `webhooks.disable_after` is disabled, and the
+/// operator hears of it in the log.
+#[tokio::test]
+async fn disabling_a_failing_endpoint_logs_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("whatan.db");
+    let log = dir.path().join("stderr.log");
+    let receiver = Receiver::start(500).await;
+    let mut server = Command::new(BIN)
+        .arg("--db")
+        .arg(&db)
+        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .envs(env())
+        .env("WHATAN_WEBHOOKS_DISABLE_AFTER", "1ms")
+        .env("WHATAN_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let (mut addr, mut token) = (String::new(), String::new());
+    while addr.is_empty() {
+        let v: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if let Some(t) = v["firstRun"]["token"].as_str() {
+            token = t.to_string();
+        }
+        if let Some(a) = v["listening"].as_str() {
+            addr = a.to_string();
+        }
+    }
+    let workspace = cli(&db, &["workspace", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let added = cli(
+        &db,
+        &[
+            "webhook",
+            "add",
+            "--workspace",
+            &workspace,
+            "--url",
+            &receiver.url(),
+        ],
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/messages/send"))
+        .bearer_auth(&token)
+        .body(r#"{"to":"+917999709798","type":"text","text":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let warning = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("webhook endpoint disabled"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warning; log: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains(added["id"].as_str().unwrap()),
+        "names the endpoint: {warning}"
+    );
+    assert_eq!(
+        cli(&db, &["webhook", "list"])[0]["status"],
+        "disabled",
+        "the endpoint is disabled"
+    );
+}

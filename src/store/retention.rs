@@ -57,15 +57,22 @@ pub fn prune_batch(conn: &Connection, cutoff_ms: i64, limit: usize) -> Result<us
 }
 
 /// `whatan prune`: batches until none is left; returns the total deleted.
+///
+/// It runs in its own process, beside a serving `whatan` whose writer needs
+/// the same database lock: after each batch it rests as long as the batch
+/// took, so the server's writer holds the lock at least half the time and
+/// sends keep flowing however large the purge.
 pub fn prune_all(store: &Store, older_than: Duration, now_ms: i64) -> Result<u64, StoreError> {
     let cutoff = cutoff(now_ms, older_than);
     let mut total = 0u64;
     loop {
+        let started = std::time::Instant::now();
         let deleted = store.write_blocking(move |c| prune_batch(c, cutoff, BATCH))?;
         total += deleted as u64;
         if deleted < BATCH {
             return Ok(total);
         }
+        std::thread::sleep(started.elapsed());
     }
 }
 
