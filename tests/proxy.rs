@@ -2,6 +2,7 @@
 //! the headers the recipe hands upstream) and in front of `whatan serve`
 //! (a send goes through it and arrives).
 
+#[allow(dead_code)]
 #[path = "support/external_tool.rs"]
 mod external_tool;
 

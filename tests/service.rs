@@ -2,6 +2,7 @@
 //! verify` finds no error and no warning in it, and it keeps the hardening
 //! the operations spec promises.
 
+#[allow(dead_code)]
 #[path = "support/external_tool.rs"]
 mod external_tool;
 

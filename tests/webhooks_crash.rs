@@ -37,16 +37,22 @@ fn env() -> Vec<(&'static str, String)> {
     ]
 }
 
-#[allow(clippy::zombie_processes)] // the caller kills and waits
 fn start(db: &Path) -> (Child, String, Option<String>) {
+    start_with(db, &[], Stdio::null())
+}
+
+/// `serve` with more settings and its stderr where the test wants it.
+#[allow(clippy::zombie_processes)] // the caller kills and waits
+fn start_with(db: &Path, more: &[(&str, &str)], stderr: Stdio) -> (Child, String, Option<String>) {
     let mut child = Command::new(BIN)
         .arg("--db")
         .arg(db)
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .envs(env())
+        .envs(more.iter().copied())
         .current_dir(db.parent().unwrap())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -190,29 +196,15 @@ async fn disabling_a_failing_endpoint_logs_a_warning() {
     let db = dir.path().join("whatan.db");
     let log = dir.path().join("stderr.log");
     let receiver = Receiver::start(500).await;
-    let mut server = Command::new(BIN)
-        .arg("--db")
-        .arg(&db)
-        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
-        .envs(env())
-        .env("WHATAN_WEBHOOKS_DISABLE_AFTER", "1ms")
-        .env("WHATAN_LOG", "warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let (mut addr, mut token) = (String::new(), String::new());
-    while addr.is_empty() {
-        let v: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        if let Some(t) = v["firstRun"]["token"].as_str() {
-            token = t.to_string();
-        }
-        if let Some(a) = v["listening"].as_str() {
-            addr = a.to_string();
-        }
-    }
+    let (mut server, addr, token) = start_with(
+        &db,
+        &[
+            ("WHATAN_WEBHOOKS_DISABLE_AFTER", "1ms"),
+            ("WHATAN_LOG", "warn"),
+        ],
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    let token = token.expect("first run prints a token");
     let workspace = cli(&db, &["workspace", "list"])[0]["id"]
         .as_str()
         .unwrap()

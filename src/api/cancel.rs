@@ -8,7 +8,7 @@
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use super::{auth, json_response, status, ApiError, AppState, Body};
+use super::{json_response, status, ApiError, AppState, Body};
 use crate::domain::error_codes::CANCELLED;
 use crate::domain::{AttemptStatus, ErrorCode};
 use crate::store::attempts::{self, CancelOutcome};
@@ -18,22 +18,10 @@ pub async fn handle(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let Ok(uuid) = uuid::Uuid::parse_str(id) else {
-        // Authentication still comes first: a bad token is 401, not 404.
-        auth::authenticate(state, req.headers()).await?;
-        return Err(ApiError::not_found());
-    };
-    let id = uuid.hyphenated().to_string();
-    let lookup = id.clone();
-    let (principal, attempt) = auth::authenticate_with(state, req.headers(), move |c, _| {
-        attempts::get_attempt(c, &lookup)
-    })
-    .await?;
     // Who may read an attempt never changes, so checking it before the
     // write is as good as checking it inside.
-    if !attempt.is_some_and(|a| status::visible(&principal, &a)) {
-        return Err(ApiError::not_found());
-    }
+    let (_, attempt) = status::readable_attempt(state, req.headers(), id).await?;
+    let id = attempt.id;
     let now = state.clock.now_ms();
     let outcome = state
         .store

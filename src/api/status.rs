@@ -4,7 +4,7 @@
 //! existence of an attempt is not revealed.
 
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{HeaderMap, Request, Response, StatusCode};
 
 use super::{auth, json_response, ApiError, AppState, Body};
 use crate::domain::SenderMode;
@@ -17,22 +17,31 @@ pub async fn handle(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
+    let (_, attempt) = readable_attempt(state, req.headers(), id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&attempt.status_body()).unwrap_or_default(),
+    ))
+}
+
+/// Authenticate, then read attempt `id` under the read rules, in the same
+/// trip to a reader thread: 401 before anything else, then 404 for a
+/// malformed id, an unknown attempt, or one this token may not read.
+pub(crate) async fn readable_attempt(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Principal, AttemptRow), ApiError> {
     let Ok(uuid) = uuid::Uuid::parse_str(id) else {
         // Authentication still comes first: a bad token is 401, not 404.
-        auth::authenticate(state, req.headers()).await?;
+        auth::authenticate(state, headers).await?;
         return Err(ApiError::not_found());
     };
-    // The attempt is read in the same trip to a reader thread as the token.
     let id = uuid.hyphenated().to_string();
-    let (principal, attempt) = auth::authenticate_with(state, req.headers(), move |c, _| {
-        attempts::get_attempt(c, &id)
-    })
-    .await?;
+    let (principal, attempt) =
+        auth::authenticate_with(state, headers, move |c, _| attempts::get_attempt(c, &id)).await?;
     match attempt {
-        Some(attempt) if visible(&principal, &attempt) => Ok(json_response(
-            StatusCode::OK,
-            serde_json::to_vec(&attempt.status_body()).unwrap_or_default(),
-        )),
+        Some(attempt) if visible(&principal, &attempt) => Ok((principal, attempt)),
         _ => Err(ApiError::not_found()),
     }
 }

@@ -1,6 +1,9 @@
 //! Integration tests of the HTTP API: the real server on 127.0.0.1:0 with a
 //! fresh SQLite file, spoken to over HTTP like a client would.
 
+#[allow(dead_code)]
+#[path = "../support/external_tool.rs"]
+mod external_tool;
 mod helpers;
 #[allow(dead_code)]
 #[path = "../support/receiver.rs"]

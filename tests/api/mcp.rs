@@ -185,18 +185,8 @@ async fn a_tool_refusal_carries_the_send_api_code_the_http_route_gives() {
 #[tokio::test]
 async fn the_official_python_sdk_sends_polls_and_is_refused_as_the_spec_says() {
     use std::process::Command;
-    let available = Command::new("python3")
-        .args(["-c", "import mcp, httpx2"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !available {
-        let why = "python3 with the MCP SDK (pip install mcp) is not installed";
-        assert!(
-            std::env::var("WHATAN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "{why}, and WHATAN_TEST_REQUIRE_ALL=1 requires it"
-        );
-        eprintln!("SKIPPED: the MCP Python SDK test: {why}");
+    if !crate::external_tool::python_module_or_skip("mcp, httpx2", "mcp", "the MCP Python SDK test")
+    {
         return;
     }
     let app = spawn_app_with(|c| c.pacing.daily_limit = 4).await;

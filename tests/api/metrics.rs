@@ -278,21 +278,11 @@ print(json.dumps({
 fn python_parse(text: &str) -> Option<serde_json::Value> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let available = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !available {
-        let why = "python3 with prometheus_client (pip install prometheus-client) is not installed";
-        assert!(
-            std::env::var("WHATAN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "{why}, and WHATAN_TEST_REQUIRE_ALL=1 requires it"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: parsing /metrics with Python's prometheus_client: {why}"
-        );
+    if !crate::external_tool::python_module_or_skip(
+        "prometheus_client",
+        "prometheus-client",
+        "parsing /metrics with Python's prometheus_client",
+    ) {
         return None;
     }
     let mut child = Command::new("python3")

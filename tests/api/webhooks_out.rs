@@ -64,18 +64,11 @@ fn of_type<'a>(all: &'a [Received], event: &str) -> Vec<&'a Received> {
 fn verify_with_standardwebhooks(cases: &[Value]) -> Option<()> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let available = Command::new("python3")
-        .args(["-c", "import standardwebhooks"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !available {
-        let why = "python3 with standardwebhooks (pip install standardwebhooks) is not installed";
-        assert!(
-            std::env::var("WHATAN_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "{why}, and WHATAN_TEST_REQUIRE_ALL=1 requires it"
-        );
-        eprintln!("SKIPPED: verifying webhook signatures with standardwebhooks: {why}");
+    if !crate::external_tool::python_module_or_skip(
+        "standardwebhooks",
+        "standardwebhooks",
+        "webhook signatures with the official library",
+    ) {
         return None;
     }
     let mut child = Command::new("python3")

@@ -30,3 +30,23 @@ fn is_executable(p: &Path) -> bool {
     p.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+/// Whether `python3` can import `module` (installed with `pip install
+/// {package}`); when it cannot, prints what is left out, or fails under
+/// `WHATAN_TEST_REQUIRE_ALL=1`.
+pub fn python_module_or_skip(module: &str, package: &str, left_out: &str) -> bool {
+    let available = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        let required = std::env::var("WHATAN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "python3 with {package} is not installed and WHATAN_TEST_REQUIRE_ALL=1: cannot check {left_out}"
+        );
+        eprintln!("SKIPPED: python3 with {package} (pip install {package}) is not installed; not checked: {left_out}");
+    }
+    available
+}
