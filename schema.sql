@@ -233,3 +233,9 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries(endpoint_id, next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, seq);
+-- Retention deletes finished deliveries with the attempts of their age.
+CREATE INDEX webhook_deliveries_final ON webhook_deliveries(updated_at)
+    WHERE status IN ('delivered', 'failed');
+-- The last account state reported to webhooks: `connecting` is not one, so
+-- disconnected -> connecting -> disconnected reports nothing new.
+ALTER TABLE accounts ADD COLUMN reported_status TEXT;

@@ -356,7 +356,15 @@ fn emit_account_state(conn: &Connection, account: &Account, now: i64) -> Result<
         AccountStatus::Banned => "account.banned",
         AccountStatus::Connecting => return Ok(()),
     };
-    if !super::webhooks::any_enabled(conn)? {
+    // Only a state other than the last one reported: a reconnect that
+    // fails (disconnected, connecting, disconnected) is no news.
+    let changed = conn
+        .prepare_cached(
+            "UPDATE accounts SET reported_status = ?2
+             WHERE id = ?1 AND reported_status IS NOT ?2",
+        )?
+        .execute(params![account.id, account.status.as_str()])?;
+    if changed == 0 || !super::webhooks::any_enabled(conn)? {
         return Ok(());
     }
     let data = serde_json::json!({

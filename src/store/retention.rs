@@ -1,6 +1,7 @@
 //! Retention: attempts that reached a final status (accepted, delivered,
 //! read, failed) longer ago than `[retention] attempts` are deleted, with
-//! their Idempotency-Keys and the sandbox network's rows for their message.
+//! their Idempotency-Keys and the sandbox network's rows for their message;
+//! finished webhook deliveries of the same age go too.
 //! Queued and sending attempts are never touched.
 //!
 //! Deletion runs in batches of [`BATCH`] attempts, each one write job of the
@@ -53,6 +54,14 @@ pub fn prune_batch(conn: &Connection, cutoff_ms: i64, limit: usize) -> Result<us
         }
         attempt.execute([id])?;
     }
+    // Finished webhook deliveries of the same age (their bodies carry the
+    // attempts' numbers), at most as many per batch.
+    conn.prepare_cached(
+        "DELETE FROM webhook_deliveries WHERE seq IN (
+             SELECT seq FROM webhook_deliveries INDEXED BY webhook_deliveries_final
+             WHERE status IN ('delivered', 'failed') AND updated_at < ?1 LIMIT ?2)",
+    )?
+    .execute(params![cutoff_ms, limit as i64])?;
     Ok(old.len())
 }
 
@@ -116,5 +125,58 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::webhooks::{add_endpoint, due, emit, record_try, TryOutcome, EVENT_TYPES};
+    use crate::webhooks::sign::new_secret;
+
+    #[test]
+    fn finished_deliveries_go_with_the_attempts_of_their_age_and_pending_ones_stay() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0)",
+            [],
+        )
+        .unwrap();
+        let all: Vec<String> = EVENT_TYPES.iter().map(|s| s.to_string()).collect();
+        let e = add_endpoint(
+            &conn,
+            "w1",
+            "https://a.example/",
+            &all,
+            None,
+            &new_secret().1,
+            0,
+        )
+        .unwrap();
+        for _ in 0..3 {
+            emit(&conn, "w1", "message.read", serde_json::json!({}), 0).unwrap();
+        }
+        let rows = due(&conn, &e.id, 0, 3).unwrap();
+        let delivered = TryOutcome::Delivered { status_code: 200 };
+        let failed = TryOutcome::Failed {
+            status_code: None,
+            error: "x".into(),
+            next_at: None,
+        };
+        record_try(&conn, &rows[0].id, &e.id, &delivered, i64::MAX, 10).unwrap();
+        record_try(&conn, &rows[1].id, &e.id, &failed, i64::MAX, 2000).unwrap();
+
+        prune_batch(&conn, 1000, BATCH).unwrap();
+
+        let left: Vec<String> = conn
+            .prepare("SELECT status FROM webhook_deliveries ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // The old delivered one went; the newer failed and the pending stay.
+        assert_eq!(left, ["failed", "pending"]);
     }
 }

@@ -84,6 +84,10 @@ pub fn next_wait(schedule: &[Duration], tries: usize, jitter: f64) -> Option<Dur
     Some(wait.mul_f64(1.0 + jitter.clamp(-0.1, 0.1)))
 }
 
+/// How long a delivery whose try could not be recorded keeps its slot
+/// before it may be tried again.
+const RECORD_RETRY_WAIT: Duration = Duration::from_secs(5);
+
 /// Sends due deliveries until `shutdown` resolves.
 pub struct Dispatcher {
     store: Store,
@@ -192,7 +196,12 @@ impl Dispatcher {
                     crate::config::format_duration(config.disable_after)
                 ),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot record a webhook delivery try"),
+                Err(e) => {
+                    // The row is still due: hold its slot a while, or the
+                    // next pass would post it again at once, and again.
+                    tracing::warn!(error = %e, "cannot record a webhook delivery try");
+                    tokio::time::sleep(RECORD_RETRY_WAIT).await;
+                }
             }
             if let Some(set) = in_flight.lock().unwrap().get_mut(&target.id) {
                 set.remove(&delivery.id);

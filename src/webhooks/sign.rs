@@ -8,7 +8,8 @@
 //! each of those blocks ([`SigningKey`]): enough to finish any signature,
 //! not enough to recover the secret (that would mean inverting SHA-256's
 //! compression function). A copy of the database cannot be used to show a
-//! secret back, and `webhook list` has nothing to print.
+//! secret back, and `webhook list` has nothing to print; it can still be
+//! used to sign, so backups deserve the care of the secret itself.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
