@@ -14,6 +14,9 @@
 //!    workspace, an owner, a connected sandbox account and a send token),
 //!    with a huge daily limit and 1 h pacing gaps so the pacer stays out of
 //!    the way, and prints its idle RSS;
+//!    Before it, the same 64-connection send load against the benchmark's
+//!    own bare hyper server (`throughput/ceiling.rs`, row `ceiling`): the
+//!    summary gives sends and status reads as shares of that HTTP ceiling;
 //! 2. for N in 1, 16, 64, 256 keep-alive connections: text sends, each with a
 //!    fresh `Idempotency-Key`, then `GET` status over the ids it got back;
 //!    one table row per run (req/s, p50/p99/max latency, errors, server CPU,
@@ -64,6 +67,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "throughput/ceiling.rs"]
+mod ceiling;
 #[path = "throughput/webhooks.rs"]
 mod webhook_backlog;
 
@@ -136,6 +141,9 @@ fn main() -> ExitCode {
         println!("throughput: skipped (run it with `cargo bench --bench throughput`)");
         return ExitCode::SUCCESS;
     }
+    if std::env::var_os(ceiling::MODE).is_some() {
+        return ceiling::serve();
+    }
     let settings = Settings::from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.client_threads)
@@ -198,9 +206,27 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        Server::spawn(cmd)
+    }
+
+    /// The ceiling: this benchmark's own bare hyper server
+    /// (`throughput/ceiling.rs`), in a process of its own like whatan.
+    fn start_ceiling() -> Result<Server, String> {
+        let mut cmd = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+        cmd.arg("--bench")
+            .env(ceiling::MODE, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        Server::spawn(cmd).map(|(server, _)| server)
+    }
+
+    /// Start `cmd` and wait for its `{"listening": ...}` line (and the
+    /// first-run line before it, if any).
+    fn spawn(mut cmd: Command) -> Result<(Server, Option<FirstRun>), String> {
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {BIN}: {e}"))?;
+            .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
         let pid = child.id();
         let stdout = child.stdout.take().ok_or("no stdout")?;
         // Read stdout on a thread so a silent server cannot hang us.
@@ -926,6 +952,25 @@ async fn run(s: Settings) -> Result<bool, String> {
     let mut rows: Vec<Row> = Vec::new();
     let mut sent_ids: Vec<String> = Vec::new();
     header();
+    // The HTTP ceiling on this machine, now: every figure below is also
+    // shown as a share of it.
+    let ceiling_server = Server::start_ceiling()?;
+    let ceiling = run_load(
+        &ceiling_server,
+        Load {
+            kind: Kind::Send,
+            conns: 64,
+            secs: s.secs,
+            warmup: s.warmup,
+            label: "ceiling",
+        },
+        &token,
+        &Arc::new(Vec::new()),
+    )
+    .await;
+    print_row(&ceiling.row);
+    ceiling_server.kill_hard();
+    let ceiling = ceiling.row.per_sec.max(1e-9);
     for &n in &s.conns {
         let out = run_load(
             &server,
@@ -1375,6 +1420,24 @@ async fn run(s: Settings) -> Result<bool, String> {
         )),
     }
 
+    for (name, row, goal) in [
+        ("sends/s / HTTP ceiling, 64 conns", &send64, 0.30),
+        ("status/s / HTTP ceiling, 64 conns", &status64, 0.70),
+    ] {
+        checks.push(match row {
+            Some(r) => check(
+                name,
+                format!(
+                    "{:.2} ({:.0} / {ceiling:.0})",
+                    r.per_sec / ceiling,
+                    r.per_sec
+                ),
+                &format!(">= {goal:.2} (#18)"),
+                Some(r.per_sec / ceiling >= goal),
+            ),
+            None => check(name, "not run".into(), &format!(">= {goal:.2}"), None),
+        });
+    }
     checks.push(match &webhooks {
         Some(w) => {
             let ratio = w.send_backlog / w.send_none.max(1e-9);
