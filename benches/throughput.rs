@@ -44,7 +44,8 @@
 //! Knobs (environment): `BENCH_SECS` (measured seconds per run, default 5),
 //! `BENCH_WARMUP_SECS` (default 1), `BENCH_CONNS` (default `1,16,64,256`),
 //! `BENCH_GROWTH` (default 1), `BENCH_GROWTH_ROWS` (default 1000000),
-//! `BENCH_WEBHOOKS` (default 1),
+//! `BENCH_WEBHOOKS` (default 1), `BENCH_BIN` (another whatan binary to
+//! serve, for an A/B against an older build),
 //! `BENCH_GROWTH_ROUNDS` (default 3),
 //! `BENCH_SOAK_SECS` (default 0 = off), `BENCH_CLIENT_THREADS` (default 2).
 //!
@@ -187,7 +188,10 @@ impl Server {
         db: &Path,
         env: &[(&str, &str)],
     ) -> Result<(Server, Option<FirstRun>), String> {
-        let mut cmd = Command::new(BIN);
+        // `BENCH_BIN`: another build of whatan to measure with this same
+        // client (an A/B against an older commit).
+        let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut cmd = Command::new(bin);
         for (name, _) in std::env::vars() {
             if name.starts_with("WHATAN_") {
                 cmd.env_remove(name);
