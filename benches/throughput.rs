@@ -1121,43 +1121,8 @@ async fn run(s: Settings) -> Result<bool, String> {
         ];
         header();
         for _ in 0..rounds {
-            for side in sides.iter_mut() {
-                let load = Load {
-                    kind: Kind::Send,
-                    conns: 64,
-                    secs: s.secs,
-                    warmup: s.warmup,
-                    label: side.label,
-                };
-                let out = run_load(&side.server, load, &side.token, &Arc::new(Vec::new())).await;
-                print_row(&out.row);
-                side.ids.extend(out.ids);
-                side.send.push(out.row);
-            }
-            for side in sides.iter_mut() {
-                let load = Load {
-                    kind: Kind::Status,
-                    conns: 64,
-                    secs: s.secs,
-                    warmup: s.warmup,
-                    label: side.label,
-                };
-                let ids = Arc::new(side.ids.clone());
-                let out = run_load(&side.server, load, &side.token, &ids).await;
-                print_row(&out.row);
-                side.status.push(out.row);
-            }
-            for side in sides.iter_mut() {
-                let load = Load {
-                    kind: Kind::List,
-                    conns: 64,
-                    secs: s.secs,
-                    warmup: s.warmup,
-                    label: side.label,
-                };
-                let out = run_load(&side.server, load, &side.token, &Arc::new(Vec::new())).await;
-                print_row(&out.row);
-                side.list.push(out.row);
+            for kind in [Kind::Send, Kind::Status, Kind::List] {
+                alternate(&mut sides, kind, &s).await;
             }
         }
         // Retention beside sends: `whatan prune` deletes the seeded final
@@ -1516,6 +1481,32 @@ impl Side {
             send: Vec::new(),
             status: Vec::new(),
             list: Vec::new(),
+        }
+    }
+}
+
+/// One 64-connection run of `kind` on each side in turn: status runs read
+/// back the side's accepted ids; a send run's ids are kept for them.
+async fn alternate(sides: &mut [Side], kind: Kind, s: &Settings) {
+    for side in sides.iter_mut() {
+        let load = Load {
+            kind,
+            conns: 64,
+            secs: s.secs,
+            warmup: s.warmup,
+            label: side.label,
+        };
+        let ids = Arc::new(match kind {
+            Kind::Status => side.ids.clone(),
+            Kind::Send | Kind::List => Vec::new(),
+        });
+        let out = run_load(&side.server, load, &side.token, &ids).await;
+        print_row(&out.row);
+        side.ids.extend(out.ids);
+        match kind {
+            Kind::Send => side.send.push(out.row),
+            Kind::Status => side.status.push(out.row),
+            Kind::List => side.list.push(out.row),
         }
     }
 }

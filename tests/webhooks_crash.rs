@@ -87,6 +87,18 @@ fn cli(db: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `webhook add` for the first-run workspace, with the CLI.
+fn add_endpoint(db: &Path, url: &str) -> Value {
+    let workspace = cli(db, &["workspace", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli(
+        db,
+        &["webhook", "add", "--workspace", &workspace, "--url", url],
+    )
+}
+
 fn count(db: &Path, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
@@ -99,21 +111,7 @@ async fn every_event_arrives_after_kill_9_while_deliveries_fail() {
     let receiver = Receiver::start(500).await;
     let (mut server, addr, token) = start(&db);
     let token = token.expect("first run prints a token");
-    let workspace = cli(&db, &["workspace", "list"])[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let added = cli(
-        &db,
-        &[
-            "webhook",
-            "add",
-            "--workspace",
-            &workspace,
-            "--url",
-            &receiver.url(),
-        ],
-    );
+    let added = add_endpoint(&db, &receiver.url());
     assert!(added["secret"].as_str().unwrap().starts_with("whsec_"));
 
     // Act: sends whose events all fail to deliver, then kill -9.
@@ -205,21 +203,7 @@ async fn disabling_a_failing_endpoint_logs_a_warning() {
         std::fs::File::create(&log).unwrap().into(),
     );
     let token = token.expect("first run prints a token");
-    let workspace = cli(&db, &["workspace", "list"])[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let added = cli(
-        &db,
-        &[
-            "webhook",
-            "add",
-            "--workspace",
-            &workspace,
-            "--url",
-            &receiver.url(),
-        ],
-    );
+    let added = add_endpoint(&db, &receiver.url());
     let r = reqwest::Client::new()
         .post(format!("http://{addr}/api/v1/messages/send"))
         .bearer_auth(&token)

@@ -143,19 +143,7 @@ pub async fn run_phase(s: &Settings, dir: &Path) -> Result<WebhookFigures, Strin
     ];
     header();
     for _ in 0..s.growth_rounds {
-        for side in sides.iter_mut() {
-            let load = Load {
-                kind: Kind::Send,
-                conns: 64,
-                secs: s.secs,
-                warmup: s.warmup,
-                label: side.label,
-            };
-            let out = run_load(&side.server, load, &side.token, &Arc::new(Vec::new())).await;
-            print_row(&out.row);
-            side.ids.extend(out.ids);
-            side.send.push(out.row);
-        }
+        alternate(&mut sides, Kind::Send, s).await;
     }
     let pending_after = count(&backlog_db, pending)?;
     let delivered = count(
