@@ -233,6 +233,10 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries(endpoint_id, next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, seq);
+-- `webhook deliveries --failed`: an endpoint's failed deliveries, newest
+-- first, without walking its whole history.
+CREATE INDEX webhook_deliveries_failed ON webhook_deliveries(endpoint_id, seq)
+    WHERE status = 'failed';
 -- Retention deletes finished deliveries with the attempts of their age.
 CREATE INDEX webhook_deliveries_final ON webhook_deliveries(updated_at)
     WHERE status IN ('delivered', 'failed');
