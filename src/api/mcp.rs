@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use super::{auth, json_response, read_body, send, status, ApiError, AppState, Body};
 use crate::config::Config;
-use crate::domain::{AttemptStatus, ErrorCode, SendRequest};
+use crate::domain::{AttemptStatus, SendRequest};
 use crate::store::admin::Principal;
 use crate::store::{attempts, listing};
 
@@ -212,7 +212,12 @@ async fn send_message(caller: &Caller, mut args: JsonObject) -> Result<Value, Ap
         Some(Value::String(k)) => {
             Some(send::check_idempotency_key(k.as_bytes(), "idempotencyKey")?)
         }
-        Some(_) => return Err(invalid("idempotencyKey", "idempotencyKey must be a string")),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "idempotencyKey",
+                "idempotencyKey must be a string",
+            ))
+        }
     };
     // The Send API's body with `type` defaulting to text.
     args.entry("type").or_insert_with(|| json!("text"));
@@ -233,14 +238,21 @@ async fn get_message_status(caller: &Caller, args: &JsonObject) -> Result<Value,
     let id = match args.get("sendAttemptId") {
         Some(Value::String(id)) => id,
         None | Some(Value::Null) => {
-            return Err(invalid("sendAttemptId", "sendAttemptId is required"))
+            return Err(ApiError::invalid_field(
+                "sendAttemptId",
+                "sendAttemptId is required",
+            ))
         }
-        Some(_) => return Err(invalid("sendAttemptId", "sendAttemptId must be a string")),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "sendAttemptId",
+                "sendAttemptId must be a string",
+            ))
+        }
     };
-    let Ok(uuid) = uuid::Uuid::parse_str(id) else {
+    let Some(id) = status::attempt_id(id) else {
         return Err(ApiError::not_found());
     };
-    let id = uuid.hyphenated().to_string();
     let attempt = caller
         .state
         .store
@@ -268,7 +280,7 @@ async fn list_senders(caller: &Caller) -> Result<Value, ApiError> {
             };
             accounts
                 .into_iter()
-                .map(|a| Ok((listing::sent_on_day(c, &a.id, day)?, a)))
+                .map(|a| Ok((attempts::sent_on_day(c, &a.id, day)?, a)))
                 .collect::<Result<Vec<_>, crate::store::StoreError>>()
         })
         .await?;
@@ -299,7 +311,7 @@ async fn list_recent_messages(caller: &Caller, args: &JsonObject) -> Result<Valu
         Some(v) => match v.as_u64() {
             Some(n @ 1..=MAX_LIST) => n as usize,
             _ => {
-                return Err(invalid(
+                return Err(ApiError::invalid_field(
                     "limit",
                     format!("limit must be an integer from 1 to {MAX_LIST}"),
                 ))
@@ -309,7 +321,7 @@ async fn list_recent_messages(caller: &Caller, args: &JsonObject) -> Result<Valu
     let status = match args.get("status") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_str().and_then(AttemptStatus::parse).ok_or_else(|| {
-            invalid(
+            ApiError::invalid_field(
                 "status",
                 "status must be one of queued, sending, accepted, delivered, read, failed",
             )
@@ -332,12 +344,6 @@ async fn list_recent_messages(caller: &Caller, args: &JsonObject) -> Result<Valu
         .map(|a| to_value(&a.status_body()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(json!({ "messages": messages }))
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    let mut e = ApiError::new(ErrorCode::InvalidRequest, message);
-    e.field = Some(field.into());
-    e
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
@@ -464,6 +470,7 @@ fn tool_list(config: &Config) -> Vec<Tool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ErrorCode;
 
     #[test]
     fn bodies_that_are_not_one_json_rpc_message_get_json_rpc_codes() {

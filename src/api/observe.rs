@@ -68,10 +68,7 @@ fn is_acceptable_request_id(id: &[u8]) -> bool {
 
 /// UUID version 7: sorts by time, so ids in logs read in order.
 fn generated_request_id() -> String {
-    let now = crate::clock::now_ms().max(0) as u64;
-    uuid::Builder::from_unix_timestamp_millis(now, &rand::random())
-        .into_uuid()
-        .to_string()
+    crate::store::time_ordered_uuid(crate::clock::now_ms()).to_string()
 }
 
 /// The client's address: the socket peer, or, when the peer is a trusted

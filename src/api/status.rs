@@ -32,18 +32,25 @@ pub(crate) async fn readable_attempt(
     headers: &HeaderMap,
     id: &str,
 ) -> Result<(Principal, AttemptRow), ApiError> {
-    let Ok(uuid) = uuid::Uuid::parse_str(id) else {
+    let Some(id) = attempt_id(id) else {
         // Authentication still comes first: a bad token is 401, not 404.
         auth::authenticate(state, headers).await?;
         return Err(ApiError::not_found());
     };
-    let id = uuid.hyphenated().to_string();
     let (principal, attempt) =
         auth::authenticate_with(state, headers, move |c, _| attempts::get_attempt(c, &id)).await?;
     match attempt {
         Some(attempt) if visible(&principal, &attempt) => Ok((principal, attempt)),
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// A `sendAttemptId` as stored (a hyphenated UUID, whatever case or form
+/// the caller wrote it in), or `None` for what cannot be one.
+pub(crate) fn attempt_id(raw: &str) -> Option<String> {
+    uuid::Uuid::parse_str(raw)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
 }
 
 /// The read rule: a token's user reads its own attempts; owners and admins

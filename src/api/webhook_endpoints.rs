@@ -68,11 +68,7 @@ impl<'a> WebhookRoute<'a> {
 impl From<ManageError> for ApiError {
     fn from(e: ManageError) -> Self {
         match e {
-            ManageError::Invalid(field, message) => {
-                let mut err = ApiError::invalid(message);
-                err.field = Some(field.into());
-                err
-            }
+            ManageError::Invalid(field, message) => ApiError::invalid_field(field, message),
             ManageError::NotFound => ApiError::not_found(),
             ManageError::Store(e) => e.into(),
         }
@@ -205,11 +201,7 @@ async fn own_endpoint(state: &AppState, principal: &Principal, id: &str) -> Resu
 /// `{"url", "events"?, "description"?}`.
 #[allow(clippy::type_complexity)]
 fn parse_add(body: &[u8]) -> Result<(String, Option<Vec<String>>, Option<String>), ApiError> {
-    let field = |name: &str, message: String| {
-        let mut e = ApiError::invalid(message);
-        e.field = Some(name.into());
-        e
-    };
+    let field = ApiError::invalid_field;
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(obj) = value else {

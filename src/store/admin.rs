@@ -364,18 +364,19 @@ fn emit_account_state(conn: &Connection, account: &Account, now: i64) -> Result<
              WHERE id = ?1 AND reported_status IS NOT ?2",
         )?
         .execute(params![account.id, account.status.as_str()])?;
-    if changed == 0 || !super::webhooks::any_enabled(conn)? {
+    if changed == 0 {
         return Ok(());
     }
-    let data = serde_json::json!({
-        "accountId": account.id,
-        "phone": account.phone,
-        "driver": account.driver.as_str(),
-        "status": account.status.as_str(),
-        "statusDetail": account.status_detail,
-        "workspaceId": account.workspace,
-    });
-    super::webhooks::emit(conn, &account.workspace, event, data, now)?;
+    super::webhooks::emit(conn, &account.workspace, event, now, || {
+        serde_json::json!({
+            "accountId": account.id,
+            "phone": account.phone,
+            "driver": account.driver.as_str(),
+            "status": account.status.as_str(),
+            "statusDetail": account.status_detail,
+            "workspaceId": account.workspace,
+        })
+    })?;
     Ok(())
 }
 

@@ -214,6 +214,16 @@ pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, Stor
     Ok(EnqueueOutcome::Queued)
 }
 
+/// Accepted API sends of `account` on UTC day `day`: what the daily limit
+/// counts (the `daily_counters` key, one lookup).
+pub fn sent_on_day(conn: &Connection, account: &str, day: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count FROM daily_counters WHERE account_id = ?1 AND day = ?2")?
+        .query_row(params![account, day], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
 pub fn get_attempt(conn: &Connection, id: &str) -> Result<Option<AttemptRow>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
@@ -342,11 +352,13 @@ pub fn transition(
             Some(account_id),
         ),
     };
+    // The moved row comes back from the UPDATE itself, for its event.
     let sql = format!(
         "UPDATE send_attempts SET status = ?2, updated_at = ?3,
              remote_jid = COALESCE(?4, remote_jid), message_id = COALESCE(?5, message_id),
              error_code = COALESCE(?6, error_code), error_message = COALESCE(?7, error_message)
-         WHERE {target} AND status IN ({})",
+         WHERE {target} AND status IN ({})
+         RETURNING {ATTEMPT_COLUMNS}",
         allowed.join(", ")
     );
     let mut statement = conn.prepare_cached(&sql)?;
@@ -359,33 +371,21 @@ pub fn transition(
         fields.error_code,
         fields.error_message
     ];
-    let changed = match account {
-        None => statement.execute(base)?,
+    let moved = match account {
+        None => statement.query_row(base, attempt_from_row).optional()?,
         Some(account_id) => {
             let mut all = base.to_vec();
             all.push(&account_id);
-            statement.execute(all.as_slice())?
+            statement
+                .query_row(all.as_slice(), attempt_from_row)
+                .optional()?
         }
     };
-    if changed > 0 && super::webhooks::any_enabled(conn)? {
-        let attempt = match key {
-            AttemptKey::Id(id) => get_attempt(conn, id)?,
-            AttemptKey::AccountMessage {
-                account_id,
-                message_id,
-            } => conn
-                .prepare_cached(&format!(
-                    "SELECT {ATTEMPT_COLUMNS} FROM send_attempts
-                     WHERE message_id = ?1 AND account_id = ?2"
-                ))?
-                .query_row([message_id, account_id], attempt_from_row)
-                .optional()?,
-        };
-        if let Some(attempt) = attempt {
-            emit_status(conn, &attempt, now)?;
-        }
-    }
-    Ok(changed > 0)
+    let Some(attempt) = moved else {
+        return Ok(false);
+    };
+    emit_status(conn, &attempt, now)?;
+    Ok(true)
 }
 
 /// `message.<status>` for an attempt that just reached a status webhooks
@@ -398,13 +398,11 @@ pub fn emit_status(conn: &Connection, attempt: &AttemptRow, now: i64) -> Result<
         AttemptStatus::Failed => "message.failed",
         AttemptStatus::Queued | AttemptStatus::Sending => return Ok(()),
     };
-    if !super::webhooks::any_enabled(conn)? {
-        return Ok(());
-    }
-    let mut data = serde_json::to_value(attempt.status_body())
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
-    data["workspaceId"] = attempt.workspace_id.clone().into();
-    super::webhooks::emit(conn, &attempt.workspace_id, event, data, now)?;
+    super::webhooks::emit(conn, &attempt.workspace_id, event, now, || {
+        let mut data = serde_json::to_value(attempt.status_body()).unwrap_or_default();
+        data["workspaceId"] = attempt.workspace_id.clone().into();
+        data
+    })?;
     Ok(())
 }
 
@@ -454,20 +452,16 @@ pub fn fail_pending_of_account(
     message: &str,
     now: i64,
 ) -> Result<usize, StoreError> {
-    let failed: Vec<String> = conn
-        .prepare_cached(
+    let failed: Vec<AttemptRow> = conn
+        .prepare_cached(&format!(
             "UPDATE send_attempts SET status = 'failed', error_code = ?2, error_message = ?3, updated_at = ?4
              WHERE account_id = ?1 AND status IN ('queued', 'sending')
-             RETURNING id",
-        )?
-        .query_map(params![account_id, code, message, now], |r| r.get(0))?
+             RETURNING {ATTEMPT_COLUMNS}"
+        ))?
+        .query_map(params![account_id, code, message, now], attempt_from_row)?
         .collect::<Result<_, _>>()?;
-    if super::webhooks::any_enabled(conn)? {
-        for id in &failed {
-            if let Some(attempt) = get_attempt(conn, id)? {
-                emit_status(conn, &attempt, now)?;
-            }
-        }
+    for attempt in &failed {
+        emit_status(conn, attempt, now)?;
     }
     Ok(failed.len())
 }

@@ -3,7 +3,7 @@
 //! `send_attempts_pending` partial index, the `daily_counters` key), so a
 //! scrape costs O(accounts), never a scan of all attempts.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreError;
 use crate::clock::utc_day;
@@ -23,18 +23,13 @@ pub fn account_gauges(conn: &Connection, now_ms: i64) -> Result<Vec<AccountGauge
         "SELECT created_at FROM send_attempts INDEXED BY send_attempts_pending
          WHERE account_id = ?1 AND status IN ('queued', 'sending') ORDER BY seq LIMIT 1",
     )?;
-    let mut daily =
-        conn.prepare_cached("SELECT count FROM daily_counters WHERE account_id = ?1 AND day = ?2")?;
     let today = utc_day(now_ms);
     let mut out = Vec::with_capacity(accounts.len());
     for (account_id, driver, status) in accounts {
         out.push(AccountGauges {
             waiting: waiting.query_row([&account_id], |r| r.get(0))?,
             oldest_waiting_at: oldest.query_row([&account_id], |r| r.get(0)).optional()?,
-            daily_sends: daily
-                .query_row(params![account_id, today], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0),
+            daily_sends: super::attempts::sent_on_day(conn, &account_id, today)?,
             account_id,
             driver,
             status,

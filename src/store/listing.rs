@@ -108,18 +108,6 @@ pub fn accounts_in_workspace(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Accepted API sends of `account` on UTC day `day` (what the daily limit
-/// counts).
-pub fn sent_on_day(conn: &Connection, account: &str, day: i64) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT count FROM daily_counters WHERE account_id = ?1 AND day = ?2")?
-        .query_row(params![account, day], |r| r.get(0))
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(0),
-            e => Err(e),
-        })?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,8 +284,17 @@ mod tests {
             .map(|a| a.id)
             .collect();
         assert_eq!(ids, ["a1", "a2"]);
-        assert_eq!(sent_on_day(&conn, "a1", 5).unwrap(), 7);
-        assert_eq!(sent_on_day(&conn, "a1", 7).unwrap(), 0);
-        assert_eq!(sent_on_day(&conn, "a2", 5).unwrap(), 0);
+        assert_eq!(
+            crate::store::attempts::sent_on_day(&conn, "a1", 5).unwrap(),
+            7
+        );
+        assert_eq!(
+            crate::store::attempts::sent_on_day(&conn, "a1", 7).unwrap(),
+            0
+        );
+        assert_eq!(
+            crate::store::attempts::sent_on_day(&conn, "a2", 5).unwrap(),
+            0
+        );
     }
 }

@@ -327,6 +327,14 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A time-ordered UUID (version 7: 48-bit milliseconds at `now_ms`, 74
+/// random bits): still unguessable, and rows keyed by it are inserted at the
+/// end of their index instead of on a random page, one 4 KiB page less to
+/// write per insert under load; in logs, such ids read in order.
+pub fn time_ordered_uuid(now_ms: i64) -> uuid::Uuid {
+    uuid::Builder::from_unix_timestamp_millis(now_ms.max(0) as u64, &rand::random()).into_uuid()
+}
+
 /// A fresh random id with a readable prefix: `ws_3f9a0c...` (96 random bits).
 pub fn new_id(prefix: &str) -> String {
     let bytes: [u8; 12] = rand::random();

@@ -155,7 +155,7 @@ mod tests {
         )
         .unwrap();
         for _ in 0..3 {
-            emit(&conn, "w1", "message.read", serde_json::json!({}), 0).unwrap();
+            emit(&conn, "w1", "message.read", 0, || serde_json::json!({})).unwrap();
         }
         let rows = due(&conn, &e.id, 0, 3).unwrap();
         let delivered = TryOutcome::Delivered { status_code: 200 };

@@ -94,12 +94,10 @@ fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
     })
 }
 
+/// `whk_`, `evt_` or `dlv_` and a time-ordered UUID: deliveries are
+/// inserted at the end of their `id` index.
 fn new_id(prefix: &str, now: i64) -> String {
-    let uuid = uuid::Builder::from_unix_timestamp_millis(now.max(0) as u64, &rand::random())
-        .into_uuid()
-        .simple()
-        .to_string();
-    format!("{prefix}_{uuid}")
+    format!("{prefix}_{}", super::time_ordered_uuid(now).simple())
 }
 
 /// Add an endpoint, or re-enable the workspace's disabled endpoint of the
@@ -280,25 +278,16 @@ pub fn redeliver(conn: &Connection, id: &str, now: i64) -> Result<Option<String>
     Ok((changed > 0).then_some(new))
 }
 
-/// Whether any endpoint is enabled at all: one index probe, so changes cost
-/// nothing more while nobody listens.
-pub fn any_enabled(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM webhook_endpoints WHERE status = 'enabled' LIMIT 1")?
-        .query_row([], |_| Ok(()))
-        .optional()?
-        .is_some())
-}
-
-/// Write `event_type` with `data` for every enabled endpoint of
+/// Write `event_type` with `data()` for every enabled endpoint of
 /// `workspace` that subscribes to it. Call it inside the write job of the
-/// change itself. Costs one indexed read when no endpoint listens.
+/// change itself. When no endpoint listens it costs one read of the
+/// `webhook_endpoints_by_workspace` index, and `data` is never built.
 pub fn emit(
     conn: &Connection,
     workspace: &str,
     event_type: &str,
-    data: Value,
     now: i64,
+    data: impl FnOnce() -> Value,
 ) -> Result<usize, StoreError> {
     let endpoints: Vec<(String, String)> = conn
         .prepare_cached(
@@ -319,7 +308,7 @@ pub fn emit(
         return Ok(0);
     }
     let body =
-        json!({ "type": event_type, "timestamp": rfc3339_ms(now), "data": data }).to_string();
+        json!({ "type": event_type, "timestamp": rfc3339_ms(now), "data": data() }).to_string();
     let event_id = new_id("evt", now);
     let mut insert = conn.prepare_cached(
         "INSERT INTO webhook_deliveries
@@ -487,11 +476,11 @@ mod tests {
         add_endpoint(&conn, "w2", "https://c.example/", &all(), None, &key, 1).unwrap();
 
         assert_eq!(
-            emit(&conn, "w1", "message.read", json!({"x": 1}), 5).unwrap(),
+            emit(&conn, "w1", "message.read", 5, || json!({"x": 1})).unwrap(),
             2
         );
         assert_eq!(
-            emit(&conn, "w1", "message.failed", json!({}), 6).unwrap(),
+            emit(&conn, "w1", "message.failed", 6, || json!({})).unwrap(),
             1
         );
         let due = due(&conn, &every.id, 10, 10).unwrap();
@@ -516,7 +505,7 @@ mod tests {
         let conn = db();
         let (_, key) = new_secret();
         let e = add_endpoint(&conn, "w1", "https://a.example/", &all(), None, &key, 0).unwrap();
-        emit(&conn, "w1", "message.read", json!({}), 0).unwrap();
+        emit(&conn, "w1", "message.read", 0, || json!({})).unwrap();
         let d = &due(&conn, &e.id, 0, 1).unwrap()[0];
         let fail = |next_at| TryOutcome::Failed {
             status_code: Some(500),
@@ -533,7 +522,7 @@ mod tests {
         assert_eq!(deliveries(&conn, &e.id, true, 10).unwrap()[0].attempts, 3);
         // Disabled endpoints get no new events.
         assert_eq!(
-            emit(&conn, "w1", "message.read", json!({}), 1001).unwrap(),
+            emit(&conn, "w1", "message.read", 1001, || json!({})).unwrap(),
             0
         );
 
@@ -550,8 +539,8 @@ mod tests {
         let conn = db();
         let (_, key) = new_secret();
         let e = add_endpoint(&conn, "w1", "https://a.example/", &all(), None, &key, 0).unwrap();
-        emit(&conn, "w1", "message.read", json!({}), 0).unwrap();
-        emit(&conn, "w1", "message.failed", json!({}), 0).unwrap();
+        emit(&conn, "w1", "message.read", 0, || json!({})).unwrap();
+        emit(&conn, "w1", "message.failed", 0, || json!({})).unwrap();
         let due = due(&conn, &e.id, 0, 2).unwrap();
         let fail = TryOutcome::Failed {
             status_code: None,
@@ -581,7 +570,7 @@ mod tests {
         let conn = db();
         let (_, key) = new_secret();
         let e = add_endpoint(&conn, "w1", "https://a.example/", &all(), None, &key, 0).unwrap();
-        emit(&conn, "w1", "message.read", json!({}), 0).unwrap();
+        emit(&conn, "w1", "message.read", 0, || json!({})).unwrap();
         let first = due(&conn, &e.id, 0, 1).unwrap().remove(0);
         record_try(
             &conn,
