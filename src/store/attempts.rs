@@ -427,19 +427,23 @@ pub const CANCELLED_MESSAGE: &str = "cancelled by the sender before it was hande
 /// refused) or the cancel did (the claim finds nothing and the driver is
 /// never called). The daily counter is left as it is: the send was accepted.
 pub fn cancel(conn: &Connection, attempt_id: &str, now: i64) -> Result<CancelOutcome, StoreError> {
-    let changed = conn
-        .prepare_cached(
+    let cancelled = conn
+        .prepare_cached(&format!(
             "UPDATE send_attempts SET status = 'failed', error_code = ?2, error_message = ?3, updated_at = ?4
-             WHERE id = ?1 AND status = 'queued'",
-        )?
-        .execute(params![attempt_id, CANCELLED, CANCELLED_MESSAGE, now])?;
-    let attempt = get_attempt(conn, attempt_id)?;
-    if let (Some(attempt), true) = (&attempt, changed > 0) {
-        emit_status(conn, attempt, now)?;
+             WHERE id = ?1 AND status = 'queued'
+             RETURNING {ATTEMPT_COLUMNS}"
+        ))?
+        .query_row(
+            params![attempt_id, CANCELLED, CANCELLED_MESSAGE, now],
+            attempt_from_row,
+        )
+        .optional()?;
+    if let Some(attempt) = cancelled {
+        emit_status(conn, &attempt, now)?;
+        return Ok(CancelOutcome::Cancelled(attempt));
     }
-    Ok(match attempt {
+    Ok(match get_attempt(conn, attempt_id)? {
         None => CancelOutcome::NotFound,
-        Some(attempt) if changed > 0 => CancelOutcome::Cancelled(attempt),
         Some(attempt) => CancelOutcome::NotCancellable(attempt),
     })
 }
