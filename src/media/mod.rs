@@ -44,6 +44,7 @@ mod syntax;
 #[cfg(test)]
 mod testing;
 
+pub use post::PinnedPost;
 pub use ranges::is_public_ip;
 pub use syntax::check_url_syntax;
 

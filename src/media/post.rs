@@ -61,16 +61,16 @@ impl MediaGuard {
         Ok(ValidatedUrl { url, addrs })
     }
 
-    /// One POST to a validated URL, connecting only to its addresses, with
-    /// no redirect followed, under `timeout` for the whole exchange. The
-    /// answer's status code, or why there was none.
-    pub async fn post_pinned(
+    /// Validate `raw` now and build a client that can connect only to the
+    /// addresses it resolved to, follows no redirect, and gives each POST
+    /// `timeout` for the whole exchange. One per endpoint per dispatch pass:
+    /// its tries share the resolution and the TLS setup.
+    pub async fn pin_webhook(
         &self,
-        target: &ValidatedUrl,
-        headers: &[(&'static str, String)],
-        body: Vec<u8>,
+        raw: &str,
         timeout: Duration,
-    ) -> Result<u16, MediaError> {
+    ) -> Result<PinnedPost, MediaError> {
+        let target = self.validate_webhook(raw).await?;
         let mut builder = self
             .client_builder()
             .https_only(target.url.scheme() == "https")
@@ -85,8 +85,31 @@ impl MediaGuard {
                 error_chain(&e)
             ))
         })?;
-        let mut request = client
-            .post(target.url.clone())
+        Ok(PinnedPost {
+            client,
+            url: target.url,
+            timeout,
+        })
+    }
+}
+
+/// A webhook endpoint's URL, validated and pinned ([`MediaGuard::pin_webhook`]).
+pub struct PinnedPost {
+    client: reqwest::Client,
+    url: Url,
+    timeout: Duration,
+}
+
+impl PinnedPost {
+    /// One JSON POST; the answer's status code, or why there was none.
+    pub async fn post(
+        &self,
+        headers: &[(&'static str, String)],
+        body: Vec<u8>,
+    ) -> Result<u16, MediaError> {
+        let mut request = self
+            .client
+            .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         for (name, value) in headers {
@@ -94,7 +117,7 @@ impl MediaGuard {
         }
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
-                err(format!("no answer within {timeout:?}"))
+                err(format!("no answer within {:?}", self.timeout))
             } else {
                 err(error_chain(&e))
             }

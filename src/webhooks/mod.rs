@@ -21,7 +21,7 @@ use rand::Rng;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::media::{MediaConfig, MediaGuard};
+use crate::media::{MediaConfig, MediaGuard, PinnedPost};
 use crate::store::webhooks::{self as events, Due, Target, TryOutcome};
 use crate::store::Store;
 
@@ -88,27 +88,35 @@ pub fn next_wait(schedule: &[Duration], tries: usize, jitter: f64) -> Option<Dur
 /// before it may be tried again.
 const RECORD_RETRY_WAIT: Duration = Duration::from_secs(5);
 
-/// Sends due deliveries until `shutdown` resolves.
+/// Sends due deliveries until `shutdown` resolves. Cheap to clone: every
+/// task of it shares one state.
+#[derive(Clone)]
 pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: Store,
     guard: MediaGuard,
     config: WebhooksConfig,
     clock: Clock,
     /// Deliveries in flight, by endpoint.
-    in_flight: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    in_flight: Mutex<HashMap<String, HashSet<String>>>,
     /// Woken when a try ends, so a freed slot is used at once.
-    freed: Arc<Notify>,
+    freed: Notify,
 }
 
 impl Dispatcher {
     pub fn new(store: Store, guard: MediaGuard, config: WebhooksConfig, clock: Clock) -> Self {
         Dispatcher {
-            store,
-            guard,
-            config,
-            clock,
-            in_flight: Arc::default(),
-            freed: Arc::default(),
+            inner: Arc::new(Inner {
+                store,
+                guard,
+                config,
+                clock,
+                in_flight: Mutex::default(),
+                freed: Notify::new(),
+            }),
         }
     }
 
@@ -120,28 +128,27 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = self.freed.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = self.inner.freed.notified() => {}
+                _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
             }
         }
     }
 
-    /// Start what is due, within each endpoint's free slots.
+    /// Start what is due, within each endpoint's free slots: one batch task
+    /// per endpoint.
     async fn dispatch_due(&self) -> Result<(), crate::store::StoreError> {
-        let now = self.clock.now_ms();
-        let targets = self
-            .store
-            .read(move |c| events::targets_due(c, now))
-            .await?;
+        let me = &self.inner;
+        let now = me.clock.now_ms();
+        let targets = me.store.read(move |c| events::targets_due(c, now)).await?;
         for target in targets {
-            let busy: HashSet<String> = self
+            let busy: HashSet<String> = me
                 .in_flight
                 .lock()
                 .unwrap()
                 .get(&target.id)
                 .cloned()
                 .unwrap_or_default();
-            let free = self
+            let free = me
                 .config
                 .max_in_flight_per_endpoint
                 .saturating_sub(busy.len());
@@ -150,70 +157,82 @@ impl Dispatcher {
             }
             let endpoint = target.id.clone();
             let want = free + busy.len();
-            let due = self
+            let due = me
                 .store
                 .read(move |c| events::due(c, &endpoint, now, want))
                 .await?;
-            let target = Arc::new(target);
-            for delivery in due.into_iter().filter(|d| !busy.contains(&d.id)).take(free) {
-                self.in_flight
-                    .lock()
-                    .unwrap()
-                    .entry(target.id.clone())
-                    .or_default()
-                    .insert(delivery.id.clone());
-                tokio::spawn(self.try_once(target.clone(), delivery));
+            let batch: Vec<Due> = due
+                .into_iter()
+                .filter(|d| !busy.contains(&d.id))
+                .take(free)
+                .collect();
+            if batch.is_empty() {
+                continue;
             }
+            me.in_flight
+                .lock()
+                .unwrap()
+                .entry(target.id.clone())
+                .or_default()
+                .extend(batch.iter().map(|d| d.id.clone()));
+            tokio::spawn(self.clone().try_batch(target, batch));
         }
         Ok(())
     }
 
-    /// One try of one delivery, recorded; the slot is freed whatever happens.
-    fn try_once(
-        &self,
-        target: Arc<Target>,
-        delivery: Due,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let store = self.store.clone();
-        let guard = self.guard.clone();
-        let config = self.config.clone();
-        let clock = self.clock.clone();
-        let in_flight = self.in_flight.clone();
-        let freed = self.freed.clone();
-        async move {
-            let outcome = send(&guard, &config, &clock, &target, &delivery).await;
-            let now = clock.now_ms();
-            let (id, endpoint) = (delivery.id.clone(), target.id.clone());
-            let disable_after = config.disable_after.as_millis() as i64;
-            let recorded = store
-                .write(move |c| events::record_try(c, &id, &endpoint, &outcome, disable_after, now))
-                .await;
-            match recorded {
-                Ok(true) => tracing::warn!(
-                    endpoint = %target.id,
-                    "webhook endpoint disabled: every delivery failed for {}; \
-                     `whatan webhook add` of the same URL enables it again",
-                    crate::config::format_duration(config.disable_after)
-                ),
-                Ok(false) => {}
-                Err(e) => {
-                    // The row is still due: hold its slot a while, or the
-                    // next pass would post it again at once, and again.
-                    tracing::warn!(error = %e, "cannot record a webhook delivery try");
-                    tokio::time::sleep(RECORD_RETRY_WAIT).await;
-                }
-            }
-            if let Some(set) = in_flight.lock().unwrap().get_mut(&target.id) {
-                set.remove(&delivery.id);
-            }
-            freed.notify_one();
+    /// The tries of one endpoint's batch, concurrently, after one
+    /// resolution and pinning of its URL (on a task of its own: a slow DNS
+    /// answer holds up no other endpoint).
+    async fn try_batch(self, target: Target, batch: Vec<Due>) {
+        let pinned = self
+            .inner
+            .guard
+            .pin_webhook(&target.url, self.inner.config.timeout)
+            .await
+            .map_err(|e| e.to_string());
+        let shared = Arc::new((target, pinned));
+        for delivery in batch {
+            tokio::spawn(self.clone().try_once(shared.clone(), delivery));
         }
+    }
+
+    /// One try of one delivery, recorded; the slot is freed whatever happens.
+    async fn try_once(self, shared: Arc<(Target, Result<PinnedPost, String>)>, delivery: Due) {
+        let me = &self.inner;
+        let (target, pinned) = &*shared;
+        let outcome = send(pinned, &me.config, &me.clock, target, &delivery).await;
+        let now = me.clock.now_ms();
+        let (id, endpoint) = (delivery.id.clone(), target.id.clone());
+        let disable_after = me.config.disable_after.as_millis() as i64;
+        let recorded = me
+            .store
+            .write(move |c| events::record_try(c, &id, &endpoint, &outcome, disable_after, now))
+            .await;
+        match recorded {
+            Ok(true) => tracing::warn!(
+                endpoint = %target.id,
+                "webhook endpoint disabled: every delivery failed for {}; \
+                 `whatan webhook add` of the same URL enables it again",
+                crate::config::format_duration(me.config.disable_after)
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                // The row is still due: hold its slot a while, or the next
+                // pass would post it again at once, and again.
+                tracing::warn!(error = %e, "cannot record a webhook delivery try");
+                tokio::time::sleep(RECORD_RETRY_WAIT).await;
+            }
+        }
+        if let Some(set) = me.in_flight.lock().unwrap().get_mut(&target.id) {
+            set.remove(&delivery.id);
+        }
+        me.freed.notify_one();
     }
 }
 
 /// Sign and POST one delivery; what happened, with the next try's time.
 async fn send(
-    guard: &MediaGuard,
+    pinned: &Result<PinnedPost, String>,
     config: &WebhooksConfig,
     clock: &Clock,
     target: &Target,
@@ -231,25 +250,19 @@ async fn send(
         ("webhook-timestamp", timestamp.to_string()),
         ("webhook-signature", signature),
     ];
-    let result = match guard.validate_webhook(&target.url).await {
-        Ok(validated) => {
-            guard
-                .post_pinned(
-                    &validated,
-                    &headers,
-                    delivery.body.clone().into_bytes(),
-                    config.timeout,
-                )
-                .await
-        }
-        Err(e) => Err(e),
+    let result = match pinned {
+        Ok(pinned) => pinned
+            .post(&headers, delivery.body.clone().into_bytes())
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
     };
     let (status_code, error) = match result {
         Ok(code) if (200..300).contains(&code) => {
             return TryOutcome::Delivered { status_code: code }
         }
         Ok(code) => (Some(code), format!("the endpoint answered HTTP {code}")),
-        Err(e) => (None, e.to_string()),
+        Err(e) => (None, e),
     };
     let tries = delivery.attempts as usize + 1;
     let jitter = rand::thread_rng().gen_range(-0.1..=0.1);
