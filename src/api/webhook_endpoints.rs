@@ -164,10 +164,7 @@ pub async fn handle(
             let id = id.to_string();
             let delivery = state
                 .store
-                .write(move |c| match events::redeliver(c, &id, now)? {
-                    Some(new) => events::get_delivery(c, &new),
-                    None => Ok(None),
-                })
+                .write(move |c| events::redeliver(c, &id, now))
                 .await?
                 .ok_or_else(ApiError::not_found)?;
             Ok(json_response(

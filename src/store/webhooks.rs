@@ -265,8 +265,8 @@ pub fn endpoint_of_delivery(conn: &Connection, id: &str) -> Result<Option<Endpoi
 }
 
 /// Queue a delivery's event again: a new delivery with the same
-/// `webhook-id` and body, due now. Returns the new delivery's id.
-pub fn redeliver(conn: &Connection, id: &str, now: i64) -> Result<Option<String>, StoreError> {
+/// `webhook-id` and body, due now. Returns the new delivery.
+pub fn redeliver(conn: &Connection, id: &str, now: i64) -> Result<Option<Delivery>, StoreError> {
     let new = new_id("dlv", now);
     let changed = conn.execute(
         "INSERT INTO webhook_deliveries
@@ -275,7 +275,10 @@ pub fn redeliver(conn: &Connection, id: &str, now: i64) -> Result<Option<String>
          FROM webhook_deliveries WHERE id = ?1",
         params![id, new, now],
     )?;
-    Ok((changed > 0).then_some(new))
+    if changed == 0 {
+        return Ok(None);
+    }
+    get_delivery(conn, &new)
 }
 
 /// Write `event_type` with `data()` for every enabled endpoint of
@@ -581,7 +584,7 @@ mod tests {
             1,
         )
         .unwrap();
-        let again = redeliver(&conn, &first.id, 5).unwrap().unwrap();
+        let again = redeliver(&conn, &first.id, 5).unwrap().unwrap().id;
         let queued = due(&conn, &e.id, 5, 10).unwrap();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].id, again);

@@ -231,15 +231,33 @@ impl TestApp {
         id: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for_get(&format!("/api/v1/messages/{id}"), token, done)
+            .await
+    }
+
+    /// Poll `GET path` until its JSON body satisfies `done`, for at most 20 s.
+    pub async fn wait_for_get(
+        &self,
+        path: &str,
+        token: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let body = self.status(token, id).await.json();
+            let resp = self
+                .client
+                .get(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let body = reply(resp).await.json();
             if done(&body) {
                 return body;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "condition never held; last status: {body}"
+                "condition never held; last answer of {path}: {body}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -276,8 +276,6 @@ print(json.dumps({
 /// installs it and sets `WHATAN_TEST_REQUIRE_ALL=1`, which makes its absence
 /// a failure.
 fn python_parse(text: &str) -> Option<serde_json::Value> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     if !crate::external_tool::python_module_or_skip(
         "prometheus_client",
         "prometheus-client",
@@ -285,20 +283,7 @@ fn python_parse(text: &str) -> Option<serde_json::Value> {
     ) {
         return None;
     }
-    let mut child = Command::new("python3")
-        .args(["-c", PYTHON_PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::external_tool::python_with_stdin(&["-c", PYTHON_PARSE], text.as_bytes());
     assert!(
         out.status.success(),
         "prometheus_client refused the scrape: {}",

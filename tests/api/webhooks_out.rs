@@ -62,8 +62,6 @@ fn of_type<'a>(all: &'a [Received], event: &str) -> Vec<&'a Received> {
 /// Verify with the official `standardwebhooks` package; `None` when it is
 /// not installed (and not required).
 fn verify_with_standardwebhooks(cases: &[Value]) -> Option<()> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     if !crate::external_tool::python_module_or_skip(
         "standardwebhooks",
         "standardwebhooks",
@@ -71,23 +69,13 @@ fn verify_with_standardwebhooks(cases: &[Value]) -> Option<()> {
     ) {
         return None;
     }
-    let mut child = Command::new("python3")
-        .arg(concat!(
+    let out = crate::external_tool::python_with_stdin(
+        &[concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/verify_webhooks.py"
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::Array(cases.to_vec()).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        )],
+        Value::Array(cases.to_vec()).to_string().as_bytes(),
+    );
     assert!(
         out.status.success(),
         "standardwebhooks refused a delivery: {}",
@@ -324,21 +312,14 @@ async fn retries_follow_the_schedule_then_fail_and_redelivery_keeps_the_webhook_
     // One try and the schedule's two retries, each answered 500.
     let tries = receiver.wait_for("three tries", |all| all.len() >= 3).await;
     let deliveries_path = format!("/api/v1/webhooks/{endpoint}/deliveries");
-    let failed = loop {
-        let list = call(
-            &app,
-            "GET",
+    let failed = app
+        .wait_for_get(
             &format!("{deliveries_path}?failed=true"),
             &app.owner.token,
-            None,
+            |list| list.as_array().is_some_and(|l| !l.is_empty()),
         )
-        .await
-        .json();
-        if let Some(d) = list.as_array().unwrap().first() {
-            break d.clone();
-        }
-        tokio::task::yield_now().await;
-    };
+        .await[0]
+        .clone();
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["attempts"], 3);
     assert_eq!(failed["lastStatusCode"], 500);
@@ -398,15 +379,12 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_and_add_enables_it() 
     receiver
         .wait_for("two failed tries", |all| all.len() >= 2)
         .await;
-    let status = loop {
-        let list = call(&app, "GET", "/api/v1/webhooks", &app.owner.token, None)
-            .await
-            .json();
-        if list[0]["status"] == "disabled" {
-            break list[0]["status"].clone();
-        }
-        tokio::task::yield_now().await;
-    };
+    let status = app
+        .wait_for_get("/api/v1/webhooks", &app.owner.token, |list| {
+            list[0]["status"] == "disabled"
+        })
+        .await[0]["status"]
+        .clone();
     assert_eq!(status, "disabled");
     // Disabled: no further tries, and new events are not queued for it.
     let seen = receiver.received().len();

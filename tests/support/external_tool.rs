@@ -50,3 +50,18 @@ pub fn python_module_or_skip(module: &str, package: &str, left_out: &str) -> boo
     }
     available
 }
+
+/// Run `python3 ARGS` with `stdin` on its standard input; its output.
+pub fn python_with_stdin(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("python3")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
