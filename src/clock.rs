@@ -191,11 +191,7 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// leap second (`:60`) is read as the next second.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        b.get(range)?.iter().try_fold(0i64, |n, d| {
-            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
-        })
-    };
+    let number = |range: std::ops::Range<usize>| digits(b.get(range)?);
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
     let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
@@ -226,8 +222,8 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     }
     let offset_minutes = match rest {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (h, m) = (two_digits(*h1, *h2)?, two_digits(*m1, *m2)?);
+        [sign @ (b'+' | b'-'), hh @ .., b':', _, _] if hh.len() == 2 => {
+            let (h, m) = (digits(hh)?, digits(&rest[4..])?);
             if h > 23 || m > 59 {
                 return None;
             }
@@ -244,9 +240,11 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(seconds * 1000 + millis)
 }
 
-fn two_digits(tens: u8, ones: u8) -> Option<i64> {
-    (tens.is_ascii_digit() && ones.is_ascii_digit())
-        .then(|| i64::from(tens - b'0') * 10 + i64::from(ones - b'0'))
+/// A run of ASCII digits as a number; `None` if any byte is not a digit.
+fn digits(bytes: &[u8]) -> Option<i64> {
+    bytes.iter().try_fold(0i64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+    })
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
