@@ -135,9 +135,7 @@ impl ListQuery {
             let bad = |why: &str| ApiError::invalid_field(parameter, format!("{parameter} {why}"));
             match parameter {
                 "status" => {
-                    query.status = Some(AttemptStatus::parse(&value).ok_or_else(|| {
-                        bad("must be one of queued, sending, accepted, delivered, read, failed")
-                    })?);
+                    query.status = Some(status::status_filter(&value)?);
                 }
                 "accountId" => {
                     let well_formed = (1..=MAX_ACCOUNT_ID_CHARS).contains(&value.len())

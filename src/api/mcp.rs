@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use super::{auth, json_response, read_body, send, status, ApiError, AppState, Body};
 use crate::config::Config;
-use crate::domain::{AttemptStatus, SendRequest};
+use crate::domain::SendRequest;
 use crate::store::admin::Principal;
 use crate::store::{attempts, listing};
 
@@ -320,12 +320,7 @@ async fn list_recent_messages(caller: &Caller, args: &JsonObject) -> Result<Valu
     };
     let status = match args.get("status") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_str().and_then(AttemptStatus::parse).ok_or_else(|| {
-            ApiError::invalid_field(
-                "status",
-                "status must be one of queued, sending, accepted, delivered, read, failed",
-            )
-        })?),
+        Some(v) => Some(status::status_filter(v.as_str().unwrap_or_default())?),
     };
     let p = caller.principal.clone();
     let rows = caller

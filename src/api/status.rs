@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 
 use super::{auth, json_response, ApiError, AppState, Body};
-use crate::domain::SenderMode;
+use crate::domain::{AttemptStatus, SenderMode};
 use crate::store::admin::Principal;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::listing::Readable;
@@ -51,6 +51,19 @@ pub(crate) fn attempt_id(raw: &str) -> Option<String> {
     uuid::Uuid::parse_str(raw)
         .ok()
         .map(|u| u.hyphenated().to_string())
+}
+
+/// A `status` filter (`GET /api/v1/messages`, the MCP tool
+/// `list_recent_messages`): one of the attempt statuses, or
+/// `invalid_request` naming them.
+pub(crate) fn status_filter(value: &str) -> Result<AttemptStatus, ApiError> {
+    AttemptStatus::parse(value).ok_or_else(|| {
+        let names: Vec<&str> = AttemptStatus::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::invalid_field(
+            "status",
+            format!("status must be one of {}", names.join(", ")),
+        )
+    })
 }
 
 /// The read rule: a token's user reads its own attempts; owners and admins

@@ -146,7 +146,7 @@ pub async fn handle(
             let id = id.to_string();
             let list = state
                 .store
-                .read(move |c| events::deliveries(c, &id, failed, 100))
+                .read(move |c| events::deliveries(c, &id, failed, events::RECENT_DELIVERIES))
                 .await?;
             ok(json!(list))
         }

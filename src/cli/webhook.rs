@@ -118,7 +118,7 @@ fn deliveries(ctx: &Context, id: String, failed: bool) -> Result<Output, CliErro
     }
     let list = ctx
         .store
-        .read_blocking(|c| events::deliveries(c, &id, failed, 100))?;
+        .read_blocking(|c| events::deliveries(c, &id, failed, events::RECENT_DELIVERIES))?;
     Ok(Output::list(&list, to_json, |d| {
         format!(
             "{}  {}  {}  {} tries{}",

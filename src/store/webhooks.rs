@@ -199,6 +199,9 @@ pub fn rotate_key(
     )? > 0)
 }
 
+/// How many deliveries `webhook deliveries` and its route show.
+pub const RECENT_DELIVERIES: usize = 100;
+
 /// The recent deliveries of an endpoint, newest first.
 pub fn deliveries(
     conn: &Connection,
