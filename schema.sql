@@ -243,3 +243,38 @@ CREATE INDEX webhook_deliveries_final ON webhook_deliveries(updated_at)
 -- The last account state reported to webhooks: `connecting` is not one, so
 -- disconnected -> connecting -> disconnected reports nothing new.
 ALTER TABLE accounts ADD COLUMN reported_status TEXT;
+
+-- migration: 9
+
+-- The dashboard. One-time sign-in links (`user login-link`, invites):
+-- only the SHA-256 of the secret is stored; a link is spent by deleting it.
+CREATE TABLE login_links (
+    secret_hash  BLOB PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id),
+    expires_at   INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX login_links_by_user ON login_links(user_id);
+
+-- Signed-in browsers: the SHA-256 of the cookie's id, and the CSRF token
+-- its forms carry. A session unused for 30 days is over.
+CREATE TABLE sessions (
+    id_hash      BLOB PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id),
+    csrf_token   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions(user_id);
+
+-- A sandbox account's QR code while its Link page waits for the simulated
+-- phone (`sandbox scan ACCOUNT`, another process, completes it).
+CREATE TABLE sandbox_pairings (
+    account_id   TEXT PRIMARY KEY REFERENCES accounts(id),
+    nonce        TEXT NOT NULL,
+    started_at   INTEGER NOT NULL
+);
+
+-- A member removed from the team: their tokens, sessions and links stop at
+-- once; the row stays, because their attempts name them.
+ALTER TABLE users ADD COLUMN removed_at INTEGER;

@@ -32,6 +32,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "max_connections",
             "shutdown_timeout",
             "trusted_proxies",
+            "public_url",
         ],
     ),
     ("log", &["level", "format"]),
@@ -91,6 +92,10 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Reverse proxies whose `X-Forwarded-For` is believed (access log).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The base of every link the server prints (dashboard sign-in links),
+    /// and the only `Origin` the dashboard accepts a form from; `None`:
+    /// `http://<listen>`. An origin: scheme, host and port, no path.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -158,6 +163,7 @@ impl Default for Config {
                 max_connections: 1024,
                 shutdown_timeout: Duration::from_secs(30),
                 trusted_proxies: Vec::new(),
+                public_url: None,
             },
             log: LogConfig::default(),
             database: DatabaseConfig {
@@ -187,6 +193,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `server.public_url`, or `http://<listen>`: the base of the links
+    /// the server and the CLI print, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.server.listen))
+    }
+
     /// Load from an optional file and the given environment.
     /// With `file = None`, `./whatan.toml` is used if it exists.
     pub fn load(
@@ -237,6 +252,9 @@ impl Config {
         set!("server"."max_connections", positive_usize, c.server.max_connections);
         set!("server"."shutdown_timeout", duration, c.server.shutdown_timeout);
         set!("server"."trusted_proxies", network_list, c.server.trusted_proxies);
+        if let Some(v) = get("server", "public_url") {
+            c.server.public_url = Some(public_url("server.public_url", v)?);
+        }
         set!("log"."format", log_format, c.log.format);
         if let Some(v) = get("log", "level") {
             let level = as_str("log.level", v)?.trim().to_string();

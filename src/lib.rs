@@ -23,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod delivery;
 pub mod domain;
 pub mod driver;

@@ -119,6 +119,14 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send,
     hooks: Hooks,
 ) -> Result<(), String> {
+    let mut config = config;
+    // Links and the dashboard's Origin check name the address actually
+    // bound (port 0 in tests) unless the operator set `public_url`.
+    if config.server.public_url.is_none() {
+        if let Ok(addr) = listener.local_addr() {
+            config.server.public_url = Some(format!("http://{addr}"));
+        }
+    }
     let config = Arc::new(config);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut drivers = build_drivers(&config, &store, events_tx);
@@ -169,6 +177,7 @@ pub async fn serve_with(
         clock: hooks.clock,
         mcp: crate::api::mcp::service(&config),
         webhook_urls,
+        links: crate::dashboard::link::Links::default(),
     };
     run_http(
         listener,

@@ -1235,3 +1235,69 @@ fn webhook_commands_print_the_documented_json_and_the_secret_only_once() {
     assert_eq!(removed, serde_json::json!({"id": id, "removed": true}));
     assert_eq!(json(&db.path, &["webhook", "list"]), serde_json::json!([]));
 }
+
+#[test]
+fn login_link_prints_a_one_time_url_under_public_url_and_refuses_strangers() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let link = json(&db.path, &["user", "login-link", &st.owner]);
+    let url = s(&link, "url");
+    let secret = url
+        .strip_prefix("http://127.0.0.1:8080/login/")
+        .unwrap_or_else(|| panic!("{url} is not under the default public_url"));
+    assert!(secret.len() >= 43, "{secret}");
+    assert!(s(&link, "expiresAt").ends_with('Z'));
+    // The secret itself is never stored.
+    let bytes = std::fs::read(&db.path).unwrap();
+    assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+
+    let behind_proxy = whatan_fed(
+        &db.path,
+        &["user", "login-link", &st.owner, "--expires-in", "1h"],
+        &[("WHATAN_SERVER_PUBLIC_URL", "https://whatan.example.com")],
+        b"",
+    );
+    let v: Value = serde_json::from_slice(&behind_proxy.stdout).unwrap();
+    assert!(s(&v, "url").starts_with("https://whatan.example.com/login/"));
+
+    assert!(fails(&db.path, &["user", "login-link", "usr_nobody"]).contains("unknown user"));
+    assert!(fails(
+        &db.path,
+        &["user", "login-link", &st.owner, "--expires-in", "soon"]
+    )
+    .contains("--expires-in"));
+    let bad_url = whatan_fed(
+        &db.path,
+        &["user", "login-link", &st.owner],
+        &[(
+            "WHATAN_SERVER_PUBLIC_URL",
+            "https://whatan.example.com/base",
+        )],
+        b"",
+    );
+    assert!(!bad_url.status.success());
+    assert!(String::from_utf8_lossy(&bad_url.stderr).contains("server.public_url"));
+}
+
+#[test]
+fn sandbox_scan_connects_only_a_sandbox_account_whose_code_is_shown() {
+    let db = fresh_db();
+    let st = setup(&db.path);
+    let err = fails(&db.path, &["sandbox", "scan", &st.account]);
+    assert!(err.contains("no QR code is shown"), "{err}");
+    assert!(fails(&db.path, &["sandbox", "scan", "acc_nothing"]).contains("unknown account"));
+    // What the dashboard's Link page does when it shows the code.
+    let store = whatan::store::Store::open(&db.path).unwrap();
+    let account = st.account.clone();
+    let shown = store
+        .write_blocking(move |c| {
+            whatan::store::dashboard::start_sandbox_pairing(c, &account, "n1", 0)
+        })
+        .unwrap();
+    assert_eq!(shown.status.as_str(), "connecting");
+    assert_eq!(
+        json(&db.path, &["sandbox", "scan", &st.account]),
+        serde_json::json!({"id": st.account, "status": "connected"})
+    );
+    assert!(fails(&db.path, &["sandbox", "scan", &st.account]).contains("no QR code"));
+}

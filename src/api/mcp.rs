@@ -271,14 +271,7 @@ async fn list_senders(caller: &Caller) -> Result<Value, ApiError> {
         .state
         .store
         .read(move |c| {
-            let accounts = if p.role.may_choose_sender() {
-                listing::accounts_in_workspace(c, &p.workspace_id)?
-            } else {
-                crate::store::admin::account_of_user(c, &p.user_id)?
-                    .into_iter()
-                    .collect()
-            };
-            accounts
+            listing::senders(c, &status::readable(&p))?
                 .into_iter()
                 .map(|a| Ok((attempts::sent_on_day(c, &a.id, day)?, a)))
                 .collect::<Result<Vec<_>, crate::store::StoreError>>()

@@ -12,7 +12,7 @@ mod metrics;
 pub mod observe;
 mod ready;
 mod send;
-mod status;
+pub(crate) mod status;
 mod webhook_endpoints;
 mod webhooks;
 
@@ -89,6 +89,8 @@ pub struct AppState {
     pub mcp: mcp::McpService,
     /// Checks webhook endpoint URLs (`crate::webhooks::url_guard`).
     pub webhook_urls: MediaGuard,
+    /// The dashboard's running phone pairings.
+    pub links: crate::dashboard::link::Links,
 }
 
 /// An API error: the contract's code, a message for humans, the HTTP status.
@@ -233,7 +235,7 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Read the whole body, refusing more than `limit` bytes with 413.
-pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
         Err(_) => Err(ApiError::new(
@@ -262,9 +264,17 @@ enum Route<'a> {
     Webhooks(webhook_endpoints::WebhookRoute<'a>),
     Send,
     List,
-    Status { id: &'a str },
-    Cancel { id: &'a str },
-    CloudWebhook { account_id: &'a str },
+    Status {
+        id: &'a str,
+    },
+    Cancel {
+        id: &'a str,
+    },
+    CloudWebhook {
+        account_id: &'a str,
+    },
+    /// The team dashboard's pages (HTML, session cookies).
+    Dashboard(crate::dashboard::Page<'a>),
     Unknown,
 }
 
@@ -295,6 +305,9 @@ impl<'a> Route<'a> {
         if let Some(account_id) = path.strip_prefix(webhooks::PATH_PREFIX) {
             return Route::CloudWebhook { account_id };
         }
+        if let Some(page) = crate::dashboard::Page::parse(path) {
+            return Route::Dashboard(page);
+        }
         Route::Unknown
     }
 
@@ -311,6 +324,7 @@ impl<'a> Route<'a> {
             Route::Status { .. } => "/api/v1/messages/{id}",
             Route::Cancel { .. } => "/api/v1/messages/{id}/cancel",
             Route::CloudWebhook { .. } => "/webhooks/cloud/{accountId}",
+            Route::Dashboard(page) => page.template(),
             Route::Unknown => "unmatched",
         }
     }
@@ -427,6 +441,7 @@ async fn route_request(
             Method::GET | Method::POST => webhooks::handle(state, req, account_id).await,
             _ => Err(method_not_allowed("GET, POST")),
         },
+        Route::Dashboard(page) => Ok(crate::dashboard::handle(state, req, page).await),
         Route::Unknown => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no route for {path}"),
@@ -480,6 +495,8 @@ mod tests {
             ("/api/v1/messages/a/b/cancel", "unmatched"),
             ("/api/v1/messages/a/cancel/x", "unmatched"),
             ("/secret-looking/path", "unmatched"),
+            ("/login/s3cr3t", "/login/{secret}"),
+            ("/accounts/acc_1/link", "/accounts/{id}/link"),
         ];
         for (path, template) in cases {
             assert_eq!(route_template(path), template, "{path}");

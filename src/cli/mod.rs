@@ -108,6 +108,13 @@ pub enum UserCmd {
         role: String,
     },
     List,
+    /// Print a one-time dashboard sign-in link for USER.
+    LoginLink {
+        user: String,
+        /// How long the link works (e.g. 15m, 1h, 7d).
+        #[arg(long, default_value = "15m")]
+        expires_in: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +178,9 @@ pub enum WebhookCmd {
 pub enum SandboxCmd {
     /// What the simulated network delivered.
     Outbox,
+    /// The simulated phone scans the QR code the dashboard shows for
+    /// sandbox account ACCOUNT: the account is connected.
+    Scan { account: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -32,8 +32,14 @@ pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", config.server.listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
-    if let Some((account, secret)) = bootstrap(&store)? {
-        print_first_run(&account, &secret, addr, json_out);
+    let sign_in = crate::dashboard::session::LoginLink::new(FIRST_SIGN_IN_TTL);
+    if let Some((account, secret)) = bootstrap(&store, &sign_in)? {
+        let base = config
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        print_first_run(&account, &secret, &sign_in.url(&base), addr, json_out);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,9 +74,17 @@ fn lock_refused(database: &Path, error: LockError) -> CliError {
     }
 }
 
-/// Create a workspace, an owner, a connected sandbox account and a send
-/// token in one transaction, if the database is empty. Returns the secret.
-fn bootstrap(store: &Store) -> Result<Option<(admin::Account, String)>, CliError> {
+/// How long the first run's dashboard sign-in link works.
+const FIRST_SIGN_IN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Create a workspace, an owner, a connected sandbox account, a send
+/// token and the owner's dashboard sign-in link in one transaction, if the
+/// database is empty. Returns the token's secret.
+fn bootstrap(
+    store: &Store,
+    sign_in: &crate::dashboard::session::LoginLink,
+) -> Result<Option<(admin::Account, String)>, CliError> {
+    let (link_hash, link_expires) = (sign_in.hash, sign_in.expires_at);
     let new = token::generate(TokenKind::Send);
     let secret = new.secret.clone();
     let created = store.write_blocking(move |c| {
@@ -88,6 +102,13 @@ fn bootstrap(store: &Store) -> Result<Option<(admin::Account, String)>, CliError
             &json!({}),
         )?;
         admin::create_token(c, &owner.id, TokenKind::Send, Some("first-run"), None, &new)?;
+        crate::store::dashboard::create_login_link(
+            c,
+            &owner.id,
+            &link_hash,
+            link_expires,
+            crate::clock::now_ms(),
+        )?;
         Ok(Some(account))
     })?;
     Ok(created.map(|a| (a, secret)))
@@ -96,6 +117,7 @@ fn bootstrap(store: &Store) -> Result<Option<(admin::Account, String)>, CliError
 fn print_first_run(
     account: &admin::Account,
     secret: &str,
+    dashboard: &str,
     addr: std::net::SocketAddr,
     json_out: bool,
 ) {
@@ -103,7 +125,8 @@ fn print_first_run(
         println!(
             "{}",
             json!({"firstRun": {"workspace": account.workspace, "user": account.user,
-                   "account": account.id, "phone": account.phone, "token": secret}})
+                   "account": account.id, "phone": account.phone, "token": secret,
+                   "dashboard": dashboard}})
         );
         return;
     }
@@ -116,8 +139,11 @@ fn print_first_run(
          -H \"Content-Type: application/json\" \\\n      \
          -d '{{\"to\": \"+917999709798\", \"type\": \"text\", \"text\": \"Hello from whatan\"}}'\n\n\
          Then poll GET http://{addr}/api/v1/messages/<sendAttemptId> with the same header,\n\
-         and see what the sandbox delivered with: whatan sandbox outbox\n",
-        phone = account.phone
+         and see what the sandbox delivered with: whatan sandbox outbox\n\n\
+         The dashboard (a one-time sign-in link, valid for 24 hours; a new one any time:\n\
+         whatan user login-link {user}):\n\n    {dashboard}\n",
+        phone = account.phone,
+        user = account.user
     );
 }
 

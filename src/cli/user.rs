@@ -1,9 +1,10 @@
-//! `user add|list`: the people of a workspace and their role, which decides
-//! what their tokens may send from.
+//! `user add|list|login-link`: the people of a workspace, their role (which
+//! decides what their tokens may send from), and their dashboard sign-in.
 
 use serde_json::json;
 
 use super::{to_json, CliError, Context, Output, UserCmd};
+use crate::clock::now_ms;
 use crate::domain::Role;
 use crate::store::admin;
 
@@ -15,6 +16,7 @@ pub fn run(ctx: &Context, cmd: UserCmd) -> Result<Output, CliError> {
             role,
         } => add(ctx, workspace, name, &role),
         UserCmd::List => list(ctx),
+        UserCmd::LoginLink { user, expires_in } => login_link(ctx, user, &expires_in),
     }
 }
 
@@ -38,4 +40,25 @@ fn list(ctx: &Context) -> Result<Output, CliError> {
     Ok(Output::list(&all, to_json, |u| {
         format!("{}  {}  {}  {}", u.id, u.workspace, u.role, u.name)
     }))
+}
+
+fn login_link(ctx: &Context, user: String, expires_in: &str) -> Result<Output, CliError> {
+    let ttl = crate::config::parse_duration(expires_in)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            CliError(format!(
+                "bad --expires-in {expires_in:?}: use a duration such as 15m, 1h or 7d"
+            ))
+        })?;
+    let link = crate::dashboard::session::LoginLink::new(ttl);
+    let (hash, expires_at) = (link.hash, link.expires_at);
+    ctx.store.write_blocking(move |c| {
+        crate::store::dashboard::create_login_link(c, &user, &hash, expires_at, now_ms())
+    })?;
+    let url = link.url(&ctx.config.public_url());
+    let expires = crate::clock::rfc3339_ms(expires_at);
+    Ok(Output::new(
+        json!({"url": url, "expiresAt": expires}),
+        format!("{url}\n(one use; works until {expires})"),
+    ))
 }

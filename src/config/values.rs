@@ -244,3 +244,24 @@ pub(super) fn networks(key: &str, v: &Value) -> Result<Vec<ipnet::IpNet>, Config
         })
         .collect()
 }
+
+/// `server.public_url`: an absolute `http` or `https` URL with a host and
+/// no path, query or fragment (the dashboard is served at the root of its
+/// host), returned as its origin (`https://whatan.example.com`).
+pub(super) fn public_url(key: &str, v: &Value) -> Result<String, ConfigError> {
+    let raw = as_str(key, v)?.trim();
+    let bad = |why: &str| ConfigError(format!("{key}: {raw:?} {why}"));
+    let url = url::Url::parse(raw).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad("must be an http:// or https:// URL with a host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(
+            "must have no path, query or fragment: whatan is served at the root of its host",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry a user name or password"));
+    }
+    Ok(url.origin().ascii_serialization())
+}

@@ -97,6 +97,23 @@ pub struct Principal {
     pub revoked: bool,
 }
 
+impl Principal {
+    /// What a Send API token of this user would be (the dashboard shows a
+    /// signed-in user what their token could read, through the same rules).
+    pub fn of_user(user_id: &str, workspace_id: &str, role: Role) -> Principal {
+        Principal {
+            token_id: String::new(),
+            secret_hash: Vec::new(),
+            user_id: user_id.to_string(),
+            workspace_id: workspace_id.to_string(),
+            role,
+            kind: TokenKind::Send,
+            expires_at: None,
+            revoked: false,
+        }
+    }
+}
+
 pub fn create_workspace(conn: &Connection, name: &str) -> Result<Workspace, StoreError> {
     let name = non_empty(name, "workspace name")?;
     let id = new_id("ws");
@@ -495,7 +512,7 @@ pub fn principal_by_hash(conn: &Connection, hash: &[u8]) -> Result<Option<Princi
         .prepare_cached(
             "SELECT t.id, t.secret_hash, t.user_id, u.workspace_id, u.role, t.kind, t.expires_at, t.revoked_at
              FROM tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.secret_hash = ?1",
+             WHERE t.secret_hash = ?1 AND u.removed_at IS NULL",
         )?
         .query_row([hash], |r| {
             let role: String = r.get(4)?;

@@ -96,6 +96,17 @@ fn range_sql(index: &str, whose: &str) -> String {
     )
 }
 
+/// The accounts a user may send from: the whole workspace's for owners
+/// and admins (`workspace_view`), else the user's own attached account.
+pub fn senders(conn: &Connection, who: &Readable<'_>) -> Result<Vec<Account>, StoreError> {
+    match who.workspace_view {
+        Some(workspace) => accounts_in_workspace(conn, workspace),
+        None => Ok(super::admin::account_of_user(conn, who.user_id)?
+            .into_iter()
+            .collect()),
+    }
+}
+
 /// The accounts of one workspace, oldest first.
 pub fn accounts_in_workspace(
     conn: &Connection,

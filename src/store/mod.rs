@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod backup;
+pub mod dashboard;
 pub mod files;
 pub mod gauges;
 pub mod listing;

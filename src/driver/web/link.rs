@@ -24,41 +24,53 @@ pub fn link_account_blocking(
     pair_code: bool,
     json: bool,
 ) -> Result<String, String> {
-    let sessions = whatan_web::sessions_dir(&config.database.path);
-    let path = whatan_web::session_path(&sessions, &account.id).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let phone = account.phone.clone();
-    runtime.block_on(async move {
-        if let Some(user) = whatan_web::linked_phone(&path)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(format!(
-                "already linked (+{user}); `whatan serve` connects it"
-            ));
-        }
-        let mode = if pair_code {
-            PairMode::PairCode
-        } else {
-            PairMode::Qr
-        };
-        let printer = PromptPrinter::new(json, phone.clone());
-        let linked = whatan_web::pair(
-            &super::network(),
-            &path,
-            &phone,
-            mode,
-            move |p| printer.show(p),
-            PAIRING_TIMEOUT,
-        )
+    let printer = PromptPrinter::new(json, account.phone.clone());
+    runtime.block_on(link_account(config, account, pair_code, move |p| {
+        printer.show(p)
+    }))
+}
+
+/// Link a `web` account's phone, showing each prompt (QR code, pair code)
+/// through `show`: the CLI prints them, the dashboard draws them. Returns
+/// the status detail to store; an account whose session is already linked
+/// is not paired again.
+pub async fn link_account(
+    config: &Config,
+    account: &Account,
+    pair_code: bool,
+    show: impl Fn(PairingPrompt) + Send + Sync + 'static,
+) -> Result<String, String> {
+    let sessions = whatan_web::sessions_dir(&config.database.path);
+    let path = whatan_web::session_path(&sessions, &account.id).map_err(|e| e.to_string())?;
+    if let Some(user) = whatan_web::linked_phone(&path)
         .await
-        .map_err(|e| e.to_string())?;
-        Ok(format!("linked +{}", linked.phone_user))
-    })
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(format!(
+            "already linked (+{user}); `whatan serve` connects it"
+        ));
+    }
+    let mode = if pair_code {
+        PairMode::PairCode
+    } else {
+        PairMode::Qr
+    };
+    let linked = whatan_web::pair(
+        &super::network(),
+        &path,
+        &account.phone,
+        mode,
+        show,
+        PAIRING_TIMEOUT,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(format!("linked +{}", linked.phone_user))
 }
 
 /// Shows pairing prompts on stdout (human) or stderr (`--json`).

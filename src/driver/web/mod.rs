@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use whatan_web::{LinkedDevice, Net, WebError, WebEvent};
 
 pub use self::cache::OnWhatsAppCache;
-pub use self::link::{link_account_blocking, prompt_text, PAIRING_TIMEOUT};
+pub use self::link::{link_account, link_account_blocking, prompt_text, PAIRING_TIMEOUT};
 pub use self::mapping::{driver_events, send_error};
 use super::{
     Accepted, DriverEvent, EventSink, MediaPayload, OutgoingContent, OutgoingMessage, SendError,

@@ -1,0 +1,475 @@
+//! The dashboard over HTTP, as a browser would speak to it (cookies by
+//! hand, no redirects followed): sign-in links, the session cookie, the
+//! CSRF and Origin checks, the security headers, and that every page shows
+//! only what the same user's token could read. The same flows in a real
+//! browser: `tests/browser.rs`.
+
+use std::time::Duration;
+
+use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use reqwest::redirect::Policy;
+
+use crate::helpers::{spawn_app, spawn_app_with, text_to, Reply, TestApp};
+use whatan::dashboard::session::LoginLink;
+use whatan::store::dashboard as store;
+
+/// A form's fields, as `(name, value)`.
+type Fields<'a> = &'a [(&'a str, &'a str)];
+
+/// A signed-in browser: its cookie and the CSRF token of its forms.
+struct Browser<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    cookie: String,
+    csrf: String,
+}
+
+/// A one-time sign-in link for `user`, as `whatan user login-link` makes.
+async fn login_link(app: &TestApp, user: &str) -> String {
+    let link = LoginLink::new(Duration::from_secs(900));
+    let (user, hash, expires) = (user.to_string(), link.hash, link.expires_at);
+    app.store
+        .write(move |c| store::create_login_link(c, &user, &hash, expires, whatan::clock::now_ms()))
+        .await
+        .unwrap();
+    link.url(&format!("http://{}", app.addr))
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn sign_in<'a>(app: &'a TestApp, user: &str) -> Browser<'a> {
+    let url = login_link(app, user).await;
+    let client = client();
+    let resp = client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let set_cookie = resp.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let mut browser = Browser {
+        app,
+        client,
+        cookie,
+        csrf: String::new(),
+    };
+    let page = browser.get("/accounts").await;
+    browser.csrf = between(&page.text(), "name=\"csrf\" value=\"", "\"")
+        .expect("a signed-in page carries the CSRF token")
+        .to_string();
+    browser
+}
+
+fn between<'t>(text: &'t str, start: &str, end: &str) -> Option<&'t str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+impl Browser<'_> {
+    fn origin(&self) -> String {
+        format!("http://{}", self.app.addr)
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        let resp = self
+            .client
+            .get(self.app.url(path))
+            .header(COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::reply(resp).await
+    }
+
+    /// POST a form with the session's CSRF token and the right `Origin`.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_raw(path, &all, Some(&self.origin())).await
+    }
+
+    async fn post_raw(&self, path: &str, fields: &[(&str, &str)], origin: Option<&str>) -> Reply {
+        let mut req = self
+            .client
+            .post(self.app.url(path))
+            .header(COOKIE, &self.cookie)
+            .form(fields);
+        if let Some(origin) = origin {
+            req = req.header(ORIGIN, origin);
+        }
+        crate::helpers::reply(req.send().await.unwrap()).await
+    }
+}
+
+#[tokio::test]
+async fn a_login_link_signs_in_once_with_an_http_only_lax_cookie() {
+    let app = spawn_app().await;
+    let url = login_link(&app, &app.member.user).await;
+    let first = client().get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 303);
+    assert_eq!(first.headers()[LOCATION].to_str().unwrap(), "/accounts");
+    let cookie = first.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    for part in ["whatan_session=", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain-http public_url: {cookie}"
+    );
+
+    let again = client().get(&url).send().await.unwrap();
+    assert_eq!(again.status(), 403);
+    assert!(again.headers().get(SET_COOKIE).is_none());
+
+    let anonymous = client().get(app.url("/accounts")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(anonymous.headers()[LOCATION].to_str().unwrap(), "/login");
+}
+
+#[tokio::test]
+async fn an_expired_link_signs_nobody_in_and_sign_out_ends_the_session() {
+    let app = spawn_app().await;
+    let link = LoginLink::new(Duration::from_secs(900));
+    let (user, hash) = (app.member.user.clone(), link.hash);
+    app.store
+        .write(move |c| store::create_login_link(c, &user, &hash, 1, 0))
+        .await
+        .unwrap();
+    let expired = client()
+        .get(link.url(&format!("http://{}", app.addr)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), 403);
+
+    let browser = sign_in(&app, &app.member.user).await;
+    assert_eq!(browser.get("/accounts").await.status, 200);
+    let out = browser.post("/logout", &[]).await;
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(browser.get("/accounts").await.status, 303);
+}
+
+#[tokio::test]
+async fn every_page_forbids_inline_script_and_framing() {
+    let app = spawn_app().await;
+    let browser = sign_in(&app, &app.owner.user).await;
+    let sent = app
+        .send(&app.owner.token, None, &text_to("+917999000001"))
+        .await;
+    let attempt = sent.json()["sendAttemptId"].as_str().unwrap().to_string();
+    let account = app.owner.account.clone().unwrap();
+    let pages = [
+        "/login".to_string(),
+        "/accounts".into(),
+        "/accounts/new".into(),
+        format!("/accounts/{account}/link"),
+        "/tokens".into(),
+        "/messages".into(),
+        format!("/messages/{attempt}"),
+        "/team".into(),
+        "/webhooks".into(),
+        "/accounts/acc_unknown/link".into(),
+    ];
+    for path in pages {
+        let page = browser.get(&path).await;
+        let csp = page.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(
+            page.header("x-frame-options").as_deref(),
+            Some("DENY"),
+            "{path}"
+        );
+        assert_eq!(
+            page.header("referrer-policy").as_deref(),
+            Some("same-origin"),
+            "{path}"
+        );
+        let html = page.text();
+        // No inline script bodies, no event-handler attributes, no inline styles.
+        assert!(
+            !html.contains("<script>") && !html.contains("\" on"),
+            "{path}"
+        );
+        for tag in html.split("<script").skip(1) {
+            assert!(
+                tag.contains("src=\"/assets/") && tag.contains("></script>"),
+                "{path}: {tag}"
+            );
+        }
+        for attr in [" onclick=", " onload=", " onsubmit=", " style="] {
+            assert!(!html.contains(attr), "{path} has {attr}");
+        }
+    }
+    let page = browser.get("/accounts").await.text();
+    let script = between(&page, "<script src=\"", "\"").unwrap().to_string();
+    let js = browser.get(&script).await;
+    assert_eq!(js.status, 200);
+    assert!(js
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+}
+
+#[tokio::test]
+async fn a_state_change_without_the_origin_or_the_csrf_token_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let browser = sign_in(&app, &app.member.user).await;
+    let tokens = || app.count("SELECT count(*) FROM tokens");
+    let before = tokens().await;
+    let (csrf, origin) = (browser.csrf.clone(), browser.origin());
+    let refused: [(Fields, Option<&str>); 4] = [
+        (
+            &[("csrf", &csrf), ("kind", "send")],
+            Some("https://evil.example"),
+        ),
+        (&[("csrf", &csrf), ("kind", "send")], None),
+        (&[("csrf", "forged"), ("kind", "send")], Some(&origin)),
+        (&[("kind", "send")], Some(&origin)),
+    ];
+    for (fields, origin) in refused {
+        let reply = browser.post_raw("/tokens", fields, origin).await;
+        assert_eq!(reply.status, 403, "{fields:?} from {origin:?}");
+    }
+    assert_eq!(tokens().await, before);
+
+    // Signed out, a forged form changes nothing either.
+    let anonymous = client()
+        .post(app.url("/tokens"))
+        .header(ORIGIN, browser.origin())
+        .form(&[("kind", "send")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(tokens().await, before);
+
+    let made = browser
+        .post("/tokens", &[("kind", "send"), ("name", "n8n")])
+        .await;
+    assert_eq!(made.status, 200);
+    assert_eq!(tokens().await, before + 1);
+    let secret = between(&made.text(), "id=\"new-token\">", "<")
+        .unwrap()
+        .to_string();
+    assert!(secret.starts_with("whatan_send_"));
+    let sent = app.send(&secret, None, &text_to("+917999000001")).await;
+    assert_eq!(sent.status, 202, "the page's token works on the Send API");
+}
+
+#[tokio::test]
+async fn a_member_sees_only_what_their_token_could_read() {
+    let app = spawn_app().await;
+    let owners = app
+        .send(&app.owner.token, None, &text_to("+917999000001"))
+        .await;
+    let owners = owners.json()["sendAttemptId"].as_str().unwrap().to_string();
+    let mine = app
+        .send(&app.member.token, None, &text_to("+917999000002"))
+        .await;
+    let mine = mine.json()["sendAttemptId"].as_str().unwrap().to_string();
+
+    let member = sign_in(&app, &app.member.user).await;
+    let list = member.get("/messages").await.text();
+    assert!(list.contains(&mine) && !list.contains(&owners));
+    assert_eq!(member.get(&format!("/messages/{owners}")).await.status, 404);
+    assert_eq!(member.get(&format!("/messages/{mine}")).await.status, 200);
+    let accounts = member.get("/accounts").await.text();
+    assert!(accounts.contains(&app.member.phone) && !accounts.contains(&app.owner.phone));
+    assert_eq!(member.get("/team").await.status, 403);
+    assert_eq!(member.get("/webhooks").await.status, 403);
+    let owner_account = app.owner.account.clone().unwrap();
+    assert_eq!(
+        member
+            .get(&format!("/accounts/{owner_account}/link"))
+            .await
+            .status,
+        404
+    );
+    let disconnect = member
+        .post(&format!("/accounts/{owner_account}/disconnect"), &[])
+        .await;
+    assert_eq!(disconnect.status, 404);
+
+    // Personal sends are the sender's own: the owner does not see the member's.
+    let owner = sign_in(&app, &app.owner.user).await;
+    assert_eq!(owner.get(&format!("/messages/{mine}")).await.status, 404);
+    assert!(owner
+        .get("/accounts")
+        .await
+        .text()
+        .contains(&app.member.phone));
+}
+
+#[tokio::test]
+async fn removing_a_member_or_revoking_a_token_stops_it_on_the_api_at_once() {
+    let app = spawn_app().await;
+    let owner = sign_in(&app, &app.owner.user).await;
+    let member = sign_in(&app, &app.member.user).await;
+
+    let token_id: String = {
+        let user = app.owner.user.clone();
+        app.store
+            .read(move |c| {
+                Ok(
+                    c.query_row("SELECT id FROM tokens WHERE user_id = ?1", [user], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .await
+            .unwrap()
+    };
+    let revoked = owner.post(&format!("/tokens/{token_id}/revoke"), &[]).await;
+    assert_eq!(revoked.status, 303);
+    let refused = app
+        .send(&app.owner.token, None, &text_to("+917999000001"))
+        .await;
+    assert_eq!(refused.status, 401);
+
+    let removed = owner
+        .post(&format!("/team/{}/remove", app.member.user), &[])
+        .await;
+    assert_eq!(removed.status, 303);
+    let refused = app
+        .send(&app.member.token, None, &text_to("+917999000001"))
+        .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        member.get("/accounts").await.status,
+        303,
+        "their session ended"
+    );
+    assert!(!owner.get("/team").await.text().contains(&app.member.user));
+    let myself = owner
+        .post(&format!("/team/{}/remove", app.owner.user), &[])
+        .await;
+    assert_eq!(myself.status, 400);
+}
+
+#[tokio::test]
+async fn an_invited_member_adds_a_sandbox_number_and_links_it_through_the_qr_page() {
+    let app = spawn_app().await;
+    let owner = sign_in(&app, &app.owner.user).await;
+    let invite = owner
+        .post("/team/invite", &[("name", "Mia"), ("role", "member")])
+        .await;
+    assert_eq!(invite.status, 200);
+    let url = between(&invite.text(), "id=\"invite-link\">", "<")
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with(&format!("http://{}/login/", app.addr)));
+    let opened = client().get(&url).send().await.unwrap();
+    assert_eq!(opened.status(), 303);
+    let cookie = opened.headers()[SET_COOKIE].to_str().unwrap();
+    let mut mia = Browser {
+        app: &app,
+        client: client(),
+        cookie: cookie.split(';').next().unwrap().to_string(),
+        csrf: String::new(),
+    };
+    let page = mia.get("/accounts").await.text();
+    mia.csrf = between(&page, "name=\"csrf\" value=\"", "\"")
+        .unwrap()
+        .to_string();
+    assert!(page.contains("Link your phone"));
+
+    let bad = mia
+        .post("/accounts/new", &[("phone", "12"), ("driver", "sandbox")])
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("not valid"));
+    let added = mia
+        .post(
+            "/accounts/new",
+            &[("phone", "+91 70000 00009"), ("driver", "sandbox")],
+        )
+        .await;
+    assert_eq!(added.status, 303);
+    let link = added.header("location").unwrap();
+    let account = link
+        .trim_start_matches("/accounts/")
+        .trim_end_matches("/link")
+        .to_string();
+    let waiting = mia.get(&link).await.text();
+    assert!(waiting.contains("<svg") && waiting.contains("Waiting for the phone"));
+    assert!(waiting.contains(&format!("whatan sandbox scan {account}")));
+
+    let scanned = mia.post(&format!("/accounts/{account}/scan"), &[]).await;
+    assert_eq!(scanned.status, 303);
+    let linked = mia.get(&link).await.text();
+    assert!(linked.contains("Connected."), "{linked}");
+    let accounts = mia.get("/accounts").await.text();
+    assert!(accounts.contains("+917000000009") && accounts.contains("badge connected"));
+    // One number per member: the second is refused with the reason.
+    let second = mia
+        .post(
+            "/accounts/new",
+            &[("phone", "+917000000010"), ("driver", "sandbox")],
+        )
+        .await;
+    assert_eq!(second.status, 400);
+    assert!(
+        second.text().contains("already has an account"),
+        "{}",
+        second.text()
+    );
+}
+
+#[tokio::test]
+async fn behind_a_proxy_links_use_public_url_the_cookie_is_secure_and_only_that_origin_may_post() {
+    let app =
+        spawn_app_with(|c| c.server.public_url = Some("https://whatan.example.com".into())).await;
+    let link = LoginLink::new(Duration::from_secs(900));
+    let (user, hash, expires) = (app.owner.user.clone(), link.hash, link.expires_at);
+    app.store
+        .write(move |c| store::create_login_link(c, &user, &hash, expires, 0))
+        .await
+        .unwrap();
+    let url = link.url("https://whatan.example.com");
+    let path = url.trim_start_matches("https://whatan.example.com");
+    let opened = client().get(app.url(path)).send().await.unwrap();
+    assert_eq!(opened.status(), 303);
+    let cookie = opened.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let mut browser = Browser {
+        app: &app,
+        client: client(),
+        cookie: cookie.split(';').next().unwrap().to_string(),
+        csrf: String::new(),
+    };
+    let page = browser.get("/accounts").await.text();
+    browser.csrf = between(&page, "name=\"csrf\" value=\"", "\"")
+        .unwrap()
+        .to_string();
+    let fields = [
+        ("csrf", browser.csrf.as_str()),
+        ("name", "Leo"),
+        ("role", "member"),
+    ];
+    let direct = browser
+        .post_raw("/team/invite", &fields, Some(&browser.origin()))
+        .await;
+    assert_eq!(
+        direct.status, 403,
+        "the listen address is not the public origin"
+    );
+    let proxied = browser
+        .post_raw("/team/invite", &fields, Some("https://whatan.example.com"))
+        .await;
+    assert_eq!(proxied.status, 200);
+    assert!(proxied.text().contains("https://whatan.example.com/login/"));
+}
