@@ -275,6 +275,12 @@ CREATE TABLE sandbox_pairings (
     started_at   INTEGER NOT NULL
 );
 
+-- When an attempt first reached each later status (the dashboard's
+-- timeline); a status skipped by out-of-order receipts stays NULL.
+ALTER TABLE send_attempts ADD COLUMN accepted_at INTEGER;
+ALTER TABLE send_attempts ADD COLUMN delivered_at INTEGER;
+ALTER TABLE send_attempts ADD COLUMN read_at INTEGER;
+
 -- A member removed from the team: their tokens, sessions and links stop at
 -- once; the row stays, because their attempts name them.
 ALTER TABLE users ADD COLUMN removed_at INTEGER;

@@ -11,7 +11,7 @@ use super::{html, PageError, PageResult};
 use crate::api::status::{attempt_id, readable, visible};
 use crate::api::AppState;
 use crate::domain::AttemptStatus;
-use crate::store::attempts::{self, AttemptRow};
+use crate::store::attempts::{self, AttemptRow, StepTimes};
 use crate::store::listing::{self, AttemptFilter};
 
 /// Rows per page.
@@ -171,10 +171,14 @@ fn row(a: &AttemptRow) -> Markup {
 
 pub async fn detail(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     let id = attempt_id(id).ok_or_else(PageError::not_found)?;
-    let attempt = state
+    let (attempt, times) = state
         .store
-        .read(move |c| attempts::get_attempt(c, &id))
-        .await?
+        .read(move |c| {
+            let attempt = attempts::get_attempt(c, &id)?;
+            Ok((attempt, attempts::step_times(c, &id)?))
+        })
+        .await?;
+    let attempt = attempt
         .filter(|a| visible(&who.principal(), a))
         .ok_or_else(PageError::not_found)?;
     let body = html! {
@@ -182,7 +186,7 @@ pub async fn detail(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
         h1 { "To " (attempt.to_phone) }
         section.card {
             div #attempt data-live {
-                (timeline(&attempt))
+                (timeline(&attempt, times))
                 dl.facts {
                     dt { "Send attempt" } dd { code { (attempt.id) } }
                     dt { "From" } dd { (attempt.from_phone) " (" (attempt.mode.as_str()) " sender)" }
@@ -199,28 +203,25 @@ pub async fn detail(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     ))
 }
 
-/// The steps an attempt goes through, each marked done once reached.
-/// Times are those whatan records: creation, the hand-off, the last change.
-fn timeline(a: &AttemptRow) -> Markup {
+/// The steps an attempt goes through, each marked done once reached, with
+/// the time it was first reached where whatan saw it (a receipt can skip
+/// `delivered`).
+fn timeline(a: &AttemptRow, times: StepTimes) -> Markup {
     let reached = |s: AttemptStatus| a.status != AttemptStatus::Failed && a.status >= s;
     let handed = a.handed_off_at.is_some();
     let steps: [(&str, bool, Option<i64>); 4] = [
         ("Queued", true, Some(a.created_at)),
         (
-            "Handed to WhatsApp, accepted",
+            "Handed to WhatsApp and accepted",
             reached(AttemptStatus::Accepted),
-            a.handed_off_at,
+            times.accepted_at.or(a.handed_off_at),
         ),
         (
             "Delivered to the phone",
             reached(AttemptStatus::Delivered),
-            (a.status == AttemptStatus::Delivered).then_some(a.updated_at),
+            times.delivered_at,
         ),
-        (
-            "Read",
-            reached(AttemptStatus::Read),
-            (a.status == AttemptStatus::Read).then_some(a.updated_at),
-        ),
+        ("Read", reached(AttemptStatus::Read), times.read_at),
     ];
     html! {
         p { "Status: " (badge(a.status.as_str())) }

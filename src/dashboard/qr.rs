@@ -12,11 +12,20 @@ pub fn svg(payload: &str) -> Option<String> {
     let width = code.width();
     let colors = code.to_colors();
     let size = width + 2 * QUIET_ZONE;
-    let mut path = String::with_capacity(colors.len() * 4);
-    for (i, color) in colors.iter().enumerate() {
-        if *color == Color::Dark {
-            let (x, y) = (i % width + QUIET_ZONE, i / width + QUIET_ZONE);
-            path.push_str(&format!("M{x} {y}h1v1h-1z"));
+    // One rectangle per run of dark modules in a row: fewer seams where
+    // anti-aliasing would show between neighbours, and a smaller page.
+    let mut path = String::with_capacity(colors.len() * 2);
+    for (y, row) in colors.chunks(width).enumerate() {
+        let mut x = 0;
+        while x < width {
+            if row[x] != Color::Dark {
+                x += 1;
+                continue;
+            }
+            let run = row[x..].iter().take_while(|c| **c == Color::Dark).count();
+            let (left, top) = (x + QUIET_ZONE, y + QUIET_ZONE);
+            path.push_str(&format!("M{left} {top}h{run}v1h-{run}z"));
+            x += run;
         }
     }
     Some(format!(
@@ -29,7 +38,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_qr_code_is_one_path_of_its_dark_modules_inside_a_quiet_zone() {
+    fn a_qr_code_is_one_path_of_its_dark_runs_inside_a_quiet_zone() {
         let svg = svg("2@abc,def,ghi,jkl").unwrap();
         let code = QrCode::new(b"2@abc,def,ghi,jkl").unwrap();
         let size = code.width() + 2 * QUIET_ZONE;
@@ -39,10 +48,18 @@ mod tests {
             .iter()
             .filter(|c| **c == Color::Dark)
             .count();
-        assert_eq!(svg.matches("h1v1h-1z").count(), dark);
-        // The top-left finder pattern starts right after the quiet zone.
-        assert!(svg.contains(&format!("M{QUIET_ZONE} {QUIET_ZONE}h1v1h-1z")));
-        assert!(!svg.contains('<') || !svg.contains("<script"));
+        let drawn: usize = svg
+            .split("\"M")
+            .nth(1)
+            .unwrap()
+            .split('h')
+            .skip(1)
+            .step_by(2)
+            .map(|run| run.split('v').next().unwrap().parse::<usize>().unwrap())
+            .sum();
+        assert_eq!(drawn, dark, "every dark module is drawn once");
+        // The top-left finder pattern's first row: 7 dark modules.
+        assert!(svg.contains(&format!("M{QUIET_ZONE} {QUIET_ZONE}h7v1h-7z")));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub async fn list(state: &AppState, who: &SignedIn, created: Option<Created>) ->
             form.filters method="post" action="/tokens" {
                 (csrf(who))
                 label { "Kind" select name="kind" { @for kind in kinds { option value=(kind.as_str()) { (kind.as_str()) } } } }
-                label { "Name" span.hint { "What uses it, e.g. “HubSpot workflow”" } input type="text" name="name" maxlength="100"; }
+                label { "Name" input type="text" name="name" maxlength="100" placeholder="What uses it, e.g. HubSpot workflow"; }
                 button type="submit" { "Create token" }
             }
         }
@@ -63,7 +63,7 @@ pub async fn list(state: &AppState, who: &SignedIn, created: Option<Created>) ->
                             td { (t.name.clone().unwrap_or_default()) }
                             @if who.manages_workspace() { td { (holder) } }
                             td { (t.created_at.get(..10).unwrap_or(&t.created_at)) }
-                            td { @if t.revoked { (badge("revoked")) } @else { (badge("enabled")) } }
+                            td { @if t.revoked { (badge("revoked")) } @else { (badge("active")) } }
                             td { @if !t.revoked {
                                 (action_button(who, &format!("/tokens/{}/revoke", t.id), "Revoke",
                                     Some("Revoke this token? Whatever uses it stops working at once."), "danger"))

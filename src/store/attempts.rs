@@ -356,7 +356,10 @@ pub fn transition(
     let sql = format!(
         "UPDATE send_attempts SET status = ?2, updated_at = ?3,
              remote_jid = COALESCE(?4, remote_jid), message_id = COALESCE(?5, message_id),
-             error_code = COALESCE(?6, error_code), error_message = COALESCE(?7, error_message)
+             error_code = COALESCE(?6, error_code), error_message = COALESCE(?7, error_message),
+             accepted_at = CASE ?2 WHEN 'accepted' THEN ?3 ELSE accepted_at END,
+             delivered_at = CASE ?2 WHEN 'delivered' THEN ?3 ELSE delivered_at END,
+             read_at = CASE ?2 WHEN 'read' THEN ?3 ELSE read_at END
          WHERE {target} AND status IN ({})
          RETURNING {ATTEMPT_COLUMNS}",
         allowed.join(", ")
@@ -386,6 +389,31 @@ pub fn transition(
     };
     emit_status(conn, &attempt, now)?;
     Ok(true)
+}
+
+/// When an attempt first reached `accepted`, `delivered` and `read` (each
+/// `None` if it has not, or a receipt skipped it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepTimes {
+    pub accepted_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub read_at: Option<i64>,
+}
+
+pub fn step_times(conn: &Connection, id: &str) -> Result<StepTimes, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT accepted_at, delivered_at, read_at FROM send_attempts WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(StepTimes {
+                accepted_at: r.get(0)?,
+                delivered_at: r.get(1)?,
+                read_at: r.get(2)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
 }
 
 /// `message.<status>` for an attempt that just reached a status webhooks

@@ -286,7 +286,18 @@ async fn a_member_sees_only_what_their_token_could_read() {
     let list = member.get("/messages").await.text();
     assert!(list.contains(&mine) && !list.contains(&owners));
     assert_eq!(member.get(&format!("/messages/{owners}")).await.status, 404);
-    assert_eq!(member.get(&format!("/messages/{mine}")).await.status, 200);
+    app.wait_for_status(&app.member.token, &mine, |v| v["status"] == "read")
+        .await;
+    let detail = member.get(&format!("/messages/{mine}")).await;
+    assert_eq!(detail.status, 200);
+    for step in [
+        "Queued · ",
+        "accepted · ",
+        "Delivered to the phone · ",
+        "Read · ",
+    ] {
+        assert!(detail.text().contains(step), "the timeline dates {step:?}");
+    }
     let accounts = member.get("/accounts").await.text();
     assert!(accounts.contains(&app.member.phone) && !accounts.contains(&app.owner.phone));
     assert_eq!(member.get("/team").await.status, 403);

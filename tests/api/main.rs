@@ -14,6 +14,7 @@ mod tls_server;
 
 mod backup;
 mod basics;
+mod browser;
 mod dashboard;
 mod delivery;
 mod faults;
