@@ -484,3 +484,46 @@ async fn behind_a_proxy_links_use_public_url_the_cookie_is_secure_and_only_that_
     assert_eq!(proxied.status, 200);
     assert!(proxied.text().contains("https://whatan.example.com/login/"));
 }
+
+#[cfg(feature = "web")]
+#[tokio::test]
+async fn a_web_phone_whose_linking_fails_says_why_on_the_link_page() {
+    // Pairing stops before any network use: the session folder next to the
+    // database cannot be created (a file is in the way).
+    let app = spawn_app_with(|c| {
+        let dir = c.database.path.parent().unwrap().to_path_buf();
+        std::fs::write(dir.join("web-sessions"), b"in the way").unwrap();
+    })
+    .await;
+    let workspace = app.workspace.clone();
+    let leo = app
+        .store
+        .write(move |c| whatan::store::admin::add_user(c, &workspace, "Leo", whatan::domain::Role::Member))
+        .await
+        .unwrap()
+        .id;
+    let leo = sign_in(&app, &leo).await;
+    let added = leo
+        .post("/accounts/new", &[("phone", "+917000000077"), ("driver", "web")])
+        .await;
+    assert_eq!(added.status, 303);
+    let link = added.header("location").unwrap();
+    let mut page = String::new();
+    for _ in 0..200 {
+        page = leo.get(&link).await.text();
+        if page.contains("Linking failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(page.contains("Linking failed") && page.contains("web-sessions"), "{page}");
+    assert!(page.contains("Try again with a QR code") && page.contains("Use a pair code"));
+    let account = link.trim_start_matches("/accounts/").trim_end_matches("/link").to_string();
+    let stored = app
+        .store
+        .read(move |c| whatan::store::admin::get_account(c, &account))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status.as_str(), "disconnected", "nothing half-written");
+}
