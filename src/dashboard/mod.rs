@@ -60,6 +60,7 @@ pub enum Page<'a> {
     TeamLink(&'a str),
     TeamRemove(&'a str),
     Webhooks,
+    WebhookEnable(&'a str),
     WebhookRedeliver(&'a str),
 }
 
@@ -90,6 +91,7 @@ impl<'a> Page<'a> {
                     ["messages", id] if !id.is_empty() => Page::Message(id),
                     ["team", id, "link"] if !id.is_empty() => Page::TeamLink(id),
                     ["team", id, "remove"] if !id.is_empty() => Page::TeamRemove(id),
+                    ["webhooks", id, "enable"] if !id.is_empty() => Page::WebhookEnable(id),
                     ["webhooks", "deliveries", id, "redeliver"] if !id.is_empty() => {
                         Page::WebhookRedeliver(id)
                     }
@@ -121,6 +123,7 @@ impl<'a> Page<'a> {
             Page::TeamLink(_) => "/team/{id}/link",
             Page::TeamRemove(_) => "/team/{id}/remove",
             Page::Webhooks => "/webhooks",
+            Page::WebhookEnable(_) => "/webhooks/{id}/enable",
             Page::WebhookRedeliver(_) => "/webhooks/deliveries/{id}/redeliver",
         }
     }
@@ -136,6 +139,7 @@ impl<'a> Page<'a> {
                 | Page::TeamInvite
                 | Page::TeamLink(_)
                 | Page::TeamRemove(_)
+                | Page::WebhookEnable(_)
                 | Page::WebhookRedeliver(_)
         )
     }
@@ -269,6 +273,7 @@ async fn route(
         (Page::TeamLink(id), _) => team::sign_in_link(state, who, id).await,
         (Page::TeamRemove(id), _) => team::remove(state, who, id).await,
         (Page::Webhooks, _) => webhooks::list(state, who).await,
+        (Page::WebhookEnable(id), _) => webhooks::enable(state, who, id).await,
         (Page::WebhookRedeliver(id), _) => webhooks::redeliver(state, who, id).await,
         _ => Err(PageError::not_found()),
     }

@@ -1,6 +1,7 @@
 //! Webhooks (owners and admins): the workspace's endpoints, each with its
-//! recent deliveries, and redelivering one (the API's
-//! `POST /api/v1/webhooks/deliveries/{id}/redeliver`). Endpoints are added
+//! recent deliveries; redelivering one (the API's
+//! `POST /api/v1/webhooks/deliveries/{id}/redeliver`), and enabling an
+//! endpoint that failing disabled (webhooks.md). Endpoints are added
 //! with the API or `whatan webhook add`, which show the secret once.
 
 use hyper::StatusCode;
@@ -48,6 +49,12 @@ pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
                         h2 { code { (e.url) } }
                         (badge(&e.status))
                     }
+                    @if e.status == "disabled" {
+                        p.notice.bad {
+                            "Disabled after failing every delivery for " (crate::config::format_duration(state.config.webhooks.disable_after)) ". "
+                            (action_button(who, &format!("/webhooks/{}/enable", e.id), "Enable", None, ""))
+                        }
+                    }
                     p.muted { (e.events.join(", ")) @if let Some(d) = &e.description { " · " (d) } }
                     @if deliveries.is_empty() {
                         p.muted { "No deliveries yet." }
@@ -74,6 +81,26 @@ pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
         StatusCode::OK,
         layout::page(Some(who), "Webhooks", body),
     ))
+}
+
+pub async fn enable(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
+    if !who.manages_workspace() {
+        return Err(PageError::forbidden(
+            "Only owners and admins manage webhooks.",
+        ));
+    }
+    let (id, workspace) = (id.to_string(), who.user.workspace.clone());
+    state
+        .store
+        .write(move |c| match events::get_endpoint(c, &id)? {
+            Some(e) if e.workspace_id == workspace => {
+                events::enable_endpoint(c, &id)?;
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound(format!("unknown endpoint {id}"))),
+        })
+        .await?;
+    Ok(redirect("/webhooks"))
 }
 
 pub async fn redeliver(state: &AppState, who: &SignedIn, id: &str) -> PageResult {

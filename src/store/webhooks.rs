@@ -176,6 +176,19 @@ pub fn list_endpoints(
 }
 
 /// Remove an endpoint and its deliveries; whether it existed.
+/// Enable an endpoint that failing disabled (the dashboard's action): it
+/// gets new events again, its failure clock starts over. Returns whether
+/// it was disabled.
+pub fn enable_endpoint(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE webhook_endpoints SET status = 'enabled', failing_since = NULL
+             WHERE id = ?1 AND status = 'disabled'",
+        )?
+        .execute([id])?
+        > 0)
+}
+
 pub fn remove_endpoint(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     conn.execute(
         "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1",

@@ -498,13 +498,18 @@ async fn a_web_phone_whose_linking_fails_says_why_on_the_link_page() {
     let workspace = app.workspace.clone();
     let leo = app
         .store
-        .write(move |c| whatan::store::admin::add_user(c, &workspace, "Leo", whatan::domain::Role::Member))
+        .write(move |c| {
+            whatan::store::admin::add_user(c, &workspace, "Leo", whatan::domain::Role::Member)
+        })
         .await
         .unwrap()
         .id;
     let leo = sign_in(&app, &leo).await;
     let added = leo
-        .post("/accounts/new", &[("phone", "+917000000077"), ("driver", "web")])
+        .post(
+            "/accounts/new",
+            &[("phone", "+917000000077"), ("driver", "web")],
+        )
         .await;
     assert_eq!(added.status, 303);
     let link = added.header("location").unwrap();
@@ -516,14 +521,96 @@ async fn a_web_phone_whose_linking_fails_says_why_on_the_link_page() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(page.contains("Linking failed") && page.contains("web-sessions"), "{page}");
+    assert!(
+        page.contains("Linking failed") && page.contains("web-sessions"),
+        "{page}"
+    );
     assert!(page.contains("Try again with a QR code") && page.contains("Use a pair code"));
-    let account = link.trim_start_matches("/accounts/").trim_end_matches("/link").to_string();
+    let account = link
+        .trim_start_matches("/accounts/")
+        .trim_end_matches("/link")
+        .to_string();
     let stored = app
         .store
         .read(move |c| whatan::store::admin::get_account(c, &account))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.status.as_str(), "disconnected", "nothing half-written");
+    assert_eq!(
+        stored.status.as_str(),
+        "disconnected",
+        "nothing half-written"
+    );
+}
+
+#[tokio::test]
+async fn an_admin_enables_a_disabled_endpoint_and_redelivers_from_the_webhooks_page() {
+    let app = spawn_app_with(|c| {
+        c.webhooks.allow_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let added = app
+        .client
+        .post(app.url("/api/v1/webhooks"))
+        .bearer_auth(&app.owner.token)
+        .body(serde_json::json!({"url": "http://127.0.0.1:9/hook"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let endpoint = crate::helpers::reply(added).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sent = app
+        .send(&app.admin.token, None, &text_to("+917999000001"))
+        .await;
+    let attempt = sent.json()["sendAttemptId"].as_str().unwrap().to_string();
+    app.wait_for_status(&app.admin.token, &attempt, |v| v["status"] == "read")
+        .await;
+    let id = endpoint.clone();
+    app.store
+        .write(move |c| {
+            c.execute(
+                "UPDATE webhook_endpoints SET status = 'disabled' WHERE id = ?1",
+                [id],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    let admin = sign_in(&app, &app.admin.user).await;
+    let page = admin.get("/webhooks").await.text();
+    assert!(page.contains("http://127.0.0.1:9/hook") && page.contains("badge disabled"));
+    let delivery = between(&page, "action=\"/webhooks/deliveries/", "/redeliver")
+        .unwrap()
+        .to_string();
+    let before = app.count("SELECT count(*) FROM webhook_deliveries").await;
+    let again = admin
+        .post(&format!("/webhooks/deliveries/{delivery}/redeliver"), &[])
+        .await;
+    assert_eq!(again.status, 303);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_deliveries").await,
+        before + 1
+    );
+
+    let enabled = admin
+        .post(&format!("/webhooks/{endpoint}/enable"), &[])
+        .await;
+    assert_eq!(enabled.status, 303);
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_endpoints WHERE status = 'enabled'")
+            .await,
+        1
+    );
+    // A member has no Webhooks page, and no way to act on one.
+    let member = sign_in(&app, &app.member.user).await;
+    assert_eq!(
+        member
+            .post(&format!("/webhooks/{endpoint}/enable"), &[])
+            .await
+            .status,
+        403
+    );
 }
