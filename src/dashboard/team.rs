@@ -105,44 +105,39 @@ pub async fn invite(state: &AppState, who: &SignedIn, form: &Form) -> PageResult
         .and_then(Role::parse)
         .filter(|r| grantable(who).contains(r))
         .ok_or_else(|| PageError::bad_request("Choose a role you may give."))?;
-    let link = LoginLink::new(INVITE_TTL);
-    let (workspace, hash, expires_at, now) = (
-        who.user.workspace.clone(),
-        link.hash,
-        link.expires_at,
-        state.clock.now_ms(),
-    );
-    let user = state
-        .store
-        .write(move |c| {
-            let user = admin::add_user(c, &workspace, &name, role)?;
-            store::create_login_link(c, &user.id, &hash, expires_at, now)
-        })
-        .await?;
-    let made = Made {
-        name: user.name,
-        url: link.url(&state.config.public_url()),
-    };
-    list(state, who, Some(made)).await
+    let workspace = who.user.workspace.clone();
+    with_sign_in_link(state, who, move |c| {
+        Ok(admin::add_user(c, &workspace, &name, role)?.id)
+    })
+    .await
 }
 
 pub async fn sign_in_link(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     require_manager(who)?;
+    let (workspace, id) = (who.user.workspace.clone(), id.to_string());
+    with_sign_in_link(state, who, move |c| {
+        if !store::team(c, &workspace)?.iter().any(|u| u.id == id) {
+            return Err(StoreError::NotFound(format!("unknown user {id}")));
+        }
+        Ok(id)
+    })
+    .await
+}
+
+/// In one write: the user `whom` names (an existing member, or one it
+/// creates) and a sign-in link for them; then the Team page showing it once.
+async fn with_sign_in_link(
+    state: &AppState,
+    who: &SignedIn,
+    whom: impl FnOnce(&rusqlite::Connection) -> Result<String, StoreError> + Send + 'static,
+) -> PageResult {
     let link = LoginLink::new(INVITE_TTL);
-    let (workspace, id, hash, expires_at, now) = (
-        who.user.workspace.clone(),
-        id.to_string(),
-        link.hash,
-        link.expires_at,
-        state.clock.now_ms(),
-    );
+    let (hash, expires_at, now) = (link.hash, link.expires_at, state.clock.now_ms());
     let user = state
         .store
         .write(move |c| {
-            if !store::team(c, &workspace)?.iter().any(|u| u.id == id) {
-                return Err(StoreError::NotFound(format!("unknown user {id}")));
-            }
-            store::create_login_link(c, &id, &hash, expires_at, now)
+            let user = whom(c)?;
+            store::create_login_link(c, &user, &hash, expires_at, now)
         })
         .await?;
     let made = Made {

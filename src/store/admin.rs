@@ -165,31 +165,29 @@ pub fn add_user(
     })
 }
 
+pub(super) const USER_COLUMNS: &str = "id, workspace_id, name, role";
+
+pub(super) fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        workspace: r.get(1)?,
+        name: r.get(2)?,
+        role: r.get(3)?,
+    })
+}
+
 pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT id, workspace_id, name, role FROM users ORDER BY created_at, id")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(User {
-            id: r.get(0)?,
-            workspace: r.get(1)?,
-            name: r.get(2)?,
-            role: r.get(3)?,
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([], user_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn get_user(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT id, workspace_id, name, role FROM users WHERE id = ?1")?
-        .query_row([id], |r| {
-            Ok(User {
-                id: r.get(0)?,
-                workspace: r.get(1)?,
-                name: r.get(2)?,
-                role: r.get(3)?,
-            })
-        })
+        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], user_from_row)
         .optional()?)
 }
 
@@ -487,22 +485,28 @@ pub fn revoke_token(conn: &Connection, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The columns of a [`TokenInfo`], as `t.`-qualified names.
+pub(super) const TOKEN_COLUMNS: &str =
+    "t.id, t.user_id, t.kind, t.name, t.hint, t.created_at, t.expires_at, t.revoked_at";
+
+pub(super) fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        kind: r.get(2)?,
+        name: r.get(3)?,
+        hint: r.get(4)?,
+        created_at: crate::clock::rfc3339_ms(r.get(5)?),
+        expires_at: r.get::<_, Option<i64>>(6)?.map(crate::clock::rfc3339_ms),
+        revoked: r.get::<_, Option<i64>>(7)?.is_some(),
+    })
+}
+
 pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, user_id, kind, name, hint, created_at, expires_at, revoked_at FROM tokens ORDER BY created_at, id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(TokenInfo {
-            id: r.get(0)?,
-            user: r.get(1)?,
-            kind: r.get(2)?,
-            name: r.get(3)?,
-            hint: r.get(4)?,
-            created_at: crate::clock::rfc3339_ms(r.get(5)?),
-            expires_at: r.get::<_, Option<i64>>(6)?.map(crate::clock::rfc3339_ms),
-            revoked: r.get::<_, Option<i64>>(7)?.is_some(),
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens t ORDER BY t.created_at, t.id"
+    ))?;
+    let rows = stmt.query_map([], token_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

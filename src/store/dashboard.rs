@@ -5,7 +5,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::admin::{self, Account, TokenInfo, User};
+use super::admin::{
+    self, token_from_row, user_from_row, Account, TokenInfo, User, TOKEN_COLUMNS, USER_COLUMNS,
+};
 use super::StoreError;
 use crate::domain::{AccountStatus, DriverKind};
 
@@ -129,18 +131,11 @@ pub fn end_session(conn: &Connection, id_hash: &[u8; 32]) -> Result<(), StoreErr
 
 /// The members of a workspace still on the team, oldest first.
 pub fn team(conn: &Connection, workspace: &str) -> Result<Vec<User>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, workspace_id, name, role FROM users
-         WHERE workspace_id = ?1 AND removed_at IS NULL ORDER BY created_at, id",
-    )?;
-    let rows = stmt.query_map([workspace], |r| {
-        Ok(User {
-            id: r.get(0)?,
-            workspace: r.get(1)?,
-            name: r.get(2)?,
-            role: r.get(3)?,
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users
+         WHERE workspace_id = ?1 AND removed_at IS NULL ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([workspace], user_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -167,26 +162,13 @@ pub fn tokens(
     workspace: &str,
     user: Option<&str>,
 ) -> Result<Vec<(TokenInfo, String)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT t.id, t.user_id, t.kind, t.name, t.hint, t.created_at, t.expires_at, t.revoked_at, u.name
-         FROM tokens t JOIN users u ON u.id = t.user_id
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS}, u.name FROM tokens t JOIN users u ON u.id = t.user_id
          WHERE u.workspace_id = ?1 AND u.removed_at IS NULL AND (?2 IS NULL OR t.user_id = ?2)
-         ORDER BY t.created_at DESC, t.id",
-    )?;
+         ORDER BY t.created_at DESC, t.id"
+    ))?;
     let rows = stmt.query_map(params![workspace, user], |r| {
-        Ok((
-            TokenInfo {
-                id: r.get(0)?,
-                user: r.get(1)?,
-                kind: r.get(2)?,
-                name: r.get(3)?,
-                hint: r.get(4)?,
-                created_at: crate::clock::rfc3339_ms(r.get(5)?),
-                expires_at: r.get::<_, Option<i64>>(6)?.map(crate::clock::rfc3339_ms),
-                revoked: r.get::<_, Option<i64>>(7)?.is_some(),
-            },
-            r.get(8)?,
-        ))
+        Ok((token_from_row(r)?, r.get(8)?))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

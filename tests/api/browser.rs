@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::external_tool::find_or_skip;
-use crate::helpers::{reply, spawn_app_with, text_to, TestApp};
+use crate::external_tool::{available_or_skip, find_or_skip};
+use crate::helpers::{login_link, reply, spawn_app_with, text_to};
 use crate::receiver::Receiver;
-use whatan::dashboard::session::LoginLink;
 use whatan::domain::Role;
-use whatan::store::{admin, dashboard as store};
+use whatan::store::admin;
 
 const LEFT_OUT: &str = "the dashboard in a real browser";
 
@@ -26,26 +25,13 @@ const LEFT_OUT: &str = "the dashboard in a real browser";
 /// `npm ci --prefix tests/browser` (scripts/test-all does it).
 fn playwright_or_skip() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if dir.join("node_modules/playwright-core").is_dir() {
-        return Some(dir);
-    }
-    let required = std::env::var("WHATAN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "playwright-core is not installed (npm ci --prefix tests/browser) and WHATAN_TEST_REQUIRE_ALL=1: cannot check {LEFT_OUT}"
-    );
-    eprintln!("SKIPPED: playwright-core is not installed (npm ci --prefix tests/browser); not checked: {LEFT_OUT}");
-    None
-}
-
-async fn login_link(app: &TestApp, user: &str) -> String {
-    let link = LoginLink::new(Duration::from_secs(900));
-    let (user, hash, expires) = (user.to_string(), link.hash, link.expires_at);
-    app.store
-        .write(move |c| store::create_login_link(c, &user, &hash, expires, 0))
-        .await
-        .unwrap();
-    link.url(&format!("http://{}", app.addr))
+    let installed = dir.join("node_modules/playwright-core").is_dir();
+    available_or_skip(
+        installed,
+        "playwright-core (npm ci --prefix tests/browser) is",
+        LEFT_OUT,
+    )
+    .then_some(dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::redirect::Policy;
 
-use crate::helpers::{spawn_app, spawn_app_with, text_to, Reply, TestApp};
+use crate::helpers::{login_link, spawn_app, spawn_app_with, text_to, Reply, TestApp};
 use whatan::dashboard::session::LoginLink;
 use whatan::store::dashboard as store;
 
@@ -24,17 +24,6 @@ struct Browser<'a> {
     csrf: String,
 }
 
-/// A one-time sign-in link for `user`, as `whatan user login-link` makes.
-async fn login_link(app: &TestApp, user: &str) -> String {
-    let link = LoginLink::new(Duration::from_secs(900));
-    let (user, hash, expires) = (user.to_string(), link.hash, link.expires_at);
-    app.store
-        .write(move |c| store::create_login_link(c, &user, &hash, expires, whatan::clock::now_ms()))
-        .await
-        .unwrap();
-    link.url(&format!("http://{}", app.addr))
-}
-
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(Policy::none())
@@ -43,23 +32,28 @@ fn client() -> reqwest::Client {
 }
 
 async fn sign_in<'a>(app: &'a TestApp, user: &str) -> Browser<'a> {
-    let url = login_link(app, user).await;
+    open_link(app, &login_link(app, user).await).await.0
+}
+
+/// Open a sign-in link at `url` (its path, on this server): the signed-in
+/// browser and the `Set-Cookie` it got.
+async fn open_link<'a>(app: &'a TestApp, url: &str) -> (Browser<'a>, String) {
+    let path = &url[url.find("/login/").expect("a sign-in link")..];
     let client = client();
-    let resp = client.get(&url).send().await.unwrap();
+    let resp = client.get(app.url(path)).send().await.unwrap();
     assert_eq!(resp.status(), 303);
     let set_cookie = resp.headers()[SET_COOKIE].to_str().unwrap().to_string();
-    let cookie = set_cookie.split(';').next().unwrap().to_string();
     let mut browser = Browser {
         app,
         client,
-        cookie,
+        cookie: set_cookie.split(';').next().unwrap().to_string(),
         csrf: String::new(),
     };
     let page = browser.get("/accounts").await;
     browser.csrf = between(&page.text(), "name=\"csrf\" value=\"", "\"")
         .expect("a signed-in page carries the CSRF token")
         .to_string();
-    browser
+    (browser, set_cookie)
 }
 
 fn between<'t>(text: &'t str, start: &str, end: &str) -> Option<&'t str> {
@@ -383,19 +377,8 @@ async fn an_invited_member_adds_a_sandbox_number_and_links_it_through_the_qr_pag
         .unwrap()
         .to_string();
     assert!(url.starts_with(&format!("http://{}/login/", app.addr)));
-    let opened = client().get(&url).send().await.unwrap();
-    assert_eq!(opened.status(), 303);
-    let cookie = opened.headers()[SET_COOKIE].to_str().unwrap();
-    let mut mia = Browser {
-        app: &app,
-        client: client(),
-        cookie: cookie.split(';').next().unwrap().to_string(),
-        csrf: String::new(),
-    };
+    let (mia, _) = open_link(&app, &url).await;
     let page = mia.get("/accounts").await.text();
-    mia.csrf = between(&page, "name=\"csrf\" value=\"", "\"")
-        .unwrap()
-        .to_string();
     assert!(page.contains("Link your phone"));
 
     let bad = mia
@@ -451,21 +434,8 @@ async fn behind_a_proxy_links_use_public_url_the_cookie_is_secure_and_only_that_
         .await
         .unwrap();
     let url = link.url("https://whatan.example.com");
-    let path = url.trim_start_matches("https://whatan.example.com");
-    let opened = client().get(app.url(path)).send().await.unwrap();
-    assert_eq!(opened.status(), 303);
-    let cookie = opened.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    let (browser, cookie) = open_link(&app, &url).await;
     assert!(cookie.contains("; Secure"), "{cookie}");
-    let mut browser = Browser {
-        app: &app,
-        client: client(),
-        cookie: cookie.split(';').next().unwrap().to_string(),
-        csrf: String::new(),
-    };
-    let page = browser.get("/accounts").await.text();
-    browser.csrf = between(&page, "name=\"csrf\" value=\"", "\"")
-        .unwrap()
-        .to_string();
     let fields = [
         ("csrf", browser.csrf.as_str()),
         ("name", "Leo"),

@@ -301,6 +301,18 @@ impl TestApp {
     }
 }
 
+/// A one-time dashboard sign-in link for `user`, valid 15 minutes, as
+/// `whatan user login-link` makes it.
+pub async fn login_link(app: &TestApp, user: &str) -> String {
+    let link = whatan::dashboard::session::LoginLink::new(Duration::from_secs(900));
+    let (user, hash, expires) = (user.to_string(), link.hash, link.expires_at);
+    app.store
+        .write(move |c| whatan::store::dashboard::create_login_link(c, &user, &hash, expires, 0))
+        .await
+        .unwrap();
+    link.url(&format!("http://{}", app.addr))
+}
+
 pub async fn reply(resp: reqwest::Response) -> Reply {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();

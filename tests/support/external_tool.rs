@@ -14,15 +14,24 @@ pub fn find_or_skip(program: &str, left_out: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(program))
         .find(|p| is_executable(p));
-    if found.is_none() {
+    available_or_skip(found.is_some(), &format!("{program} is"), left_out);
+    found
+}
+
+/// `available`, after saying what is left out when it is not: fails under
+/// `WHATAN_TEST_REQUIRE_ALL=1`, else prints a `SKIPPED:` line. `missing`
+/// names what is absent, with its verb ("nginx is", "playwright-core (npm
+/// ci --prefix tests/browser) is").
+pub fn available_or_skip(available: bool, missing: &str, left_out: &str) -> bool {
+    if !available {
         let required = std::env::var("WHATAN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1");
         assert!(
             !required,
-            "{program} is not installed and WHATAN_TEST_REQUIRE_ALL=1: cannot check {left_out}"
+            "{missing} not installed and WHATAN_TEST_REQUIRE_ALL=1: cannot check {left_out}"
         );
-        eprintln!("SKIPPED: {program} is not installed; not checked: {left_out}");
+        eprintln!("SKIPPED: {missing} not installed; not checked: {left_out}");
     }
-    found
+    available
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -40,15 +49,11 @@ pub fn python_module_or_skip(module: &str, package: &str, left_out: &str) -> boo
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !available {
-        let required = std::env::var("WHATAN_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "python3 with {package} is not installed and WHATAN_TEST_REQUIRE_ALL=1: cannot check {left_out}"
-        );
-        eprintln!("SKIPPED: python3 with {package} (pip install {package}) is not installed; not checked: {left_out}");
-    }
-    available
+    available_or_skip(
+        available,
+        &format!("python3 with {package} (pip install {package}) is"),
+        left_out,
+    )
 }
 
 /// Run `python3 ARGS` with `stdin` on its standard input; its output.
