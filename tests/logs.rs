@@ -12,6 +12,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use whatan::dashboard::session::LoginLink;
 use whatan::domain::token::{self, TokenKind};
 use whatan::domain::{AccountStatus, DriverKind, Role};
 use whatan::store::admin;
@@ -30,6 +31,8 @@ const BAD_BEARER: &str = "NOT-A-TOKEN-e4b8a1";
 const OWN_REQUEST_ID: &str = "crm-run:7.step_2";
 
 struct Fixture {
+    /// The path of the owner's one-time dashboard sign-in link.
+    login_path: String,
     token: String,
     mcp_token: String,
     unknown_token: String,
@@ -72,7 +75,11 @@ async fn create_database(db: &Path) -> Fixture {
             admin::create_token(c, &owner.id, TokenKind::Send, None, None, &secret)?;
             let mcp = token::generate(TokenKind::Mcp);
             admin::create_token(c, &owner.id, TokenKind::Mcp, None, None, &mcp)?;
+            let link = LoginLink::new(Duration::from_secs(900));
+            let now = whatan::clock::now_ms();
+            whatan::store::dashboard::create_login_link(c, &owner.id, &link.hash, link.expires_at, now)?;
             Ok(Fixture {
+                login_path: link.url(""),
                 token: secret.secret,
                 mcp_token: mcp.secret,
                 unknown_token: token::generate(TokenKind::Send).secret,
@@ -285,6 +292,41 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // The dashboard: sign in with the link, open a page, post a form.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = browser.get(url(&fixture.login_path)).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let session_id = cookie.trim_start_matches("whatan_session=").to_string();
+    let page = browser
+        .get(url("/tokens"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap();
+    let csrf = csrf[..csrf.find('"').unwrap()].to_string();
+    let created = browser
+        .post(url("/tokens"))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{addr}"))
+        .form(&[("csrf", csrf.as_str()), ("kind", "send")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let page_token = created.text().await.unwrap();
+    let page_token = page_token.split("id=\"new-token\">").nth(1).unwrap();
+    let page_token = page_token[..page_token.find('<').unwrap()].to_string();
+    let login_secret = fixture.login_path.trim_start_matches("/login/").to_string();
+
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -292,6 +334,10 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
     let lines = read_lines(&stderr);
     assert!(lines.len() > 10, "debug logs: {lines:?}");
     let secrets = [
+        login_secret.as_str(),
+        session_id.as_str(),
+        csrf.as_str(),
+        page_token.as_str(),
         fixture.token.as_str(),
         fixture.mcp_token.as_str(),
         fixture.unknown_token.as_str(),
@@ -329,7 +375,8 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["target"] == "whatan::access")
         .collect();
-    let requests = 9 + polls;
+    // 9 API requests, the status polls, 3 dashboard requests.
+    let requests = 9 + polls + 3;
     assert_eq!(
         access.len(),
         requests,
