@@ -77,7 +77,13 @@ async fn create_database(db: &Path) -> Fixture {
             admin::create_token(c, &owner.id, TokenKind::Mcp, None, None, &mcp)?;
             let link = LoginLink::new(Duration::from_secs(900));
             let now = whatan::clock::now_ms();
-            whatan::store::dashboard::create_login_link(c, &owner.id, &link.hash, link.expires_at, now)?;
+            whatan::store::dashboard::create_login_link(
+                c,
+                &owner.id,
+                &link.hash,
+                link.expires_at,
+                now,
+            )?;
             Ok(Fixture {
                 login_path: link.url(""),
                 token: secret.secret,
@@ -297,7 +303,14 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let signed_in = browser.get(url(&fixture.login_path)).send().await.unwrap();
+    let confirm = browser.get(url(&fixture.login_path)).send().await.unwrap();
+    assert_eq!(confirm.status(), 200);
+    let signed_in = browser
+        .post(url(&fixture.login_path))
+        .header("origin", format!("http://{addr}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(signed_in.status(), 303);
     let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_string();
@@ -375,8 +388,8 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["target"] == "whatan::access")
         .collect();
-    // 9 API requests, the status polls, 3 dashboard requests.
-    let requests = 9 + polls + 3;
+    // 9 API requests, the status polls, 4 dashboard requests.
+    let requests = 9 + polls + 4;
     assert_eq!(
         access.len(),
         requests,

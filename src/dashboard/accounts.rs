@@ -100,25 +100,42 @@ fn account_card(who: &SignedIn, row: &Row, limit: i64, team: &[User]) -> Markup 
                 dt { "Waiting" }
                 dd.waiting { (row.waiting) }
             }
-            @if may_manage(who, a) {
-                div.actions {
-                    @if a.status != AccountStatus::Connected {
-                        a.button href={ "/accounts/" (a.id) "/link" } { "Link phone" }
-                    } @else {
-                        (action_button(who, &format!("/accounts/{}/disconnect", a.id), "Disconnect",
-                            Some("Disconnect this number? Queued messages wait until it is linked again."), "secondary"))
-                    }
+            div.actions {
+                @if a.status != AccountStatus::Connected && may_link(who, a) {
+                    a.button href={ "/accounts/" (a.id) "/link" } { "Link phone" }
+                }
+                @if a.status == AccountStatus::Connected && who.manages_workspace() {
+                    (action_button(who, &format!("/accounts/{}/disconnect", a.id), "Disconnect",
+                        Some("Disconnect this number? Queued messages wait until it is linked again."), "secondary"))
                 }
             }
         }
     }
 }
 
-/// Whether `who` may link or disconnect `account`: their own number, or
-/// any of the workspace's for owners and admins.
+/// Whether `who` may see and act on `account`: their own number, or any
+/// of the workspace's for owners and admins.
 fn may_manage(who: &SignedIn, account: &Account) -> bool {
     account.workspace == who.user.workspace
         && (account.user == who.user.id || who.manages_workspace())
+}
+
+/// Whether `who` may link `account` (again): a member their own number,
+/// unless an owner or admin disconnected it (only they undo that, as only
+/// `account connect` undoes `account disconnect`).
+fn may_link(who: &SignedIn, account: &Account) -> bool {
+    may_manage(who, account) && (who.manages_workspace() || !account.held_by_operator)
+}
+
+/// Refuse what only an owner or admin may do to a held account.
+fn require_link(who: &SignedIn, account: &Account) -> Result<(), PageError> {
+    if may_link(who, account) {
+        Ok(())
+    } else {
+        Err(PageError::forbidden(
+            "An owner or admin disconnected this number; ask them to link it again.",
+        ))
+    }
 }
 
 /// The account `id` if `who` may manage it; 404 otherwise, as the API
@@ -250,6 +267,7 @@ pub async fn add(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
 pub async fn link(state: &AppState, who: &SignedIn, id: &str, form: Option<&Form>) -> PageResult {
     let account = managed_account(state, who, id).await?;
     if let Some(form) = form {
+        require_link(who, &account)?;
         match account.driver {
             DriverKind::Sandbox => {
                 let (id, nonce, now) = (account.id.clone(), super::session::new_secret(), state.clock.now_ms());
@@ -277,12 +295,17 @@ pub async fn link(state: &AppState, who: &SignedIn, id: &str, form: Option<&Form
             .await?
     };
     let now = state.clock.now_ms();
+    // A pairing that linked says so only while the account is connected:
+    // a phone that unlinked itself since is linked again from scratch.
+    let web_link = state.links.get(&account.id).filter(|s| {
+        !matches!(s, LinkState::Linked(_)) || account.status == AccountStatus::Connected
+    });
     let body = html! {
         h1 { "Link " (account.phone) }
         p.lead { "On the phone: WhatsApp › Settings › Linked devices › Link a device, then scan the code." }
         section.card {
             div #link-state data-live {
-                (link_state(who, &account, state.links.get(&account.id), pairing.as_ref(), now))
+                (link_state(who, &account, web_link, pairing.as_ref(), now))
             }
         }
         p { a href="/accounts" { "Back to accounts" } }
@@ -310,6 +333,11 @@ fn link_state(
             }
         }
     };
+    if !may_link(who, account) && account.status != AccountStatus::Connected {
+        return html! {
+            p.notice.bad.linkstatus { "An owner or admin disconnected this number; ask them to link it again." }
+        };
+    }
     if account.status == AccountStatus::Connected {
         return html! {
             p.notice.good.linkstatus { strong { "Connected." } " " (account.status_detail.clone().unwrap_or_default()) }
@@ -387,6 +415,7 @@ fn qr_markup(payload: &str) -> Markup {
 /// `whatan sandbox scan` does the same).
 pub async fn scan(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     let account = managed_account(state, who, id).await?;
+    require_link(who, &account)?;
     let id = account.id.clone();
     state
         .store
@@ -395,8 +424,15 @@ pub async fn scan(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     Ok(redirect(&format!("/accounts/{}/link", account.id)))
 }
 
+/// Owners and admins take a number offline, held until one of them links
+/// it again (dashboard.md gives disconnecting to them).
 pub async fn disconnect(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     let account = managed_account(state, who, id).await?;
+    if !who.manages_workspace() {
+        return Err(PageError::forbidden(
+            "Only owners and admins disconnect numbers.",
+        ));
+    }
     let id = account.id.clone();
     state
         .store

@@ -146,7 +146,10 @@ impl<'a> Page<'a> {
 
     /// Pages that show a form on GET and take it on POST.
     fn has_form(&self) -> bool {
-        matches!(self, Page::AccountNew | Page::AccountLink(_) | Page::Tokens)
+        matches!(
+            self,
+            Page::SignInLink(_) | Page::AccountNew | Page::AccountLink(_) | Page::Tokens
+        )
     }
 }
 
@@ -211,7 +214,10 @@ pub async fn handle(state: &AppState, req: Request<Incoming>, page: Page<'_>) ->
         Err(e) => return with_security_headers(error_page(None, e)),
     };
     let result = route(state, req, &page, signed_in.as_ref()).await;
-    let response = result.unwrap_or_else(|e| error_page(signed_in.as_ref(), e));
+    let mut response = result.unwrap_or_else(|e| error_page(signed_in.as_ref(), e));
+    if let Some(who) = &signed_in {
+        session::refresh_cookie(state, who, &mut response);
+    }
     with_security_headers(response)
 }
 
@@ -241,7 +247,10 @@ async fn route(
     match page {
         Page::Asset(name) => return assets::serve(name),
         Page::SignIn => return Ok(html(StatusCode::OK, session::sign_in_page(who))),
-        Page::SignInLink(secret) => return session::spend_link(state, secret).await,
+        Page::SignInLink(secret) if method == Method::POST => {
+            return session::spend_link(state, req.headers(), origin.as_deref(), secret).await
+        }
+        Page::SignInLink(secret) => return session::confirm_page(state, who, secret).await,
         _ => {}
     }
     let Some(who) = who else {

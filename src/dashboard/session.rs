@@ -60,6 +60,9 @@ pub struct SignedIn {
     pub role: Role,
     pub csrf_token: String,
     id_hash: [u8; 32],
+    /// The cookie's session id, when this request renewed the session: the
+    /// response sends the cookie again, so that it lasts 30 days from now.
+    renewed: Option<String>,
 }
 
 impl SignedIn {
@@ -92,12 +95,15 @@ pub async fn signed_in(
     else {
         return Ok(None);
     };
-    if now - session.last_seen_at > store::SESSION_TOUCH_MS {
+    let renewed = if now - session.last_seen_at > store::SESSION_TOUCH_MS {
         state
             .store
             .write(move |c| store::touch_session(c, &id_hash, now))
             .await?;
-    }
+        Some(id)
+    } else {
+        None
+    };
     let Some(role) = Role::parse(&session.user.role) else {
         return Err(PageError::from(crate::store::StoreError::Internal(
             format!("user {} has an unknown role", session.user.id),
@@ -108,7 +114,36 @@ pub async fn signed_in(
         role,
         csrf_token: session.csrf_token,
         id_hash,
+        renewed,
     }))
+}
+
+/// The session cookie for session `id`: `Secure` when `public_url` is https.
+fn session_cookie(state: &AppState, id: &str) -> Option<HeaderValue> {
+    let secure = if state.config.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE_NAME}={id}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
+        store::SESSION_IDLE_MS / 1000
+    );
+    HeaderValue::from_str(&cookie).ok()
+}
+
+/// Send the cookie again after a request renewed the session (unless the
+/// response sets it itself: sign-out, a new sign-in).
+pub fn refresh_cookie(state: &AppState, who: &SignedIn, response: &mut Response<Body>) {
+    let Some(id) = &who.renewed else {
+        return;
+    };
+    if response.headers().contains_key(SET_COOKIE) {
+        return;
+    }
+    if let Some(cookie) = session_cookie(state, id) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -124,10 +159,60 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
-/// `GET /login/<secret>`: spend the link, start a session, go to the
-/// accounts. A spent, expired or unknown link signs nobody in.
-pub async fn spend_link(state: &AppState, secret: &str) -> Result<Response<Body>, PageError> {
+/// `GET /login/<secret>`: whose link this is, and a button to continue.
+/// Opening the link spends nothing, so the link previews of chat apps and
+/// the link scanners of mail systems cannot use it up; the button's POST
+/// does (dashboard.md says "opening it signs in": one click more, see the
+/// README).
+pub async fn confirm_page(
+    state: &AppState,
+    who: Option<&SignedIn>,
+    secret: &str,
+) -> Result<Response<Body>, PageError> {
     let link_hash = hash(secret);
+    let now = state.clock.now_ms();
+    let user = state
+        .store
+        .read(move |c| store::login_link_user(c, &link_hash, now))
+        .await?
+        .ok_or_else(spent)?;
+    let body = html! {
+        section.card.narrow {
+            h1 { "Sign in to whatan" }
+            p { "This one-time link signs you in as " strong { (user.name) } "." }
+            @if let Some(who) = who.filter(|w| w.user.id != user.id) {
+                p.muted { "You are signed in as " (who.user.name) " now; continuing signs you in as " (user.name) " instead." }
+            }
+            form method="post" action={ "/login/" (secret) } {
+                button type="submit" { "Continue as " (user.name) }
+            }
+        }
+    };
+    Ok(super::html(
+        hyper::StatusCode::OK,
+        layout::page(None, "Sign in", body),
+    ))
+}
+
+fn spent() -> PageError {
+    PageError::forbidden(
+        "This sign-in link was already used, has expired, or is not one of ours. Ask for a new one.",
+    )
+}
+
+/// `POST /login/<secret>` (the confirm page's button): spend the link,
+/// start a session, end the one the browser had, go to the accounts. The
+/// `Origin` must be `server.public_url`, so another site cannot sign a
+/// browser into a session of its choosing.
+pub async fn spend_link(
+    state: &AppState,
+    headers: &HeaderMap,
+    origin: Option<&str>,
+    secret: &str,
+) -> Result<Response<Body>, PageError> {
+    check_origin(state, origin)?;
+    let link_hash = hash(secret);
+    let previous = cookie(headers, COOKIE_NAME).map(|id| hash(&id));
     let now = state.clock.now_ms();
     let session_id = new_secret();
     let id_hash = hash(&session_id);
@@ -138,27 +223,19 @@ pub async fn spend_link(state: &AppState, secret: &str) -> Result<Response<Body>
             let Some(user) = store::spend_login_link(c, &link_hash, now)? else {
                 return Ok(None);
             };
+            if let Some(previous) = previous {
+                store::end_session(c, &previous)?;
+            }
             store::create_session(c, &id_hash, &user, &csrf, now)?;
             Ok(Some(user))
         })
         .await?;
     if user.is_none() {
-        return Err(PageError::forbidden(
-            "This sign-in link was already used, has expired, or is not one of ours. Ask for a new one.",
-        ));
+        return Err(spent());
     }
     let mut response = redirect("/accounts");
-    let secure = if state.config.public_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{COOKIE_NAME}={session_id}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
-        store::SESSION_IDLE_MS / 1000
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(SET_COOKIE, value);
+    if let Some(cookie) = session_cookie(state, &session_id) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
     }
     Ok(response)
 }
@@ -187,20 +264,7 @@ pub fn check_csrf(
     origin: Option<&str>,
     form: &Form,
 ) -> Result<(), PageError> {
-    let expected = state.config.public_url();
-    match origin {
-        Some(origin) if origin.trim_end_matches('/') == expected.trim_end_matches('/') => {}
-        Some(other) => {
-            return Err(PageError::forbidden(format!(
-                "This form came from {other}, not from {expected}: refused. (Behind a proxy, set server.public_url to the address you open the dashboard at.)"
-            )))
-        }
-        None => {
-            return Err(PageError::forbidden(
-                "This request names no Origin: refused.",
-            ))
-        }
-    }
+    check_origin(state, origin)?;
     let sent = form.get(CSRF_FIELD).map(String::as_str).unwrap_or("");
     if !hashes_equal(sent.as_bytes(), who.csrf_token.as_bytes()) {
         return Err(PageError::forbidden(
@@ -208,6 +272,20 @@ pub fn check_csrf(
         ));
     }
     Ok(())
+}
+
+/// The request's `Origin` is `server.public_url`.
+fn check_origin(state: &AppState, origin: Option<&str>) -> Result<(), PageError> {
+    let expected = state.config.public_url();
+    match origin {
+        Some(origin) if origin.trim_end_matches('/') == expected.trim_end_matches('/') => Ok(()),
+        Some(other) => Err(PageError::forbidden(format!(
+            "This form came from {other}, not from {expected}: refused. (Behind a proxy, set server.public_url to the address you open the dashboard at.)"
+        ))),
+        None => Err(PageError::forbidden(
+            "This request names no Origin: refused.",
+        )),
+    }
 }
 
 /// The request's `Origin` header, if it is text.

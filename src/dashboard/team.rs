@@ -73,13 +73,11 @@ pub async fn list(state: &AppState, who: &SignedIn, made: Option<Made>) -> PageR
                         td { (badge(&user.role)) }
                         td { code { (user.id) } }
                         td {
-                            @if user.id != who.user.id {
+                            @if user.id != who.user.id && may_act_for(who, &user.role) {
                                 (action_button(who, &format!("/team/{}/link", user.id), "Sign-in link", None, "secondary"))
                                 " "
-                                @if may_remove(who, &user.role) {
-                                    (action_button(who, &format!("/team/{}/remove", user.id), "Remove",
-                                        Some("Remove this member? Their tokens and sessions stop working at once."), "danger"))
-                                }
+                                (action_button(who, &format!("/team/{}/remove", user.id), "Remove",
+                                    Some("Remove this member? Their tokens and sessions stop working at once."), "danger"))
                             }
                         }
                     }
@@ -90,8 +88,11 @@ pub async fn list(state: &AppState, who: &SignedIn, made: Option<Made>) -> PageR
     Ok(html(StatusCode::OK, layout::page(Some(who), "Team", body)))
 }
 
-fn may_remove(who: &SignedIn, role: &str) -> bool {
-    who.role == Role::Owner || role != Role::Owner.as_str()
+/// Whether `who` may make a sign-in link for, or remove, a member with
+/// `role`: owners anyone, admins only members (a link is that member's key,
+/// so an admin must not hold an admin's or an owner's).
+fn may_act_for(who: &SignedIn, role: &str) -> bool {
+    who.role == Role::Owner || role == Role::Member.as_str()
 }
 
 pub async fn invite(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
@@ -114,14 +115,33 @@ pub async fn invite(state: &AppState, who: &SignedIn, form: &Form) -> PageResult
 
 pub async fn sign_in_link(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     require_manager(who)?;
-    let (workspace, id) = (who.user.workspace.clone(), id.to_string());
+    let (workspace, id, owner) = (
+        who.user.workspace.clone(),
+        id.to_string(),
+        who.role == Role::Owner,
+    );
     with_sign_in_link(state, who, move |c| {
-        if !store::team(c, &workspace)?.iter().any(|u| u.id == id) {
-            return Err(StoreError::NotFound(format!("unknown user {id}")));
+        let member = member_of(c, &workspace, &id)?;
+        if !owner && member.role != Role::Member.as_str() {
+            return Err(StoreError::Invalid(
+                "Only an owner makes a sign-in link for an admin or an owner.".into(),
+            ));
         }
-        Ok(id)
+        Ok(member.id)
     })
     .await
+}
+
+/// Member `id` of the workspace, or not found.
+fn member_of(
+    c: &rusqlite::Connection,
+    workspace: &str,
+    id: &str,
+) -> Result<crate::store::admin::User, StoreError> {
+    store::team(c, workspace)?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| StoreError::NotFound(format!("unknown user {id}")))
 }
 
 /// In one write: the user `whom` names (an existing member, or one it
@@ -161,13 +181,10 @@ pub async fn remove(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     state
         .store
         .write(move |c| {
-            let member = store::team(c, &workspace)?
-                .into_iter()
-                .find(|u| u.id == id)
-                .ok_or_else(|| StoreError::NotFound(format!("unknown user {id}")))?;
-            if !owner && member.role == Role::Owner.as_str() {
+            let member = member_of(c, &workspace, &id)?;
+            if !owner && member.role != Role::Member.as_str() {
                 return Err(StoreError::Invalid(
-                    "Only an owner removes an owner.".into(),
+                    "Only an owner removes an admin or an owner.".into(),
                 ));
             }
             store::remove_user(c, &id, now)

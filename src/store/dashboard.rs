@@ -47,6 +47,25 @@ pub fn create_login_link(
     Ok(user)
 }
 
+/// Whose sign-in link this is, if it is unspent, unexpired and its user
+/// still on the team; spends nothing (the page that asks to continue).
+pub fn login_link_user(
+    conn: &Connection,
+    secret_hash: &[u8; 32],
+    now: i64,
+) -> Result<Option<User>, StoreError> {
+    let user: Option<String> = conn
+        .prepare_cached(
+            "SELECT user_id FROM login_links WHERE secret_hash = ?1 AND expires_at > ?2",
+        )?
+        .query_row(params![&secret_hash[..], now], |r| r.get(0))
+        .optional()?;
+    match user {
+        Some(user) if !is_removed(conn, &user)? => admin::get_user(conn, &user),
+        _ => Ok(None),
+    }
+}
+
 /// Spend a sign-in link: it is deleted whatever happens next, and names its
 /// user only while unexpired and the user is still on the team.
 pub fn spend_login_link(
@@ -212,9 +231,8 @@ pub fn start_sandbox_pairing(
          ON CONFLICT (account_id) DO UPDATE SET nonce = excluded.nonce, started_at = excluded.started_at",
     )?
     .execute(params![account, nonce, now])?;
-    // The operator's hold is released only by the scan.
-    conn.prepare_cached("UPDATE accounts SET held_by_operator = 0 WHERE id = ?1")?
-        .execute([account])?;
+    // An operator's hold stays until the scan (`connect_by_operator`); while
+    // it holds, the account stays `disconnected` (the hold ignores this).
     admin::set_account_status(
         conn,
         account,

@@ -32,15 +32,27 @@ fn client() -> reqwest::Client {
 }
 
 async fn sign_in<'a>(app: &'a TestApp, user: &str) -> Browser<'a> {
-    open_link(app, &login_link(app, user).await).await.0
+    let origin = format!("http://{}", app.addr);
+    open_link(app, &login_link(app, user).await, &origin)
+        .await
+        .0
 }
 
-/// Open a sign-in link at `url` (its path, on this server): the signed-in
-/// browser and the `Set-Cookie` it got.
-async fn open_link<'a>(app: &'a TestApp, url: &str) -> (Browser<'a>, String) {
+/// Open a sign-in link at `url` (its path, on this server) and press its
+/// "Continue" button from `origin`: the signed-in browser and the
+/// `Set-Cookie` it got.
+async fn open_link<'a>(app: &'a TestApp, url: &str, origin: &str) -> (Browser<'a>, String) {
     let path = &url[url.find("/login/").expect("a sign-in link")..];
     let client = client();
-    let resp = client.get(app.url(path)).send().await.unwrap();
+    let confirm = client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(confirm.status(), 200);
+    assert!(confirm.text().await.unwrap().contains("Continue as"));
+    let resp = client
+        .post(app.url(path))
+        .header(ORIGIN, origin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
     let set_cookie = resp.headers()[SET_COOKIE].to_str().unwrap().to_string();
     let mut browser = Browser {
@@ -108,11 +120,45 @@ impl Browser<'_> {
 async fn a_login_link_signs_in_once_with_an_http_only_lax_cookie() {
     let app = spawn_app().await;
     let url = login_link(&app, &app.member.user).await;
-    let first = client().get(&url).send().await.unwrap();
+    let origin = format!("http://{}", app.addr);
+    // Opening it (and a link previewer's GET or HEAD) spends nothing.
+    for _ in 0..2 {
+        let page = client().get(&url).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.headers().get(SET_COOKIE).is_none());
+        assert!(page
+            .text()
+            .await
+            .unwrap()
+            .contains("Continue as member user"));
+    }
+    assert_eq!(client().head(&url).send().await.unwrap().status(), 200);
+    // Its button, posted from another site or from none, is refused.
+    for origin in [Some("https://evil.example"), None] {
+        let mut post = client().post(&url);
+        if let Some(origin) = origin {
+            post = post.header(ORIGIN, origin);
+        }
+        let refused = post.send().await.unwrap();
+        assert_eq!(refused.status(), 403, "{origin:?}");
+        assert!(refused.headers().get(SET_COOKIE).is_none());
+    }
+    let first = client()
+        .post(&url)
+        .header(ORIGIN, &origin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 303);
     assert_eq!(first.headers()[LOCATION].to_str().unwrap(), "/accounts");
     let cookie = first.headers()[SET_COOKIE].to_str().unwrap().to_string();
-    for part in ["whatan_session=", "HttpOnly", "SameSite=Lax", "Path=/"] {
+    for part in [
+        "whatan_session=",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=2592000",
+    ] {
         assert!(cookie.contains(part), "{cookie}");
     }
     assert!(
@@ -120,13 +166,40 @@ async fn a_login_link_signs_in_once_with_an_http_only_lax_cookie() {
         "plain-http public_url: {cookie}"
     );
 
-    let again = client().get(&url).send().await.unwrap();
+    let again = client()
+        .post(&url)
+        .header(ORIGIN, &origin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 403);
     assert!(again.headers().get(SET_COOKIE).is_none());
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 403);
 
     let anonymous = client().get(app.url("/accounts")).send().await.unwrap();
     assert_eq!(anonymous.status(), 303);
     assert_eq!(anonymous.headers()[LOCATION].to_str().unwrap(), "/login");
+}
+
+#[tokio::test]
+async fn signing_in_again_ends_the_browsers_previous_session() {
+    let app = spawn_app().await;
+    let first = sign_in(&app, &app.member.user).await;
+    let url = login_link(&app, &app.owner.user).await;
+    let switched = first
+        .client
+        .post(&url)
+        .header(COOKIE, &first.cookie)
+        .header(ORIGIN, first.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 303);
+    assert_eq!(
+        first.get("/accounts").await.status,
+        303,
+        "the old cookie is dead"
+    );
 }
 
 #[tokio::test]
@@ -138,12 +211,16 @@ async fn an_expired_link_signs_nobody_in_and_sign_out_ends_the_session() {
         .write(move |c| store::create_login_link(c, &user, &hash, 1, 0))
         .await
         .unwrap();
-    let expired = client()
-        .get(link.url(&format!("http://{}", app.addr)))
+    let url = link.url(&format!("http://{}", app.addr));
+    let expired = client().get(&url).send().await.unwrap();
+    assert_eq!(expired.status(), 403);
+    let pressed = client()
+        .post(&url)
+        .header(ORIGIN, format!("http://{}", app.addr))
         .send()
         .await
         .unwrap();
-    assert_eq!(expired.status(), 403);
+    assert_eq!(pressed.status(), 403);
 
     let browser = sign_in(&app, &app.member.user).await;
     assert_eq!(browser.get("/accounts").await.status, 200);
@@ -377,7 +454,7 @@ async fn an_invited_member_adds_a_sandbox_number_and_links_it_through_the_qr_pag
         .unwrap()
         .to_string();
     assert!(url.starts_with(&format!("http://{}/login/", app.addr)));
-    let (mia, _) = open_link(&app, &url).await;
+    let (mia, _) = open_link(&app, &url, &format!("http://{}", app.addr)).await;
     let page = mia.get("/accounts").await.text();
     assert!(page.contains("Link your phone"));
 
@@ -434,7 +511,7 @@ async fn behind_a_proxy_links_use_public_url_the_cookie_is_secure_and_only_that_
         .await
         .unwrap();
     let url = link.url("https://whatan.example.com");
-    let (browser, cookie) = open_link(&app, &url).await;
+    let (browser, cookie) = open_link(&app, &url, "https://whatan.example.com").await;
     assert!(cookie.contains("; Secure"), "{cookie}");
     let fields = [
         ("csrf", browser.csrf.as_str()),
@@ -583,4 +660,84 @@ async fn an_admin_enables_a_disabled_endpoint_and_redelivers_from_the_webhooks_p
             .status,
         403
     );
+}
+
+#[tokio::test]
+async fn a_number_an_admin_disconnected_stays_down_until_an_admin_links_it() {
+    let app = spawn_app().await;
+    let account = app.member.account.clone().unwrap();
+    let admin = sign_in(&app, &app.admin.user).await;
+    let member = sign_in(&app, &app.member.user).await;
+    let own = member
+        .post(&format!("/accounts/{account}/disconnect"), &[])
+        .await;
+    assert_eq!(own.status, 403, "members do not disconnect");
+    let off = admin
+        .post(&format!("/accounts/{account}/disconnect"), &[])
+        .await;
+    assert_eq!(off.status, 303);
+
+    let page = member
+        .get(&format!("/accounts/{account}/link"))
+        .await
+        .text();
+    assert!(page.contains("ask them to link it again"), "{page}");
+    let start = member
+        .post(&format!("/accounts/{account}/link"), &[("mode", "qr")])
+        .await;
+    assert_eq!(start.status, 403);
+    assert_eq!(
+        member
+            .post(&format!("/accounts/{account}/scan"), &[])
+            .await
+            .status,
+        403
+    );
+
+    let start = admin
+        .post(&format!("/accounts/{account}/link"), &[("mode", "qr")])
+        .await;
+    assert_eq!(start.status, 303);
+    let held = app
+        .count("SELECT count(*) FROM accounts WHERE held_by_operator = 1")
+        .await;
+    assert_eq!(held, 1, "the hold lasts until the scan");
+    assert_eq!(
+        admin
+            .post(&format!("/accounts/{account}/scan"), &[])
+            .await
+            .status,
+        303
+    );
+    let after = app
+        .count("SELECT count(*) FROM accounts WHERE held_by_operator = 0 AND status = 'connected'")
+        .await;
+    assert_eq!(after, 3);
+}
+
+#[tokio::test]
+async fn admins_make_sign_in_links_for_and_remove_members_only() {
+    let app = spawn_app().await;
+    let admin = sign_in(&app, &app.admin.user).await;
+    let team = admin.get("/team").await.text();
+    assert!(team.contains(&format!("/team/{}/link", app.member.user)));
+    assert!(!team.contains(&format!("/team/{}/link", app.owner.user)));
+    let for_owner = admin
+        .post(&format!("/team/{}/link", app.owner.user), &[])
+        .await;
+    assert_eq!(for_owner.status, 400);
+    assert!(!for_owner.text().contains("/login/"));
+    let remove_owner = admin
+        .post(&format!("/team/{}/remove", app.owner.user), &[])
+        .await;
+    assert_eq!(remove_owner.status, 400);
+    let for_member = admin
+        .post(&format!("/team/{}/link", app.member.user), &[])
+        .await;
+    assert_eq!(for_member.status, 200);
+    assert!(for_member.text().contains("/login/"));
+    let invite_owner = admin
+        .post("/team/invite", &[("name", "Zoe"), ("role", "owner")])
+        .await;
+    assert_eq!(invite_owner.status, 400, "admins do not make owners");
 }

@@ -53,7 +53,8 @@ try {
 
   step = "1. sign in with a login link";
   await page.goto(env("MIA_LINK"));
-  check(new URL(page.url()).pathname === "/accounts", `landed on ${page.url()}`);
+  await page.getByRole("button", { name: "Continue as Mia" }).click();
+  await page.waitForURL(`${BASE}/accounts`);
   await page.getByRole("link", { name: "Link your phone" }).click();
 
   step = "2. add and link a sandbox phone through the QR page";
@@ -140,6 +141,8 @@ try {
   const owner = await ownerContext.newPage();
   owner.on("pageerror", (e) => failures.push(`script error on ${owner.url()}: ${e.message}`));
   await owner.goto(env("OWNER_LINK"));
+  await owner.getByRole("button", { name: /^Continue as/ }).click();
+  await owner.waitForURL(`${BASE}/accounts`);
   await owner.locator(`article[data-account="${account}"] .badge.connected`).waitFor();
   await owner.screenshot({ path: join(SHOTS, "accounts.png") });
   await owner.goto(`${BASE}/team`);
@@ -150,6 +153,8 @@ try {
   const phone = await browser.newContext({ viewport: { width: 390, height: 760 }, isMobile: true });
   const small = await phone.newPage();
   await small.goto(env("OWNER_LINK_PHONE"));
+  await small.getByRole("button", { name: /^Continue as/ }).click();
+  await small.waitForURL(`${BASE}/accounts`);
   await small.screenshot({ path: join(SHOTS, "accounts-phone.png") });
 
   step = "no script errors";
