@@ -741,3 +741,31 @@ async fn admins_make_sign_in_links_for_and_remove_members_only() {
         .await;
     assert_eq!(invite_owner.status, 400, "admins do not make owners");
 }
+
+#[tokio::test]
+async fn a_session_in_use_is_renewed_and_its_cookie_sent_again() {
+    let app = spawn_app().await;
+    let browser = sign_in(&app, &app.member.user).await;
+    let fresh = browser.get("/accounts").await;
+    assert_eq!(fresh.header("set-cookie"), None, "no write per page");
+    app.store
+        .write(|c| {
+            c.execute(
+                "UPDATE sessions SET last_seen_at = last_seen_at - 7200000",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let renewed = browser.get("/accounts").await;
+    assert_eq!(renewed.status, 200);
+    let cookie = renewed
+        .header("set-cookie")
+        .expect("the cookie is sent again");
+    assert!(cookie.starts_with(&browser.cookie) && cookie.contains("Max-Age=2592000"));
+    let recent = app
+        .count("SELECT count(*) FROM sessions WHERE last_seen_at > strftime('%s','now') * 1000 - 60000")
+        .await;
+    assert_eq!(recent, 1);
+}
