@@ -194,6 +194,8 @@ struct Whatan {
     child: Child,
     addr: SocketAddr,
     token: String,
+    /// The first run's dashboard sign-in link.
+    dashboard: String,
     _dir: tempfile::TempDir,
 }
 
@@ -204,7 +206,7 @@ impl Drop for Whatan {
     }
 }
 
-fn start_whatan() -> Whatan {
+fn start_whatan(envs: &[(&str, &str)]) -> Whatan {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .arg("--db")
@@ -214,18 +216,22 @@ fn start_whatan() -> Whatan {
         // from pacing it behind nothing.
         .env("WHATAN_PACING_MIN_DELAY", "1ms")
         .env("WHATAN_PACING_MAX_DELAY", "5ms")
+        .envs(envs.iter().copied())
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut token = String::new();
+    let (mut token, mut dashboard) = (String::new(), String::new());
     let addr = loop {
         let line = lines.next().expect("serve printed its address").unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
         if let Some(t) = v["firstRun"]["token"].as_str() {
             token = t.to_string();
+        }
+        if let Some(d) = v["firstRun"]["dashboard"].as_str() {
+            dashboard = d.to_string();
         }
         if let Some(a) = v["listening"].as_str() {
             break a.parse().unwrap();
@@ -235,6 +241,7 @@ fn start_whatan() -> Whatan {
         child,
         addr,
         token,
+        dashboard,
         _dir: dir,
     }
 }
@@ -246,7 +253,7 @@ fn a_send_through_nginx_is_queued_and_arrives() {
     else {
         return;
     };
-    let whatan = start_whatan();
+    let whatan = start_whatan(&[]);
     let proxy = start_nginx(&nginx, whatan.addr);
     let bearer = format!("Bearer {}", whatan.token);
     let auth = ("Authorization", bearer.as_str());
@@ -299,4 +306,54 @@ fn a_send_through_nginx_is_queued_and_arrives() {
     // whatan echoes the client's X-Request-Id (operations.md); it comes
     // back through the proxy unchanged.
     assert_eq!(header(&headers, "x-request-id"), Some("abc-123"));
+}
+
+#[test]
+fn the_dashboard_works_through_nginx_at_its_public_url() {
+    let Some(nginx) = external_tool::find_or_skip(
+        "nginx",
+        "the dashboard through contrib/nginx.conf with server.public_url",
+    ) else {
+        return;
+    };
+    let public = "https://api.example.com";
+    let whatan = start_whatan(&[("WHATAN_SERVER_PUBLIC_URL", public)]);
+    let proxy = start_nginx(&nginx, whatan.addr);
+    let path = whatan
+        .dashboard
+        .strip_prefix(public)
+        .unwrap_or_else(|| panic!("{} is not under {public}", whatan.dashboard));
+
+    let (status, _, page) = http(proxy.addr, "GET", path, &[], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Continue as Owner"));
+    let (status, headers, _) = http(proxy.addr, "POST", path, &[("Origin", public)], "");
+    assert_eq!(status, 303);
+    let cookie = header(&headers, "set-cookie").unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "https public_url: {cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_string();
+
+    let (status, _, page) = http(proxy.addr, "GET", "/tokens", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200);
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap();
+    let form = format!("csrf={}&kind=send", &csrf[..csrf.find('"').unwrap()]);
+    let form_headers = |origin: &'static str| {
+        [
+            ("Cookie", cookie.clone()),
+            ("Origin", origin.to_string()),
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+        ]
+    };
+    let direct = form_headers("http://127.0.0.1");
+    let direct: Vec<(&str, &str)> = direct.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (status, _, _) = http(proxy.addr, "POST", "/tokens", &direct, &form);
+    assert_eq!(status, 403, "only the public origin may post");
+    let proxied = form_headers(public);
+    let proxied: Vec<(&str, &str)> = proxied.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (status, _, page) = http(proxy.addr, "POST", "/tokens", &proxied, &form);
+    assert_eq!(status, 200);
+    assert!(page.contains("whatan_send_"), "the new token is shown once");
 }
