@@ -178,6 +178,7 @@ pub async fn serve_with(
         mcp: crate::api::mcp::service(&config),
         webhook_urls,
         links: crate::dashboard::link::Links::default(),
+        flashes: crate::dashboard::flash::Flashes::default(),
     };
     run_http(
         listener,

@@ -334,8 +334,16 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status(), 200);
-    let page_token = created.text().await.unwrap();
+    assert_eq!(created.status(), 303);
+    let page_token = browser
+        .get(url("/tokens"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let page_token = page_token.split("id=\"new-token\">").nth(1).unwrap();
     let page_token = page_token[..page_token.find('<').unwrap()].to_string();
     let login_secret = fixture.login_path.trim_start_matches("/login/").to_string();
@@ -388,8 +396,8 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["target"] == "whatan::access")
         .collect();
-    // 9 API requests, the status polls, 4 dashboard requests.
-    let requests = 9 + polls + 4;
+    // 9 API requests, the status polls, 5 dashboard requests.
+    let requests = 9 + polls + 5;
     assert_eq!(
         access.len(),
         requests,

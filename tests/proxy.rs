@@ -353,7 +353,8 @@ fn the_dashboard_works_through_nginx_at_its_public_url() {
     assert_eq!(status, 403, "only the public origin may post");
     let proxied = form_headers(public);
     let proxied: Vec<(&str, &str)> = proxied.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let (status, _, page) = http(proxy.addr, "POST", "/tokens", &proxied, &form);
-    assert_eq!(status, 200);
+    let (status, _, _) = http(proxy.addr, "POST", "/tokens", &proxied, &form);
+    assert_eq!(status, 303);
+    let (_, _, page) = http(proxy.addr, "GET", "/tokens", &[("Cookie", &cookie)], "");
     assert!(page.contains("whatan_send_"), "the new token is shown once");
 }

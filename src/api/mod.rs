@@ -91,6 +91,8 @@ pub struct AppState {
     pub webhook_urls: MediaGuard,
     /// The dashboard's running phone pairings.
     pub links: crate::dashboard::link::Links,
+    /// The dashboard's secrets waiting to be shown once.
+    pub flashes: crate::dashboard::flash::Flashes,
 }
 
 /// An API error: the contract's code, a message for humans, the HTTP status.

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod assets;
+pub mod flash;
 mod layout;
 pub mod link;
 mod messages;
@@ -272,12 +273,12 @@ async fn route(
         (Page::AccountLink(id), form) => accounts::link(state, who, id, form.as_ref()).await,
         (Page::AccountScan(id), _) => accounts::scan(state, who, id).await,
         (Page::AccountDisconnect(id), _) => accounts::disconnect(state, who, id).await,
-        (Page::Tokens, None) => tokens::list(state, who, None).await,
+        (Page::Tokens, None) => tokens::list(state, who).await,
         (Page::Tokens, Some(form)) => tokens::create(state, who, &form).await,
         (Page::TokenRevoke(id), _) => tokens::revoke(state, who, id).await,
         (Page::Messages, _) => messages::list(state, who, query.as_deref()).await,
         (Page::Message(id), _) => messages::detail(state, who, id).await,
-        (Page::Team, _) => team::list(state, who, None).await,
+        (Page::Team, _) => team::list(state, who).await,
         (Page::TeamInvite, Some(form)) => team::invite(state, who, &form).await,
         (Page::TeamLink(id), _) => team::sign_in_link(state, who, id).await,
         (Page::TeamRemove(id), _) => team::remove(state, who, id).await,

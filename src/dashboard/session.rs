@@ -72,6 +72,11 @@ impl SignedIn {
         Principal::of_user(&self.user.id, &self.user.workspace, self.role)
     }
 
+    /// What keys this session's one-time secrets ([`super::flash`]).
+    pub fn session_key(&self) -> [u8; 32] {
+        self.id_hash
+    }
+
     /// Owners and admins: the workspace's numbers, tokens, team, webhooks.
     pub fn manages_workspace(&self) -> bool {
         self.role.may_choose_sender()

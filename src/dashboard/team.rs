@@ -7,6 +7,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 use maud::html;
 
+use super::flash::OneTime;
 use super::layout::{self, action_button, badge, csrf, secret_once};
 use super::session::{LoginLink, SignedIn};
 use super::{field, html, Form, PageError, PageResult};
@@ -17,11 +18,8 @@ use crate::store::{admin, dashboard as store, StoreError};
 /// How long an invite or a sign-in link made here works.
 const INVITE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// A sign-in link just made, for `name`: shown once.
-pub struct Made {
-    name: String,
-    url: String,
-}
+/// The page element that shows a new sign-in link once.
+const NEW_LINK: &str = "invite-link";
 
 fn require_manager(who: &SignedIn) -> Result<(), PageError> {
     if who.manages_workspace() {
@@ -42,8 +40,9 @@ fn grantable(who: &SignedIn) -> &'static [Role] {
     }
 }
 
-pub async fn list(state: &AppState, who: &SignedIn, made: Option<Made>) -> PageResult {
+pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
     require_manager(who)?;
+    let made = state.flashes.take(who.session_key(), NEW_LINK);
     let workspace = who.user.workspace.clone();
     let team = state
         .store
@@ -53,7 +52,7 @@ pub async fn list(state: &AppState, who: &SignedIn, made: Option<Made>) -> PageR
         h1 { "Team" }
         p.lead { "The people of your workspace. Members send from their own number; owners and admins also from the workspace's." }
         @if let Some(made) = &made {
-            (secret_once("invite-link", &format!("Sign-in link for {} (works once, for 7 days)", made.name), &made.url))
+            (secret_once(made.element, &made.label, &made.secret))
         }
         section.card {
             h2 { "Invite someone" }
@@ -145,7 +144,8 @@ fn member_of(
 }
 
 /// In one write: the user `whom` names (an existing member, or one it
-/// creates) and a sign-in link for them; then the Team page showing it once.
+/// creates) and a sign-in link for them; then to the Team page, which
+/// shows it once.
 async fn with_sign_in_link(
     state: &AppState,
     who: &SignedIn,
@@ -160,11 +160,15 @@ async fn with_sign_in_link(
             store::create_login_link(c, &user, &hash, expires_at, now)
         })
         .await?;
-    let made = Made {
-        name: user.name,
-        url: link.url(&state.config.public_url()),
-    };
-    list(state, who, Some(made)).await
+    state.flashes.put(
+        who.session_key(),
+        OneTime {
+            element: NEW_LINK,
+            label: format!("Sign-in link for {} (works once, for 7 days)", user.name),
+            secret: link.url(&state.config.public_url()),
+        },
+    );
+    Ok(super::redirect("/team"))
 }
 
 pub async fn remove(state: &AppState, who: &SignedIn, id: &str) -> PageResult {

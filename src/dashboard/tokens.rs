@@ -4,6 +4,7 @@
 use hyper::StatusCode;
 use maud::html;
 
+use super::flash::OneTime;
 use super::layout::{self, action_button, badge, csrf, secret_once};
 use super::session::SignedIn;
 use super::{field, html, redirect, Form, PageError, PageResult};
@@ -12,13 +13,11 @@ use crate::domain::token::{self, TokenKind};
 use crate::domain::Role;
 use crate::store::{admin, dashboard as store};
 
-/// A token just created: shown once on the page that answers the POST.
-pub struct Created {
-    kind: TokenKind,
-    secret: String,
-}
+/// The page element that shows a new token once.
+const NEW_TOKEN: &str = "new-token";
 
-pub async fn list(state: &AppState, who: &SignedIn, created: Option<Created>) -> PageResult {
+pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
+    let created = state.flashes.take(who.session_key(), NEW_TOKEN);
     let workspace = who.user.workspace.clone();
     let only = (!who.manages_workspace()).then(|| who.user.id.clone());
     let tokens = state
@@ -39,7 +38,7 @@ pub async fn list(state: &AppState, who: &SignedIn, created: Option<Created>) ->
             code { "mcp" } " token the MCP endpoint (" code { (base) "/mcp" } ")."
         }
         @if let Some(created) = &created {
-            (secret_once("new-token", &format!("Your new {} token", created.kind.as_str()), &created.secret))
+            (secret_once(created.element, &created.label, &created.secret))
         }
         section.card {
             h2 { "Create a token" }
@@ -80,9 +79,8 @@ pub async fn list(state: &AppState, who: &SignedIn, created: Option<Created>) ->
     ))
 }
 
-/// Create a token for the signed-in user. The answer is the page itself
-/// (no redirect), so the secret is shown once and never stored anywhere a
-/// reload could find it.
+/// Create a token for the signed-in user, then show its secret once on the
+/// Tokens page (a reload shows nothing and creates nothing).
 pub async fn create(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
     let kind = field(form, "kind")
         .and_then(TokenKind::parse)
@@ -95,7 +93,15 @@ pub async fn create(state: &AppState, who: &SignedIn, form: &Form) -> PageResult
         .store
         .write(move |c| admin::create_token(c, &user, kind, name.as_deref(), None, &new))
         .await?;
-    list(state, who, Some(Created { kind, secret })).await
+    state.flashes.put(
+        who.session_key(),
+        OneTime {
+            element: NEW_TOKEN,
+            label: format!("Your new {} token", kind.as_str()),
+            secret,
+        },
+    );
+    Ok(redirect("/tokens"))
 }
 
 /// Revoke a token of the user's own, or (owners and admins) any of the

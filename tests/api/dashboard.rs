@@ -331,12 +331,19 @@ async fn a_state_change_without_the_origin_or_the_csrf_token_is_refused_and_chan
     let made = browser
         .post("/tokens", &[("kind", "send"), ("name", "n8n")])
         .await;
-    assert_eq!(made.status, 200);
+    assert_eq!(
+        made.status, 303,
+        "the POST redirects: a reload makes nothing twice"
+    );
+    assert_eq!(made.header("location").as_deref(), Some("/tokens"));
     assert_eq!(tokens().await, before + 1);
-    let secret = between(&made.text(), "id=\"new-token\">", "<")
+    let shown = browser.get("/tokens").await.text();
+    let secret = between(&shown, "id=\"new-token\">", "<")
         .unwrap()
         .to_string();
     assert!(secret.starts_with("whatan_send_"));
+    let again = browser.get("/tokens").await.text();
+    assert!(!again.contains(&secret), "the secret is shown once");
     let sent = app.send(&secret, None, &text_to("+917999000001")).await;
     assert_eq!(sent.status, 202, "the page's token works on the Send API");
 }
@@ -449,8 +456,8 @@ async fn an_invited_member_adds_a_sandbox_number_and_links_it_through_the_qr_pag
     let invite = owner
         .post("/team/invite", &[("name", "Mia"), ("role", "member")])
         .await;
-    assert_eq!(invite.status, 200);
-    let url = between(&invite.text(), "id=\"invite-link\">", "<")
+    assert_eq!(invite.status, 303);
+    let url = between(&owner.get("/team").await.text(), "id=\"invite-link\">", "<")
         .unwrap()
         .to_string();
     assert!(url.starts_with(&format!("http://{}/login/", app.addr)));
@@ -528,8 +535,9 @@ async fn behind_a_proxy_links_use_public_url_the_cookie_is_secure_and_only_that_
     let proxied = browser
         .post_raw("/team/invite", &fields, Some("https://whatan.example.com"))
         .await;
-    assert_eq!(proxied.status, 200);
-    assert!(proxied.text().contains("https://whatan.example.com/login/"));
+    assert_eq!(proxied.status, 303);
+    let team = browser.get("/team").await.text();
+    assert!(team.contains("https://whatan.example.com/login/"));
 }
 
 #[cfg(feature = "web")]
@@ -734,8 +742,8 @@ async fn admins_make_sign_in_links_for_and_remove_members_only() {
     let for_member = admin
         .post(&format!("/team/{}/link", app.member.user), &[])
         .await;
-    assert_eq!(for_member.status, 200);
-    assert!(for_member.text().contains("/login/"));
+    assert_eq!(for_member.status, 303);
+    assert!(admin.get("/team").await.text().contains("/login/"));
     let invite_owner = admin
         .post("/team/invite", &[("name", "Zoe"), ("role", "owner")])
         .await;
