@@ -19,10 +19,13 @@ pub struct OneTime {
     pub secret: String,
 }
 
-/// The secrets waiting for their page, by session; cheap to clone.
+/// A session's waiting secret, and since when it waits, by session key.
+type Waiting = HashMap<[u8; 32], (Instant, OneTime)>;
+
+/// The secrets waiting for their page; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Flashes {
-    waiting: Arc<Mutex<HashMap<[u8; 32], (Instant, OneTime)>>>,
+    waiting: Arc<Mutex<Waiting>>,
 }
 
 impl Flashes {
