@@ -777,3 +777,66 @@ async fn a_session_in_use_is_renewed_and_its_cookie_sent_again() {
         .await;
     assert_eq!(recent, 1);
 }
+
+#[tokio::test]
+async fn odd_paths_queries_and_forms_get_a_page_never_a_5xx() {
+    let app = spawn_app().await;
+    let browser = sign_in(&app, &app.owner.user).await;
+    let long = "x".repeat(5000);
+    let gets = [
+        format!("/login/{long}"),
+        "/login/%00%ff".to_string(),
+        "/messages/not-a-uuid".into(),
+        "/messages/%E2%9C%93".into(),
+        "/messages?before=99999999999999999999".into(),
+        "/messages?from=9999-99-99".into(),
+        "/messages?from=2026-02-30&to=2026-13-01".into(),
+        "/messages?status=%ff&account=%00".into(),
+        "/accounts/%C3%A9/link".into(),
+        "/assets/app.js".into(),
+        "/assets/../Cargo.toml".into(),
+        format!("/team/{long}/link"),
+    ];
+    for path in &gets {
+        let reply = browser.get(path).await;
+        assert!(reply.status < 500, "{path}: {}", reply.status);
+        assert!(
+            reply.status != 200 || reply.text().contains("<!DOCTYPE html>"),
+            "{path}"
+        );
+    }
+    let huge = "y".repeat(20 * 1024);
+    let forms: [(&str, Vec<(&str, &str)>); 5] = [
+        ("/tokens", vec![("kind", "root")]),
+        ("/tokens", vec![("kind", "send"), ("name", &huge)]),
+        ("/accounts/new", vec![("phone", "+1"), ("driver", "cloud")]),
+        ("/team/invite", vec![("name", "  "), ("role", "member")]),
+        (
+            "/accounts/new",
+            vec![("phone", "\u{0}\u{202e}"), ("driver", "sandbox")],
+        ),
+    ];
+    for (path, fields) in &forms {
+        let reply = browser.post(path, fields).await;
+        assert!(
+            (400..500).contains(&reply.status),
+            "{path} {:?}: {}",
+            fields.iter().map(|f| f.0).collect::<Vec<_>>(),
+            reply.status
+        );
+    }
+    let raw = browser
+        .client
+        .post(app.url("/tokens"))
+        .header(COOKIE, &browser.cookie)
+        .header(ORIGIN, browser.origin())
+        .body(vec![0xff, 0xfe, b'=', 0xc3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.status(),
+        403,
+        "bytes that are no form carry no CSRF token"
+    );
+}
