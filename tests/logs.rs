@@ -315,15 +315,11 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
     let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_string();
     let session_id = cookie.trim_start_matches("whatan_session=").to_string();
-    let page = browser
-        .get(url("/tokens"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let tokens_page = || async {
+        let page = browser.get(url("/tokens")).header("cookie", &cookie).send();
+        page.await.unwrap().text().await.unwrap()
+    };
+    let page = tokens_page().await;
     let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap();
     let csrf = csrf[..csrf.find('"').unwrap()].to_string();
     let created = browser
@@ -335,15 +331,7 @@ async fn json_logs_at_debug_name_requests_and_never_show_secrets_or_texts() {
         .await
         .unwrap();
     assert_eq!(created.status(), 303);
-    let page_token = browser
-        .get(url("/tokens"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page_token = tokens_page().await;
     let page_token = page_token.split("id=\"new-token\">").nth(1).unwrap();
     let page_token = page_token[..page_token.find('<').unwrap()].to_string();
     let login_secret = fixture.login_path.trim_start_matches("/login/").to_string();
