@@ -205,6 +205,12 @@ fn validate(digits: &str) -> Result<String, PhoneError> {
         ));
     };
     let candidate = format!("+{digits}");
+    // Valid as written: the answer whatever the library would make of it
+    // (see the match below), without its parse, the costly part (a
+    // normalisation pass and a regex per step; 7% of a send's CPU).
+    if valid_as_written(code, national) {
+        return Ok(candidate);
+    }
 
     let library = phonenumber::parse(None, &candidate).ok().map(|number| {
         // Built by hand rather than with `number.format()`: the library's
@@ -218,9 +224,8 @@ fn validate(digits: &str) -> Result<String, PhoneError> {
 
     match library {
         Some((e164, true)) if e164 == candidate => Ok(candidate),
-        // The library rewrote the digits; keep them if they are valid as
-        // written (it mangles a few valid numbers, e.g. +7 800…).
-        _ if valid_as_written(code, national) => Ok(candidate),
+        // Valid as written was taken above: the library also rewrites a
+        // few valid numbers (e.g. +7 800…), which are kept as written.
         // It dropped a trunk prefix (or carrier code) written after the
         // country code, as libphonenumber does for international input.
         Some((e164, true)) => Ok(e164),
