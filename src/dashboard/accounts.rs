@@ -234,13 +234,10 @@ pub async fn add(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
     let added = state
         .store
         .write(move |c| {
-            match store::team(c, &workspace)?.iter().any(|u| u.id == user) {
-                true => {}
-                false => {
-                    return Err(crate::store::StoreError::NotFound(format!(
-                        "unknown user {user}"
-                    )))
-                }
+            if store::team_member(c, &workspace, &user)?.is_none() {
+                return Err(crate::store::StoreError::NotFound(format!(
+                    "unknown user {user}"
+                )));
             }
             let account = admin::add_account(c, &workspace, &user, &phone, driver, &json!({}))?;
             if driver == DriverKind::Sandbox {

@@ -137,9 +137,7 @@ fn member_of(
     workspace: &str,
     id: &str,
 ) -> Result<crate::store::admin::User, StoreError> {
-    store::team(c, workspace)?
-        .into_iter()
-        .find(|u| u.id == id)
+    store::team_member(c, workspace, id)?
         .ok_or_else(|| StoreError::NotFound(format!("unknown user {id}")))
 }
 

@@ -507,8 +507,7 @@ mod tests {
     /// A fresh database with one sandbox account per phone, each with one
     /// attempt claimed under the same message id.
     fn two_accounts_sharing_a_message_id(message_id: &str) -> (Connection, Vec<(String, String)>) {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::migrate(&mut conn).unwrap();
+        let conn = crate::store::test_db("");
         let ws = admin::create_workspace(&conn, "Acme").unwrap();
         let mut made = Vec::new();
         for (n, phone) in ["+917000000001", "+917000000002"].into_iter().enumerate() {

@@ -18,17 +18,23 @@ pub const SESSION_IDLE_MS: i64 = 30 * 24 * 3600 * 1000;
 /// not a write per page.
 pub const SESSION_TOUCH_MS: i64 = 3600 * 1000;
 
-fn active_user(conn: &Connection, id: &str) -> Result<User, StoreError> {
-    match admin::get_user(conn, id)? {
-        Some(user) if !is_removed(conn, id)? => Ok(user),
-        _ => Err(StoreError::NotFound(format!("unknown user {id}"))),
-    }
+/// User `id` if they are still on the team (not removed).
+fn active_user(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND removed_at IS NULL"
+        ))?
+        .query_row([id], user_from_row)
+        .optional()?)
 }
 
-fn is_removed(conn: &Connection, id: &str) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM users WHERE id = ?1 AND removed_at IS NOT NULL")?
-        .exists([id])?)
+/// User `id` if they are on the team of `workspace`.
+pub fn team_member(
+    conn: &Connection,
+    workspace: &str,
+    id: &str,
+) -> Result<Option<User>, StoreError> {
+    Ok(active_user(conn, id)?.filter(|u| u.workspace == workspace))
 }
 
 /// Record a sign-in link for `user`; the caller shows the secret once.
@@ -39,7 +45,8 @@ pub fn create_login_link(
     expires_at: i64,
     now: i64,
 ) -> Result<User, StoreError> {
-    let user = active_user(conn, user)?;
+    let user = active_user(conn, user)?
+        .ok_or_else(|| StoreError::NotFound(format!("unknown user {user}")))?;
     conn.prepare_cached(
         "INSERT INTO login_links (secret_hash, user_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -61,8 +68,8 @@ pub fn login_link_user(
         .query_row(params![&secret_hash[..], now], |r| r.get(0))
         .optional()?;
     match user {
-        Some(user) if !is_removed(conn, &user)? => admin::get_user(conn, &user),
-        _ => Ok(None),
+        Some(user) => active_user(conn, &user),
+        None => Ok(None),
     }
 }
 
@@ -80,7 +87,7 @@ pub fn spend_login_link(
         .query_row([&secret_hash[..]], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match spent {
-        Some((user, expires_at)) if expires_at > now && !is_removed(conn, &user)? => Ok(Some(user)),
+        Some((user, expires_at)) if expires_at > now => Ok(active_user(conn, &user)?.map(|u| u.id)),
         _ => Ok(None),
     }
 }
@@ -116,24 +123,21 @@ pub fn session(
     id_hash: &[u8; 32],
     now: i64,
 ) -> Result<Option<Session>, StoreError> {
-    let row: Option<(String, String, i64)> = conn
+    // The user's columns first, as `user_from_row` reads them.
+    Ok(conn
         .prepare_cached(
-            "SELECT s.user_id, s.csrf_token, s.last_seen_at FROM sessions s
-             JOIN users u ON u.id = s.user_id
+            "SELECT u.id, u.workspace_id, u.name, u.role, s.csrf_token, s.last_seen_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.id_hash = ?1 AND u.removed_at IS NULL AND s.last_seen_at > ?2",
         )?
         .query_row(params![&id_hash[..], now - SESSION_IDLE_MS], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok(Session {
+                user: user_from_row(r)?,
+                csrf_token: r.get(4)?,
+                last_seen_at: r.get(5)?,
+            })
         })
-        .optional()?;
-    let Some((user, csrf_token, last_seen_at)) = row else {
-        return Ok(None);
-    };
-    Ok(admin::get_user(conn, &user)?.map(|user| Session {
-        user,
-        csrf_token,
-        last_seen_at,
-    }))
+        .optional()?)
 }
 
 pub fn touch_session(conn: &Connection, id_hash: &[u8; 32], now: i64) -> Result<(), StoreError> {
@@ -194,14 +198,14 @@ pub fn tokens(
 
 /// The workspace and holder of token `id`, if it exists.
 pub fn token_holder(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
-    let user: Option<String> = conn
-        .prepare_cached("SELECT user_id FROM tokens WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    match user {
-        Some(user) => admin::get_user(conn, &user),
-        None => Ok(None),
-    }
+    // The user's columns, as `user_from_row` reads them.
+    Ok(conn
+        .prepare_cached(
+            "SELECT u.id, u.workspace_id, u.name, u.role
+             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?1",
+        )?
+        .query_row([id], user_from_row)
+        .optional()?)
 }
 
 /// A sandbox account's simulated QR code: shown until scanned.
@@ -219,13 +223,7 @@ pub fn start_sandbox_pairing(
     nonce: &str,
     now: i64,
 ) -> Result<Account, StoreError> {
-    let found = admin::get_account(conn, account)?
-        .ok_or_else(|| StoreError::NotFound(format!("unknown account {account}")))?;
-    if found.driver != DriverKind::Sandbox {
-        return Err(StoreError::Invalid(format!(
-            "account {account} is not a sandbox account"
-        )));
-    }
+    sandbox_account(conn, account)?;
     conn.prepare_cached(
         "INSERT INTO sandbox_pairings (account_id, nonce, started_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (account_id) DO UPDATE SET nonce = excluded.nonce, started_at = excluded.started_at",
@@ -256,9 +254,9 @@ pub fn sandbox_pairing(
         .optional()?)
 }
 
-/// The simulated phone scans the QR code shown for `account`: the account
-/// is connected. Refused when no code is shown.
-pub fn scan_sandbox(conn: &Connection, account: &str) -> Result<Account, StoreError> {
+/// Account `account`, which must be a sandbox account: only those have a
+/// simulated phone.
+fn sandbox_account(conn: &Connection, account: &str) -> Result<Account, StoreError> {
     let found = admin::get_account(conn, account)?
         .ok_or_else(|| StoreError::NotFound(format!("unknown account {account}")))?;
     if found.driver != DriverKind::Sandbox {
@@ -267,6 +265,13 @@ pub fn scan_sandbox(conn: &Connection, account: &str) -> Result<Account, StoreEr
             found.driver.as_str()
         )));
     }
+    Ok(found)
+}
+
+/// The simulated phone scans the QR code shown for `account`: the account
+/// is connected. Refused when no code is shown.
+pub fn scan_sandbox(conn: &Connection, account: &str) -> Result<Account, StoreError> {
+    sandbox_account(conn, account)?;
     let removed = conn
         .prepare_cached("DELETE FROM sandbox_pairings WHERE account_id = ?1")?
         .execute([account])?;
@@ -283,17 +288,13 @@ mod tests {
     use super::*;
 
     fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::migrate(&mut conn).unwrap();
-        conn.execute_batch(
+        crate::store::test_db(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0);
              INSERT INTO users (id, workspace_id, name, role, created_at) VALUES
                ('owner', 'w1', 'o', 'owner', 0), ('member', 'w1', 'm', 'member', 1);
              INSERT INTO accounts (id, workspace_id, user_id, phone, driver, status, status_changed_at, created_at) VALUES
                ('a1', 'w1', 'member', '+917000000002', 'sandbox', 'connected', 0, 2);",
         )
-        .unwrap();
-        conn
     }
 
     #[test]

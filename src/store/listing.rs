@@ -128,9 +128,7 @@ mod tests {
     /// 3 member personal, 4 owner workspace-mode (failed), 5 w2's owner
     /// workspace-mode, 6 admin personal.
     fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::migrate(&mut conn).unwrap();
-        conn.execute_batch(
+        let conn = crate::store::test_db(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0), ('w2', 'two', 0);
              INSERT INTO users (id, workspace_id, name, role, created_at) VALUES
                ('owner', 'w1', 'o', 'owner', 0), ('admin', 'w1', 'a', 'admin', 0),
@@ -140,8 +138,7 @@ mod tests {
                ('a2', 'w1', 'member', '+917000000002', 'sandbox', 'connected', 0, 2),
                ('a3', 'w2', 'other', '+917000000003', 'sandbox', 'connected', 0, 3);
              INSERT INTO daily_counters (account_id, day, count) VALUES ('a1', 5, 7), ('a1', 6, 2);",
-        )
-        .unwrap();
+        );
         let rows = [
             (1, "w1", "a1", "owner", "personal", "queued"),
             (2, "w1", "a1", "admin", "workspace", "read"),

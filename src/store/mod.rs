@@ -309,6 +309,16 @@ pub fn migrations() -> Vec<(i64, String)> {
     out
 }
 
+/// A migrated in-memory database with `fixture` (SQL) applied: where the
+/// store's unit tests start.
+#[cfg(test)]
+pub(crate) fn test_db(fixture: &str) -> Connection {
+    let mut conn = Connection::open_in_memory().unwrap();
+    migrate(&mut conn).unwrap();
+    conn.execute_batch(fixture).unwrap();
+    conn
+}
+
 /// Apply every migration newer than `PRAGMA user_version`, in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

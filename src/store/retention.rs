@@ -136,8 +136,7 @@ mod tests {
 
     #[test]
     fn finished_deliveries_go_with_the_attempts_of_their_age_and_pending_ones_stay() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::migrate(&mut conn).unwrap();
+        let conn = crate::store::test_db("");
         conn.execute(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0)",
             [],

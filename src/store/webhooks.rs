@@ -472,13 +472,9 @@ mod tests {
     use crate::webhooks::sign::new_secret;
 
     fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::store::migrate(&mut conn).unwrap();
-        conn.execute_batch(
+        crate::store::test_db(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0), ('w2', 'two', 0);",
         )
-        .unwrap();
-        conn
     }
 
     fn all() -> Vec<String> {
