@@ -35,7 +35,7 @@ pub fn page(who: Option<&SignedIn>, title: &str, body: Markup) -> Markup {
                         }
                         form.signout method="post" action="/logout" {
                             (csrf(who))
-                            span.muted { (who.user.name) " · " (who.role.as_str()) }
+                            span.muted { (who.user.name) " · " (who.user.role.as_str()) }
                             button.link type="submit" { "Sign out" }
                         }
                     }

@@ -177,6 +177,13 @@ impl PageError {
         PageError::new(StatusCode::FORBIDDEN, message)
     }
 
+    pub fn method_not_allowed() -> PageError {
+        PageError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "That is not something this page does.",
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> PageError {
         PageError::new(StatusCode::BAD_REQUEST, message)
     }
@@ -210,6 +217,14 @@ type PageResult = Result<Response<Body>, PageError>;
 /// Answer a dashboard request. Every response carries the security headers;
 /// every failure is a page that says what went wrong.
 pub async fn handle(state: &AppState, req: Request<Incoming>, page: Page<'_>) -> Response<Body> {
+    // The stylesheet and script need no session: no store trip for them.
+    if let Page::Asset(name) = page {
+        let response = match *req.method() {
+            Method::GET | Method::HEAD => assets::serve(name),
+            _ => Err(PageError::method_not_allowed()),
+        };
+        return with_security_headers(response.unwrap_or_else(|e| error_page(None, e)));
+    }
     let signed_in = match session::signed_in(state, req.headers()).await {
         Ok(s) => s,
         Err(e) => return with_security_headers(error_page(None, e)),
@@ -239,14 +254,10 @@ async fn route(
         matches!(method, Method::GET | Method::HEAD)
     };
     if !allowed {
-        return Err(PageError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "That is not something this page does.",
-        ));
+        return Err(PageError::method_not_allowed());
     }
     // Pages anyone may open.
     match page {
-        Page::Asset(name) => return assets::serve(name),
         Page::SignIn => return Ok(html(StatusCode::OK, session::sign_in_page(who))),
         Page::SignInLink(secret) if method == Method::POST => {
             return session::spend_link(state, req.headers(), origin.as_deref(), secret).await

@@ -12,7 +12,6 @@ use maud::html;
 use super::{layout, redirect, Form, PageError};
 use crate::api::{AppState, Body};
 use crate::domain::token::{hash, hashes_equal};
-use crate::domain::Role;
 use crate::store::admin::{Principal, User};
 use crate::store::dashboard as store;
 
@@ -57,7 +56,6 @@ impl LoginLink {
 #[derive(Debug, Clone)]
 pub struct SignedIn {
     pub user: User,
-    pub role: Role,
     pub csrf_token: String,
     id_hash: [u8; 32],
     /// The cookie's session id, when this request renewed the session: the
@@ -69,7 +67,7 @@ impl SignedIn {
     /// What a Send API token of this user would be: the API's read rules
     /// take it, so a page never shows more than the token could read.
     pub fn principal(&self) -> Principal {
-        Principal::of_user(&self.user.id, &self.user.workspace, self.role)
+        Principal::of_user(&self.user.id, &self.user.workspace, self.user.role)
     }
 
     /// What keys this session's one-time secrets ([`super::flash`]).
@@ -79,7 +77,7 @@ impl SignedIn {
 
     /// Owners and admins: the workspace's numbers, tokens, team, webhooks.
     pub fn manages_workspace(&self) -> bool {
-        self.role.may_choose_sender()
+        self.user.role.may_choose_sender()
     }
 }
 
@@ -109,14 +107,8 @@ pub async fn signed_in(
     } else {
         None
     };
-    let Some(role) = Role::parse(&session.user.role) else {
-        return Err(PageError::from(crate::store::StoreError::Internal(
-            format!("user {} has an unknown role", session.user.id),
-        )));
-    };
     Ok(Some(SignedIn {
         user: session.user,
-        role,
         csrf_token: session.csrf_token,
         id_hash,
         renewed,

@@ -33,7 +33,7 @@ fn require_manager(who: &SignedIn) -> Result<(), PageError> {
 
 /// The roles `who` may give: owners any, admins admin or member.
 fn grantable(who: &SignedIn) -> &'static [Role] {
-    if who.role == Role::Owner {
+    if who.user.role == Role::Owner {
         &[Role::Member, Role::Admin, Role::Owner]
     } else {
         &[Role::Member, Role::Admin]
@@ -69,10 +69,10 @@ pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
                 @for user in &team {
                     tr data-user=(user.id) {
                         td { (user.name) @if user.id == who.user.id { " (you)" } }
-                        td { (badge(&user.role)) }
+                        td { (badge(user.role.as_str())) }
                         td { code { (user.id) } }
                         td {
-                            @if user.id != who.user.id && may_act_for(who, &user.role) {
+                            @if user.id != who.user.id && may_act_for(who.user.role, user.role) {
                                 (action_button(who, &format!("/team/{}/link", user.id), "Sign-in link", None, "secondary"))
                                 " "
                                 (action_button(who, &format!("/team/{}/remove", user.id), "Remove",
@@ -90,8 +90,8 @@ pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
 /// Whether `who` may make a sign-in link for, or remove, a member with
 /// `role`: owners anyone, admins only members (a link is that member's key,
 /// so an admin must not hold an admin's or an owner's).
-fn may_act_for(who: &SignedIn, role: &str) -> bool {
-    who.role == Role::Owner || role == Role::Member.as_str()
+fn may_act_for(actor: Role, target: Role) -> bool {
+    actor == Role::Owner || target == Role::Member
 }
 
 pub async fn invite(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
@@ -114,14 +114,10 @@ pub async fn invite(state: &AppState, who: &SignedIn, form: &Form) -> PageResult
 
 pub async fn sign_in_link(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     require_manager(who)?;
-    let (workspace, id, owner) = (
-        who.user.workspace.clone(),
-        id.to_string(),
-        who.role == Role::Owner,
-    );
+    let (workspace, id, actor) = (who.user.workspace.clone(), id.to_string(), who.user.role);
     with_sign_in_link(state, who, move |c| {
         let member = member_of(c, &workspace, &id)?;
-        if !owner && member.role != Role::Member.as_str() {
+        if !may_act_for(actor, member.role) {
             return Err(StoreError::Invalid(
                 "Only an owner makes a sign-in link for an admin or an owner.".into(),
             ));
@@ -174,17 +170,17 @@ pub async fn remove(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     if id == who.user.id {
         return Err(PageError::bad_request("You cannot remove yourself."));
     }
-    let (workspace, id, now, owner) = (
+    let (workspace, id, now, actor) = (
         who.user.workspace.clone(),
         id.to_string(),
         state.clock.now_ms(),
-        who.role == Role::Owner,
+        who.user.role,
     );
     state
         .store
         .write(move |c| {
             let member = member_of(c, &workspace, &id)?;
-            if !owner && member.role != Role::Member.as_str() {
+            if !may_act_for(actor, member.role) {
                 return Err(StoreError::Invalid(
                     "Only an owner removes an admin or an owner.".into(),
                 ));

@@ -24,7 +24,7 @@ pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
         .store
         .read(move |c| store::tokens(c, &workspace, only.as_deref()))
         .await?;
-    let kinds: &[TokenKind] = if who.role == Role::Owner {
+    let kinds: &[TokenKind] = if who.user.role == Role::Owner {
         &[TokenKind::Send, TokenKind::Mcp, TokenKind::Metrics]
     } else {
         &[TokenKind::Send, TokenKind::Mcp]

@@ -20,7 +20,7 @@ pub struct User {
     pub id: String,
     pub workspace: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
 }
 
 #[derive(Clone, Serialize)]
@@ -161,7 +161,7 @@ pub fn add_user(
         id,
         workspace: workspace.to_string(),
         name,
-        role: role.as_str().to_string(),
+        role,
     })
 }
 
@@ -451,7 +451,7 @@ pub fn create_token(
     let Some(holder) = get_user(conn, user)? else {
         return Err(StoreError::NotFound(format!("unknown user {user}")));
     };
-    if kind == TokenKind::Metrics && holder.role != Role::Owner.as_str() {
+    if kind == TokenKind::Metrics && holder.role != Role::Owner {
         return Err(StoreError::Invalid(format!(
             "only owners may hold a metrics token; {user} is {}",
             holder.role
