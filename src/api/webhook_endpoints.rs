@@ -151,20 +151,10 @@ pub async fn handle(
             ok(json!(list))
         }
         WebhookRoute::Redeliver(id) => {
-            let owner = {
-                let id = id.to_string();
-                state
-                    .store
-                    .read(move |c| events::endpoint_of_delivery(c, &id))
-                    .await?
-            };
-            if owner.is_none_or(|e| e.workspace_id != principal.workspace_id) {
-                return Err(ApiError::not_found());
-            }
-            let id = id.to_string();
+            let (id, ws) = (id.to_string(), principal.workspace_id.clone());
             let delivery = state
                 .store
-                .write(move |c| events::redeliver(c, &id, now))
+                .write(move |c| events::redeliver(c, &id, Some(&ws), now))
                 .await?
                 .ok_or_else(ApiError::not_found)?;
             Ok(json_response(

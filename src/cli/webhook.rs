@@ -138,7 +138,7 @@ fn redeliver(ctx: &Context, id: String) -> Result<Output, CliError> {
     let i = id.clone();
     let delivery = ctx
         .store
-        .write_blocking(move |c| events::redeliver(c, &i, now_ms()))?
+        .write_blocking(move |c| events::redeliver(c, &i, None, now_ms()))?
         .ok_or_else(|| CliError(format!("no webhook delivery {id}")))?;
     Ok(Output::new(
         to_json(&delivery),

@@ -425,11 +425,7 @@ pub async fn scan(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
 /// it again (dashboard.md gives disconnecting to them).
 pub async fn disconnect(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
     let account = managed_account(state, who, id).await?;
-    if !who.manages_workspace() {
-        return Err(PageError::forbidden(
-            "Only owners and admins disconnect numbers.",
-        ));
-    }
+    who.require_manager("disconnect numbers")?;
     let id = account.id.clone();
     state
         .store

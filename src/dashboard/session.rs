@@ -79,6 +79,17 @@ impl SignedIn {
     pub fn manages_workspace(&self) -> bool {
         self.user.role.may_choose_sender()
     }
+
+    /// 403 unless an owner or admin: "Only owners and admins {what}."
+    pub fn require_manager(&self, what: &str) -> Result<(), PageError> {
+        if self.manages_workspace() {
+            Ok(())
+        } else {
+            Err(PageError::forbidden(format!(
+                "Only owners and admins {what}."
+            )))
+        }
+    }
 }
 
 /// The session the request's cookie names, if it is live.

@@ -21,16 +21,6 @@ const INVITE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The page element that shows a new sign-in link once.
 const NEW_LINK: &str = "invite-link";
 
-fn require_manager(who: &SignedIn) -> Result<(), PageError> {
-    if who.manages_workspace() {
-        Ok(())
-    } else {
-        Err(PageError::forbidden(
-            "Only owners and admins manage the team.",
-        ))
-    }
-}
-
 /// The roles `who` may give: owners any, admins admin or member.
 fn grantable(who: &SignedIn) -> &'static [Role] {
     if who.user.role == Role::Owner {
@@ -41,7 +31,7 @@ fn grantable(who: &SignedIn) -> &'static [Role] {
 }
 
 pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
-    require_manager(who)?;
+    who.require_manager("manage the team")?;
     let made = state.flashes.take(who.session_key(), NEW_LINK);
     let workspace = who.user.workspace.clone();
     let team = state
@@ -95,7 +85,7 @@ fn may_act_for(actor: Role, target: Role) -> bool {
 }
 
 pub async fn invite(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
-    require_manager(who)?;
+    who.require_manager("manage the team")?;
     let name = field(form, "name")
         .ok_or_else(|| PageError::bad_request("Enter the new member's name."))?
         .chars()
@@ -113,7 +103,7 @@ pub async fn invite(state: &AppState, who: &SignedIn, form: &Form) -> PageResult
 }
 
 pub async fn sign_in_link(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
-    require_manager(who)?;
+    who.require_manager("manage the team")?;
     let (workspace, id, actor) = (who.user.workspace.clone(), id.to_string(), who.user.role);
     with_sign_in_link(state, who, move |c| {
         let member = member_of(c, &workspace, &id)?;
@@ -166,7 +156,7 @@ async fn with_sign_in_link(
 }
 
 pub async fn remove(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
-    require_manager(who)?;
+    who.require_manager("manage the team")?;
     if id == who.user.id {
         return Err(PageError::bad_request("You cannot remove yourself."));
     }

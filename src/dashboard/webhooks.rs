@@ -9,7 +9,7 @@ use maud::html;
 
 use super::layout::{self, action_button, badge};
 use super::session::SignedIn;
-use super::{html, redirect, PageError, PageResult};
+use super::{html, redirect, PageResult};
 use crate::api::AppState;
 use crate::store::webhooks as events;
 use crate::store::StoreError;
@@ -18,11 +18,7 @@ use crate::store::StoreError;
 const SHOWN: usize = 20;
 
 pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
-    if !who.manages_workspace() {
-        return Err(PageError::forbidden(
-            "Only owners and admins manage webhooks.",
-        ));
-    }
+    who.require_manager("manage webhooks")?;
     let workspace = who.user.workspace.clone();
     let endpoints = state
         .store
@@ -84,31 +80,22 @@ pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
 }
 
 pub async fn enable(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
-    if !who.manages_workspace() {
-        return Err(PageError::forbidden(
-            "Only owners and admins manage webhooks.",
-        ));
-    }
+    who.require_manager("manage webhooks")?;
     let (id, workspace) = (id.to_string(), who.user.workspace.clone());
     state
         .store
-        .write(move |c| match events::get_endpoint(c, &id)? {
-            Some(e) if e.workspace_id == workspace => {
-                events::enable_endpoint(c, &id)?;
-                Ok(())
-            }
-            _ => Err(StoreError::NotFound(format!("unknown endpoint {id}"))),
-        })
+        .write(
+            move |c| match events::enable_endpoint(c, &workspace, &id)? {
+                true => Ok(()),
+                false => Err(StoreError::NotFound(format!("unknown endpoint {id}"))),
+            },
+        )
         .await?;
     Ok(redirect("/webhooks"))
 }
 
 pub async fn redeliver(state: &AppState, who: &SignedIn, id: &str) -> PageResult {
-    if !who.manages_workspace() {
-        return Err(PageError::forbidden(
-            "Only owners and admins manage webhooks.",
-        ));
-    }
+    who.require_manager("manage webhooks")?;
     let (id, workspace, now) = (
         id.to_string(),
         who.user.workspace.clone(),
@@ -116,12 +103,12 @@ pub async fn redeliver(state: &AppState, who: &SignedIn, id: &str) -> PageResult
     );
     state
         .store
-        .write(move |c| match events::endpoint_of_delivery(c, &id)? {
-            Some(e) if e.workspace_id == workspace => events::redeliver(c, &id, now)?
-                .map(|_| ())
-                .ok_or_else(|| StoreError::NotFound(format!("unknown delivery {id}"))),
-            _ => Err(StoreError::NotFound(format!("unknown delivery {id}"))),
-        })
+        .write(
+            move |c| match events::redeliver(c, &id, Some(&workspace), now)? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound(format!("unknown delivery {id}"))),
+            },
+        )
         .await?;
     Ok(redirect("/webhooks"))
 }

@@ -176,16 +176,19 @@ pub fn list_endpoints(
 }
 
 /// Remove an endpoint and its deliveries; whether it existed.
-/// Enable an endpoint that failing disabled (the dashboard's action): it
-/// gets new events again, its failure clock starts over. Returns whether
-/// it was disabled.
-pub fn enable_endpoint(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+/// Enable an endpoint of `workspace` that failing disabled (the
+/// dashboard's action): it gets new events again, its failure clock starts
+/// over. An enabled one is left as it is. Returns whether the endpoint
+/// exists in `workspace`.
+pub fn enable_endpoint(conn: &Connection, workspace: &str, id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(
-            "UPDATE webhook_endpoints SET status = 'enabled', failing_since = NULL
-             WHERE id = ?1 AND status = 'disabled'",
+            "UPDATE webhook_endpoints
+             SET failing_since = CASE status WHEN 'disabled' THEN NULL ELSE failing_since END,
+                 status = 'enabled'
+             WHERE id = ?1 AND workspace_id = ?2",
         )?
-        .execute([id])?
+        .execute([id, workspace])?
         > 0)
 }
 
@@ -268,28 +271,24 @@ pub fn get_delivery(conn: &Connection, id: &str) -> Result<Option<Delivery>, Sto
         .optional()?)
 }
 
-/// The endpoint a delivery belongs to (for the caller's workspace check).
-pub fn endpoint_of_delivery(conn: &Connection, id: &str) -> Result<Option<Endpoint>, StoreError> {
-    let endpoint: Option<String> = conn
-        .prepare_cached("SELECT endpoint_id FROM webhook_deliveries WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    match endpoint {
-        Some(e) => get_endpoint(conn, &e),
-        None => Ok(None),
-    }
-}
-
 /// Queue a delivery's event again: a new delivery with the same
-/// `webhook-id` and body, due now. Returns the new delivery.
-pub fn redeliver(conn: &Connection, id: &str, now: i64) -> Result<Option<Delivery>, StoreError> {
+/// `webhook-id` and body, due now. Returns the new delivery; `None` when
+/// there is no such delivery (in `workspace`, when given: the API and the
+/// dashboard act only on their workspace's, the operator's CLI on any).
+pub fn redeliver(
+    conn: &Connection,
+    id: &str,
+    workspace: Option<&str>,
+    now: i64,
+) -> Result<Option<Delivery>, StoreError> {
     let new = new_id("dlv", now);
     let changed = conn.execute(
         "INSERT INTO webhook_deliveries
              (id, endpoint_id, event_id, type, body, status, next_attempt_at, created_at, updated_at)
-         SELECT ?2, endpoint_id, event_id, type, body, 'pending', ?3, ?3, ?3
-         FROM webhook_deliveries WHERE id = ?1",
-        params![id, new, now],
+         SELECT ?2, d.endpoint_id, d.event_id, d.type, d.body, 'pending', ?3, ?3, ?3
+         FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+         WHERE d.id = ?1 AND (?4 IS NULL OR e.workspace_id = ?4)",
+        params![id, new, now, workspace],
     )?;
     if changed == 0 {
         return Ok(None);
@@ -596,12 +595,12 @@ mod tests {
             1,
         )
         .unwrap();
-        let again = redeliver(&conn, &first.id, 5).unwrap().unwrap().id;
+        let again = redeliver(&conn, &first.id, None, 5).unwrap().unwrap().id;
         let queued = due(&conn, &e.id, 5, 10).unwrap();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].id, again);
         assert_eq!(queued[0].event_id, first.event_id);
         assert_eq!(queued[0].body, first.body);
-        assert!(redeliver(&conn, "dlv_unknown", 5).unwrap().is_none());
+        assert!(redeliver(&conn, "dlv_unknown", None, 5).unwrap().is_none());
     }
 }
