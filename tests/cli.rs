@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+#[allow(dead_code)]
+#[path = "support/external_tool.rs"]
+mod external_tool;
+
 const BIN: &str = env!("CARGO_BIN_EXE_whatan");
 
 struct Db {
@@ -809,8 +813,8 @@ fn the_database_its_companions_the_lock_and_new_directories_are_owner_only() {
 
 /// `whatan --json ARGS` with extra environment variables and `stdin` piped in.
 fn whatan_fed(db: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
+    let mut whatan = Command::new(BIN);
+    whatan
         .arg("--db")
         .arg(db)
         .arg("--json")
@@ -819,14 +823,8 @@ fn whatan_fed(db: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> 
         .env_remove("WHATAN_CLOUD_APP_SECRET")
         .envs(envs.iter().copied())
         .env_remove("WHATAN_LOG")
-        .current_dir(db.parent().unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+        .current_dir(db.parent().unwrap());
+    external_tool::output_with_stdin(&mut whatan, stdin)
 }
 
 /// `account add --driver cloud` for a new member of the setup's workspace,

@@ -58,10 +58,16 @@ pub fn python_module_or_skip(module: &str, package: &str, left_out: &str) -> boo
 
 /// Run `python3 ARGS` with `stdin` on its standard input; its output.
 pub fn python_with_stdin(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut python = std::process::Command::new("python3");
+    python.args(args);
+    output_with_stdin(&mut python, stdin)
+}
+
+/// Run `cmd` with `stdin` on its standard input; its whole output.
+pub fn output_with_stdin(cmd: &mut std::process::Command, stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("python3")
-        .args(args)
+    use std::process::Stdio;
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
