@@ -14,7 +14,7 @@ use crate::api::status::readable;
 use crate::api::AppState;
 use crate::domain::{AccountStatus, DriverKind, Phone};
 use crate::store::admin::{self, Account, User};
-use crate::store::{attempts, dashboard as store, gauges, listing};
+use crate::store::{attempts, dashboard as store, gauges, listing, StoreError};
 
 /// An account as the Accounts page shows it.
 struct Row {
@@ -38,7 +38,7 @@ pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
                         account,
                     })
                 })
-                .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+                .collect::<Result<Vec<_>, StoreError>>()?;
             Ok((rows, store::team(c, &principal.workspace_id)?))
         })
         .await?;
@@ -141,13 +141,36 @@ fn require_link(who: &SignedIn, account: &Account) -> Result<(), PageError> {
 /// The account `id` if `who` may manage it; 404 otherwise, as the API
 /// answers for what a token may not see.
 async fn managed_account(state: &AppState, who: &SignedIn, id: &str) -> Result<Account, PageError> {
+    managed_account_with(state, who, id, |_, _| Ok(()))
+        .await
+        .map(|(account, ())| account)
+}
+
+/// [`managed_account`], and in the same trip to the store `then`'s read of
+/// it (whose answer is dropped when `who` may not see the account).
+async fn managed_account_with<T, F>(
+    state: &AppState,
+    who: &SignedIn,
+    id: &str,
+    then: F,
+) -> Result<(Account, T), PageError>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection, &Account) -> Result<T, StoreError> + Send + 'static,
+{
     let id = id.to_string();
-    match state
+    let found = state
         .store
-        .read(move |c| admin::get_account(c, &id))
-        .await?
-    {
-        Some(account) if may_manage(who, &account) => Ok(account),
+        .read(move |c| match admin::get_account(c, &id)? {
+            Some(account) => {
+                let extra = then(c, &account)?;
+                Ok(Some((account, extra)))
+            }
+            None => Ok(None),
+        })
+        .await?;
+    match found {
+        Some((account, extra)) if may_manage(who, &account) => Ok((account, extra)),
         _ => Err(PageError::not_found()),
     }
 }
@@ -235,9 +258,7 @@ pub async fn add(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
         .store
         .write(move |c| {
             if store::team_member(c, &workspace, &user)?.is_none() {
-                return Err(crate::store::StoreError::NotFound(format!(
-                    "unknown user {user}"
-                )));
+                return Err(StoreError::NotFound(format!("unknown user {user}")));
             }
             let account = admin::add_account(c, &workspace, &user, &phone, driver, &json!({}))?;
             if driver == DriverKind::Sandbox {
@@ -248,7 +269,7 @@ pub async fn add(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
         .await;
     let account = match added {
         Ok(account) => account,
-        Err(crate::store::StoreError::Conflict(why) | crate::store::StoreError::Invalid(why)) => {
+        Err(StoreError::Conflict(why) | StoreError::Invalid(why)) => {
             return new_form(state, who, Some(&why)).await
         }
         Err(e) => return Err(e.into()),
@@ -262,7 +283,10 @@ pub async fn add(state: &AppState, who: &SignedIn, form: &Form) -> PageResult {
 /// `GET`: the Link page. `POST`: show a new code (`mode=pair_code` for a
 /// pair code instead of a QR code), then the page.
 pub async fn link(state: &AppState, who: &SignedIn, id: &str, form: Option<&Form>) -> PageResult {
-    let account = managed_account(state, who, id).await?;
+    // The page refreshes itself every 2 s: the account and its sandbox
+    // pairing come in one trip.
+    let (account, pairing) =
+        managed_account_with(state, who, id, |c, a| store::sandbox_pairing(c, &a.id)).await?;
     if let Some(form) = form {
         require_link(who, &account)?;
         match account.driver {
@@ -284,13 +308,6 @@ pub async fn link(state: &AppState, who: &SignedIn, id: &str, form: Option<&Form
         }
         return Ok(redirect(&format!("/accounts/{}/link", account.id)));
     }
-    let pairing = {
-        let id = account.id.clone();
-        state
-            .store
-            .read(move |c| store::sandbox_pairing(c, &id))
-            .await?
-    };
     let now = state.clock.now_ms();
     // A pairing that linked says so only while the account is connected:
     // a phone that unlinked itself since is linked again from scratch.
