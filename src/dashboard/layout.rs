@@ -90,12 +90,17 @@ pub fn badge(status: &str) -> Markup {
 
 /// A stored millisecond time, in UTC, to the second.
 pub fn time(ms: i64) -> Markup {
-    let text = crate::clock::rfc3339_ms(ms);
-    let short = text
+    stamp(&crate::clock::rfc3339_ms(ms))
+}
+
+/// An RFC 3339 time as stored or shown by the API (`2026-12-06T02:39:05.123Z`),
+/// to the second.
+pub fn stamp(rfc3339: &str) -> Markup {
+    let short = rfc3339
         .get(..19)
         .map(|t| t.replace('T', " "))
-        .unwrap_or(text.clone());
-    html! { time datetime=(text) { (short) " UTC" } }
+        .unwrap_or_else(|| rfc3339.to_string());
+    html! { time datetime=(rfc3339) { (short) " UTC" } }
 }
 
 /// A secret shown once, with a copy button.

@@ -22,9 +22,12 @@ const PAGE_SIZE: usize = 50;
 struct Filters {
     status: Option<AttemptStatus>,
     account: Option<String>,
-    /// `YYYY-MM-DD`, UTC, inclusive.
+    /// `YYYY-MM-DD`, UTC, inclusive, as written (for the form and the
+    /// page links) and as the listing's bounds in milliseconds.
     from: Option<String>,
     to: Option<String>,
+    created_since: Option<i64>,
+    created_until: Option<i64>,
     before: Option<i64>,
 }
 
@@ -43,8 +46,14 @@ impl Filters {
                     })?)
                 }
                 "account" => f.account = Some(value),
-                "from" => f.from = Some(day(&value)?.1),
-                "to" => f.to = Some(day(&value)?.1),
+                "from" => {
+                    f.created_since = Some(day_start(&value)?);
+                    f.from = Some(value);
+                }
+                "to" => {
+                    f.created_until = Some(day_start(&value)? + DAY_MS);
+                    f.to = Some(value);
+                }
                 "before" => {
                     f.before = Some(value.parse().map_err(|_| {
                         PageError::bad_request(
@@ -80,10 +89,9 @@ impl Filters {
     }
 }
 
-/// `YYYY-MM-DD` as the millisecond its UTC day starts, and the date.
-fn day(value: &str) -> Result<(i64, String), PageError> {
+/// `YYYY-MM-DD` as the millisecond its UTC day starts.
+fn day_start(value: &str) -> Result<i64, PageError> {
     crate::clock::parse_rfc3339_ms(&format!("{value}T00:00:00Z"))
-        .map(|ms| (ms, value.to_string()))
         .ok_or_else(|| PageError::bad_request(format!("{value:?} is not a date (YYYY-MM-DD).")))
 }
 
@@ -91,13 +99,7 @@ const DAY_MS: i64 = 86_400_000;
 
 pub async fn list(state: &AppState, who: &SignedIn, query: Option<&str>) -> PageResult {
     let filters = Filters::parse(query)?;
-    let since = filters.from.as_deref().map(day).transpose()?.map(|d| d.0);
-    let until = filters
-        .to
-        .as_deref()
-        .map(day)
-        .transpose()?
-        .map(|d| d.0 + DAY_MS);
+    let (since, until) = (filters.created_since, filters.created_until);
     let principal = who.principal();
     let (status, account, before) = (filters.status, filters.account.clone(), filters.before);
     let (rows, senders) = state

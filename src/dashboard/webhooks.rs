@@ -63,7 +63,7 @@ pub async fn list(state: &AppState, who: &SignedIn) -> PageResult {
                                     td { (badge(&d.status)) }
                                     td { (d.attempts) }
                                     td { @if let Some(code) = d.last_status_code { "HTTP " (code) } @else { (d.last_error.clone().unwrap_or_default()) } }
-                                    td { (d.created_at.get(..19).unwrap_or(&d.created_at).replace('T', " ")) }
+                                    td { (layout::stamp(&d.created_at)) }
                                     td { (action_button(who, &format!("/webhooks/deliveries/{}/redeliver", d.id), "Redeliver", None, "secondary")) }
                                 }
                             } }
