@@ -120,12 +120,10 @@ pub async fn serve_with(
     hooks: Hooks,
 ) -> Result<(), String> {
     let mut config = config;
-    // Links and the dashboard's Origin check name the address actually
-    // bound (port 0 in tests) unless the operator set `public_url`.
-    if config.server.public_url.is_none() {
-        if let Ok(addr) = listener.local_addr() {
-            config.server.public_url = Some(format!("http://{addr}"));
-        }
+    // The address actually bound (port 0 becomes a port), which is what
+    // `Config::public_url` names unless the operator set `public_url`.
+    if let Ok(addr) = listener.local_addr() {
+        config.server.listen = addr;
     }
     let config = Arc::new(config);
     let (events_tx, events_rx) = mpsc::unbounded_channel();

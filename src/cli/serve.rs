@@ -32,14 +32,11 @@ pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", config.server.listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
+    config.server.listen = addr;
     let sign_in = crate::dashboard::session::LoginLink::new(FIRST_SIGN_IN_TTL);
     if let Some((account, secret)) = bootstrap(&store, &sign_in)? {
-        let base = config
-            .server
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
-        print_first_run(&account, &secret, &sign_in.url(&base), addr, json_out);
+        let link = sign_in.url(&config.public_url());
+        print_first_run(&account, &secret, &link, addr, json_out);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
