@@ -234,10 +234,9 @@ async fn an_expired_link_signs_nobody_in_and_sign_out_ends_the_session() {
 async fn every_page_forbids_inline_script_and_framing() {
     let app = spawn_app().await;
     let browser = sign_in(&app, &app.owner.user).await;
-    let sent = app
-        .send(&app.owner.token, None, &text_to("+917999000001"))
+    let attempt = app
+        .send_id(&app.owner.token, &text_to("+917999000001"))
         .await;
-    let attempt = sent.json()["sendAttemptId"].as_str().unwrap().to_string();
     let account = app.owner.account.clone().unwrap();
     let pages = [
         "/login".to_string(),
@@ -352,13 +351,11 @@ async fn a_state_change_without_the_origin_or_the_csrf_token_is_refused_and_chan
 async fn a_member_sees_only_what_their_token_could_read() {
     let app = spawn_app().await;
     let owners = app
-        .send(&app.owner.token, None, &text_to("+917999000001"))
+        .send_id(&app.owner.token, &text_to("+917999000001"))
         .await;
-    let owners = owners.json()["sendAttemptId"].as_str().unwrap().to_string();
     let mine = app
-        .send(&app.member.token, None, &text_to("+917999000002"))
+        .send_id(&app.member.token, &text_to("+917999000002"))
         .await;
-    let mine = mine.json()["sendAttemptId"].as_str().unwrap().to_string();
 
     let member = sign_in(&app, &app.member.user).await;
     let list = member.get("/messages").await.text();
@@ -616,10 +613,9 @@ async fn an_admin_enables_a_disabled_endpoint_and_redelivers_from_the_webhooks_p
         .as_str()
         .unwrap()
         .to_string();
-    let sent = app
-        .send(&app.admin.token, None, &text_to("+917999000001"))
+    let attempt = app
+        .send_id(&app.admin.token, &text_to("+917999000001"))
         .await;
-    let attempt = sent.json()["sendAttemptId"].as_str().unwrap().to_string();
     app.wait_for_status(&app.admin.token, &attempt, |v| v["status"] == "read")
         .await;
     let id = endpoint.clone();

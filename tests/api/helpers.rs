@@ -213,6 +213,12 @@ impl TestApp {
         self.send_raw(token, key, body.to_string()).await
     }
 
+    /// Send `body` with no key; the `sendAttemptId` of the answer.
+    pub async fn send_id(&self, token: &str, body: &Value) -> String {
+        let sent = self.send(token, None, body).await;
+        sent.json()["sendAttemptId"].as_str().unwrap().to_string()
+    }
+
     pub async fn status(&self, token: &str, id: &str) -> Reply {
         let resp = self
             .client
