@@ -874,8 +874,10 @@ const NEXT_PENDING_SQL: &str = "SELECT seq, id FROM send_attempts INDEXED BY sen
 
 /// Mean time of `whatan::store::attempts::next_pending` for one account, in µs.
 fn time_next_pending(db: &Path, account: &str) -> Result<(f64, bool), String> {
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
+    let conn = whatan::store::Conn::Sqlite(
+        Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| e.to_string())?,
+    );
     let found = whatan::store::attempts::next_pending(&conn, account)
         .map_err(|e| e.to_string())?
         .is_some();

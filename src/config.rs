@@ -36,7 +36,7 @@ const KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("log", &["level", "format"]),
-    ("database", &["path"]),
+    ("database", &["path", "url"]),
     (
         "pacing",
         &["min_delay", "max_delay", "daily_limit", "offline_grace"],
@@ -116,7 +116,11 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
+    /// The SQLite file (the default store).
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the file (`postgres://` or
+    /// `postgresql://`, libpq's URL form).
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +172,7 @@ impl Default for Config {
             log: LogConfig::default(),
             database: DatabaseConfig {
                 path: PathBuf::from("whatan.db"),
+                url: None,
             },
             pacing: PacingConfig {
                 min_delay: Duration::from_secs(120),
@@ -264,6 +269,15 @@ impl Config {
             c.log.level = (!level.is_empty()).then_some(level);
         }
         set!("database"."path", path_buf, c.database.path);
+        if let Some(v) = get("database", "url") {
+            if get("database", "path").is_some() {
+                return Err(ConfigError(
+                    "database.path and database.url are both set: the store is either the SQLite file (path) or PostgreSQL (url), set one"
+                        .into(),
+                ));
+            }
+            c.database.url = Some(postgres_url("database.url", v)?);
+        }
         set!("pacing"."min_delay", duration, c.pacing.min_delay);
         set!("pacing"."max_delay", duration, c.pacing.max_delay);
         set!("pacing"."daily_limit", non_negative_i64, c.pacing.daily_limit);

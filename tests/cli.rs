@@ -620,7 +620,7 @@ fn sigterm_lets_an_in_flight_hand_off_finish_and_commit() {
     assert_eq!(sigterm_and_wait(server).code(), Some(0));
     let c = rusqlite::Connection::open(&db.path).unwrap();
     let status: String = c
-        .query_row("SELECT status FROM send_attempts", [], |r| r.get(0))
+        .query_row("SELECT status FROM send_attempts", (), |r| r.get(0))
         .unwrap();
     assert_eq!(status, "accepted");
     assert_eq!(

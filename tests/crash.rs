@@ -125,7 +125,7 @@ fn pending(db: &Path) -> i64 {
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     c.query_row(
         "SELECT count(*) FROM send_attempts WHERE status IN ('queued', 'sending')",
-        [],
+        (),
         |r| r.get(0),
     )
     .unwrap()
@@ -206,7 +206,7 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
         )
         .unwrap();
     let outbox: i64 = c
-        .query_row("SELECT count(*) FROM sandbox_outbox", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM sandbox_outbox", (), |r| r.get(0))
         .unwrap();
     let orphans: i64 = c
         .query_row(

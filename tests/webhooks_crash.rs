@@ -101,7 +101,7 @@ fn add_endpoint(db: &Path, url: &str) -> Value {
 
 fn count(db: &Path, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    conn.query_row(sql, (), |r| r.get(0)).unwrap()
 }
 
 #[tokio::test]

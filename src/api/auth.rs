@@ -3,9 +3,9 @@
 //! The secret is hashed once with SHA-256 (tokens carry 256 random bits, so
 //! a slow KDF would add latency and no safety) and looked up by that hash.
 
+use crate::store::Conn;
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
-use rusqlite::Connection;
 
 use super::{ApiError, AppState};
 use crate::domain::token::{self, TokenKind};
@@ -50,7 +50,7 @@ pub async fn authenticate_with<T, F>(
 ) -> Result<(Principal, T), ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection, &Principal) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&Conn, &Principal) -> Result<T, StoreError> + Send + 'static,
 {
     authenticate_kind(state, headers, TokenKind::Send, then).await
 }
@@ -64,7 +64,7 @@ async fn authenticate_kind<T, F>(
 ) -> Result<(Principal, T), ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection, &Principal) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&Conn, &Principal) -> Result<T, StoreError> + Send + 'static,
 {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {

@@ -50,7 +50,7 @@ async fn database_writable(state: &AppState) -> Result<(), String> {
     // What every write job gets: BEGIN IMMEDIATE (the write lock), a
     // statement, COMMIT. A read-only or locked database fails it.
     let probe = state.store.write(|c| {
-        c.query_row("PRAGMA user_version", [], |_| Ok(()))?;
+        c.query_row("SELECT 1", (), |_| Ok(()))?;
         Ok(())
     });
     match tokio::time::timeout(PROBE_TIMEOUT, probe).await {

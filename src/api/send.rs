@@ -7,7 +7,7 @@ use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde::Serialize;
 
-use rusqlite::Connection;
+use crate::store::Conn;
 
 use super::{auth, json_response, read_body, ApiError, AppState, Body};
 use crate::clock::seconds_until_next_utc_midnight;
@@ -78,7 +78,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
 /// account attached to the token's user.
 pub(crate) fn sender_account(
     from: Option<String>,
-) -> impl FnOnce(&Connection, &Principal) -> Result<Option<Account>, StoreError> + Send + 'static {
+) -> impl FnOnce(&Conn, &Principal) -> Result<Option<Account>, StoreError> + Send + 'static {
     move |c, p| match from {
         Some(phone) if p.role.may_choose_sender() => {
             admin::account_by_phone_in_workspace(c, &p.workspace_id, &phone)

@@ -24,12 +24,12 @@
 
 use std::collections::HashMap;
 
+use crate::store::Conn;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use hyper::{Method, Request, Response, StatusCode};
-use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::{json_response, ApiError, AppState, Body};
@@ -185,7 +185,7 @@ async fn notification(
 
 /// Whether `account_id` is a cloud account of the Meta app whose secret is
 /// `app_secret` (the numbers of one app share one webhook URL).
-fn in_same_app(conn: &Connection, account_id: &str, app_secret: &str) -> Result<bool, StoreError> {
+fn in_same_app(conn: &Conn, account_id: &str, app_secret: &str) -> Result<bool, StoreError> {
     Ok(admin::get_account(conn, account_id)?.is_some_and(|a| {
         a.driver_kind() == DriverKind::Cloud
             && a.settings
@@ -200,7 +200,7 @@ type Moved = (String, AttemptStatus, Option<&'static str>);
 
 /// Apply statuses in one write; returns the attempts that moved.
 fn apply_statuses(
-    conn: &Connection,
+    conn: &Conn,
     updates: &[StatusUpdate],
     app_secret: &str,
     now: i64,

@@ -222,7 +222,10 @@ fn read_secret_file(file: &Path) -> Result<String, CliError> {
 fn connect(ctx: &Context, id: String, pair_code: bool) -> Result<Output, CliError> {
     let account = ctx
         .store
-        .read_blocking(|c| admin::get_account(c, &id))?
+        .read_blocking({
+            let id = id.clone();
+            move |c| admin::get_account(c, &id)
+        })?
         .ok_or_else(|| CliError(format!("unknown account {id}")))?;
     // A sandbox phone switches on at once; a cloud account is connected
     // only once Meta's phone number endpoint accepts its credentials.

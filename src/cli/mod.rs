@@ -261,7 +261,7 @@ pub struct Context {
 impl Context {
     fn open(global: &GlobalArgs) -> Result<Context, CliError> {
         let config = load_config(global)?;
-        let store = Store::open(&config.database.path)?;
+        let store = Store::open_config(&config.database)?;
         Ok(Context {
             config,
             store,
@@ -288,6 +288,11 @@ pub fn main() -> ExitCode {
 pub fn load_config(global: &GlobalArgs) -> Result<Config, CliError> {
     let mut config = Config::load(global.config.as_deref(), std::env::vars())?;
     if let Some(db) = &global.db {
+        if config.database.url.is_some() {
+            return Err(CliError(
+                "--db names a SQLite file, but database.url is set: the store is either the file or PostgreSQL, set one".into(),
+            ));
+        }
         config.database.path = db.clone();
     }
     Ok(config)

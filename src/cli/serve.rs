@@ -25,9 +25,17 @@ pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result
     }
     // Before anything else touches the database or the port, so that a
     // second server says who runs it rather than "address in use".
-    let _lock = ServeLock::acquire(&config.database.path)
-        .map_err(|e| lock_refused(&config.database.path, e))?;
-    let store = Store::open(&config.database.path)?;
+    let (_file_lock, _pg_lock) = match &config.database.url {
+        None => (
+            Some(
+                ServeLock::acquire(&config.database.path)
+                    .map_err(|e| lock_refused(&config.database.path, e))?,
+            ),
+            None,
+        ),
+        Some(url) => (None, Some(crate::store::postgres::ServeLock::acquire(url)?)),
+    };
+    let store = Store::open_config(&config.database)?;
     let listener = std::net::TcpListener::bind(config.server.listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| CliError(format!("cannot listen on {}: {e}", config.server.listen)))?;
@@ -46,7 +54,10 @@ pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(|e| CliError(e.to_string()))?;
         let shutdown = shutdown_signal()?;
-        tracing::info!(%addr, db = %store.path().display(), "whatan listening");
+        match store.path() {
+            Some(path) => tracing::info!(%addr, db = %path.display(), "whatan listening"),
+            None => tracing::info!(%addr, db = "postgresql", "whatan listening"),
+        }
         if json_out {
             println!("{}", json!({"listening": addr.to_string()}));
         }

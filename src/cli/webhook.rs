@@ -77,7 +77,7 @@ fn add(
 fn list(ctx: &Context, workspace: Option<String>) -> Result<Output, CliError> {
     let all = ctx
         .store
-        .read_blocking(|c| events::list_endpoints(c, workspace.as_deref()))?;
+        .read_blocking(move |c| events::list_endpoints(c, workspace.as_deref()))?;
     Ok(Output::list(&all, to_json, |e| {
         format!("{}  {}  {}  {}", e.id, e.status, e.url, e.events.join(","))
     }))
@@ -116,9 +116,10 @@ fn deliveries(ctx: &Context, id: String, failed: bool) -> Result<Output, CliErro
     {
         return Err(ManageError::NotFound.into());
     }
-    let list = ctx
-        .store
-        .read_blocking(|c| events::deliveries(c, &id, failed, events::RECENT_DELIVERIES))?;
+    let list = ctx.store.read_blocking({
+        let id = id.clone();
+        move |c| events::deliveries(c, &id, failed, events::RECENT_DELIVERIES)
+    })?;
     Ok(Output::list(&list, to_json, |d| {
         format!(
             "{}  {}  {}  {} tries{}",

@@ -265,3 +265,23 @@ pub(super) fn public_url(key: &str, v: &Value) -> Result<String, ConfigError> {
     }
     Ok(url.origin().ascii_serialization())
 }
+
+/// `database.url`: a libpq-style `postgres://` or `postgresql://` URL. The
+/// error never repeats the URL, which may carry a password.
+pub(super) fn postgres_url(key: &str, v: &Value) -> Result<String, ConfigError> {
+    let raw = as_str(key, v)?.trim();
+    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+        return Err(ConfigError(format!(
+            "{key}: must be a postgres:// or postgresql:// URL"
+        )));
+    }
+    let parsed: postgres::Config = raw
+        .parse()
+        .map_err(|e| ConfigError(format!("{key}: not a PostgreSQL URL: {e}")))?;
+    if parsed.get_ssl_mode() == postgres::config::SslMode::Require {
+        return Err(ConfigError(format!(
+            "{key}: sslmode=require is not supported yet (whatan connects without TLS); use a loopback or private network, or an SSH/stunnel tunnel, with sslmode=disable or prefer"
+        )));
+    }
+    Ok(raw.to_string())
+}

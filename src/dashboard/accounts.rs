@@ -156,7 +156,7 @@ async fn managed_account_with<T, F>(
 ) -> Result<(Account, T), PageError>
 where
     T: Send + 'static,
-    F: FnOnce(&rusqlite::Connection, &Account) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&crate::store::Conn, &Account) -> Result<T, StoreError> + Send + 'static,
 {
     let id = id.to_string();
     let found = state

@@ -119,7 +119,7 @@ pub async fn sign_in_link(state: &AppState, who: &SignedIn, id: &str) -> PageRes
 
 /// Member `id` of the workspace, or not found.
 fn member_of(
-    c: &rusqlite::Connection,
+    c: &crate::store::Conn,
     workspace: &str,
     id: &str,
 ) -> Result<crate::store::admin::User, StoreError> {
@@ -133,7 +133,7 @@ fn member_of(
 async fn with_sign_in_link(
     state: &AppState,
     who: &SignedIn,
-    whom: impl FnOnce(&rusqlite::Connection) -> Result<String, StoreError> + Send + 'static,
+    whom: impl FnOnce(&crate::store::Conn) -> Result<String, StoreError> + Send + 'static,
 ) -> PageResult {
     let link = LoginLink::new(INVITE_TTL);
     let (hash, expires_at, now) = (link.hash, link.expires_at, state.clock.now_ms());

@@ -221,7 +221,7 @@ fn fail(code: &'static str, message: impl Into<String>) -> Settlement {
 /// send clears the "may have been sent" mark: a settlement reached before the
 /// claim says nothing about an earlier, interrupted hand-off.
 fn apply_settlement(
-    c: &rusqlite::Connection,
+    c: &crate::store::Conn,
     account_id: &str,
     attempt_id: &str,
     claimed: bool,

@@ -1,10 +1,11 @@
 //! Workspaces, users, accounts and tokens: what the admin CLI manages and
 //! what authentication reads.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::db::{params, OptionalExtension, Row};
+use super::Conn;
 use serde::Serialize;
 
-use super::{is_unique_violation, new_id, StoreError};
+use super::{new_id, StoreError};
 use crate::clock::now_ms;
 use crate::domain::token::{NewToken, TokenKind};
 use crate::domain::{AccountStatus, DriverKind, Role};
@@ -114,7 +115,7 @@ impl Principal {
     }
 }
 
-pub fn create_workspace(conn: &Connection, name: &str) -> Result<Workspace, StoreError> {
+pub fn create_workspace(conn: &Conn, name: &str) -> Result<Workspace, StoreError> {
     let name = non_empty(name, "workspace name")?;
     let id = new_id("ws");
     conn.prepare_cached("INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)")?
@@ -122,10 +123,10 @@ pub fn create_workspace(conn: &Connection, name: &str) -> Result<Workspace, Stor
     Ok(Workspace { id, name })
 }
 
-pub fn list_workspaces(conn: &Connection) -> Result<Vec<Workspace>, StoreError> {
+pub fn list_workspaces(conn: &Conn) -> Result<Vec<Workspace>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT id, name FROM workspaces ORDER BY created_at, id")?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map((), |r| {
         Ok(Workspace {
             id: r.get(0)?,
             name: r.get(1)?,
@@ -134,18 +135,13 @@ pub fn list_workspaces(conn: &Connection) -> Result<Vec<Workspace>, StoreError> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn workspace_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+fn workspace_exists(conn: &Conn, id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM workspaces WHERE id = ?1")?
         .exists([id])?)
 }
 
-pub fn add_user(
-    conn: &Connection,
-    workspace: &str,
-    name: &str,
-    role: Role,
-) -> Result<User, StoreError> {
+pub fn add_user(conn: &Conn, workspace: &str, name: &str, role: Role) -> Result<User, StoreError> {
     let name = non_empty(name, "user name")?;
     if !workspace_exists(conn, workspace)? {
         return Err(StoreError::NotFound(format!(
@@ -167,7 +163,7 @@ pub fn add_user(
 
 pub(super) const USER_COLUMNS: &str = "id, workspace_id, name, role";
 
-pub(super) fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn user_from_row(r: &Row<'_>) -> super::db::Result<User> {
     Ok(User {
         id: r.get(0)?,
         workspace: r.get(1)?,
@@ -176,15 +172,15 @@ pub(super) fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
+pub fn list_users(conn: &Conn) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"
     ))?;
-    let rows = stmt.query_map([], user_from_row)?;
+    let rows = stmt.query_map((), user_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn get_user(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
+pub fn get_user(conn: &Conn, id: &str) -> Result<Option<User>, StoreError> {
     Ok(conn
         .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
         .query_row([id], user_from_row)
@@ -193,7 +189,7 @@ pub fn get_user(conn: &Connection, id: &str) -> Result<Option<User>, StoreError>
 
 /// `phone` must already be E.164 (parsed by the caller).
 pub fn add_account(
-    conn: &Connection,
+    conn: &Conn,
     workspace: &str,
     user: &str,
     phone: &str,
@@ -229,8 +225,8 @@ pub fn add_account(
         .execute(params![id, workspace, user, phone, driver.as_str(), status.as_str(), now, settings.to_string()]);
     match inserted {
         Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            let msg = if e.to_string().contains("accounts.phone") {
+        Err(e) if e.is_unique_violation() => {
+            let msg = if e.names_constraint("accounts", "phone") {
                 format!("phone {phone} is already an account")
             } else {
                 format!("user {user} already has an account attached")
@@ -244,7 +240,7 @@ pub fn add_account(
 
 pub(super) const ACCOUNT_COLUMNS: &str = "id, workspace_id, user_id, phone, driver, status, status_changed_at, status_detail, settings, next_send_at, held_by_operator, offline_since";
 
-pub(super) fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+pub(super) fn account_from_row(r: &Row<'_>) -> super::db::Result<Account> {
     let settings: String = r.get(8)?;
     Ok(Account {
         id: r.get(0)?,
@@ -262,7 +258,7 @@ pub(super) fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     })
 }
 
-pub fn get_account(conn: &Connection, id: &str) -> Result<Option<Account>, StoreError> {
+pub fn get_account(conn: &Conn, id: &str) -> Result<Option<Account>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"
@@ -272,7 +268,7 @@ pub fn get_account(conn: &Connection, id: &str) -> Result<Option<Account>, Store
 }
 
 pub fn account_by_phone_in_workspace(
-    conn: &Connection,
+    conn: &Conn,
     workspace: &str,
     phone: &str,
 ) -> Result<Option<Account>, StoreError> {
@@ -284,7 +280,7 @@ pub fn account_by_phone_in_workspace(
         .optional()?)
 }
 
-pub fn account_of_user(conn: &Connection, user: &str) -> Result<Option<Account>, StoreError> {
+pub fn account_of_user(conn: &Conn, user: &str) -> Result<Option<Account>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ?1"
@@ -293,20 +289,17 @@ pub fn account_of_user(conn: &Connection, user: &str) -> Result<Option<Account>,
         .optional()?)
 }
 
-pub fn list_accounts(conn: &Connection) -> Result<Vec<Account>, StoreError> {
+pub fn list_accounts(conn: &Conn) -> Result<Vec<Account>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id"
     ))?;
-    let rows = stmt.query_map([], account_from_row)?;
+    let rows = stmt.query_map((), account_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Accounts whose status changed at or after `since_ms` (the server's
 /// watcher uses this to notice `account connect/disconnect` from the CLI).
-pub fn accounts_changed_since(
-    conn: &Connection,
-    since_ms: i64,
-) -> Result<Vec<Account>, StoreError> {
+pub fn accounts_changed_since(conn: &Conn, since_ms: i64) -> Result<Vec<Account>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE status_changed_at >= ?1"
     ))?;
@@ -323,7 +316,7 @@ pub fn accounts_changed_since(
 /// does. Reports that the session ended (`logged_out`) or that WhatsApp
 /// banned the account are still recorded. Returns the account as stored.
 pub fn set_account_status(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     status: AccountStatus,
     detail: Option<&str>,
@@ -335,7 +328,7 @@ pub fn set_account_status(
 /// `connected` stamps `offline_since`, which later offline states keep (the
 /// offline grace counts from it); `connected` clears it.
 pub fn set_account_status_at(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     status: AccountStatus,
     detail: Option<&str>,
@@ -363,7 +356,7 @@ pub fn set_account_status_at(
 
 /// `account.<state>` for an account that just entered a state webhooks
 /// report (`connecting` is not one), in the same transaction.
-fn emit_account_state(conn: &Connection, account: &Account, now: i64) -> Result<(), StoreError> {
+fn emit_account_state(conn: &Conn, account: &Account, now: i64) -> Result<(), StoreError> {
     let event = match account.status {
         AccountStatus::Connected => "account.connected",
         AccountStatus::Disconnected => "account.disconnected",
@@ -376,7 +369,7 @@ fn emit_account_state(conn: &Connection, account: &Account, now: i64) -> Result<
     let changed = conn
         .prepare_cached(
             "UPDATE accounts SET reported_status = ?2
-             WHERE id = ?1 AND reported_status IS NOT ?2",
+             WHERE id = ?1 AND reported_status IS DISTINCT FROM ?2",
         )?
         .execute(params![account.id, account.status.as_str()])?;
     if changed == 0 {
@@ -397,7 +390,7 @@ fn emit_account_state(conn: &Connection, account: &Account, now: i64) -> Result<
 
 /// `account disconnect`: mark the account offline and hold it there until
 /// [`connect_by_operator`], whatever its driver reports meanwhile.
-pub fn disconnect_by_operator(conn: &Connection, id: &str) -> Result<Account, StoreError> {
+pub fn disconnect_by_operator(conn: &Conn, id: &str) -> Result<Account, StoreError> {
     // Recorded before the hold, which would refuse it.
     let detail = format!(
         "disconnected by an administrator; `whatan account connect {id}` connects it again"
@@ -411,7 +404,7 @@ pub fn disconnect_by_operator(conn: &Connection, id: &str) -> Result<Account, St
 /// `account connect` (once the driver's own checks passed): release an
 /// operator's hold and mark the account connected.
 pub fn connect_by_operator(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     detail: Option<&str>,
 ) -> Result<Account, StoreError> {
@@ -422,7 +415,7 @@ pub fn connect_by_operator(
 
 /// The accounts of `driver` that their operator holds offline (the
 /// linked-device driver stops their devices).
-pub fn held_account_ids(conn: &Connection, driver: DriverKind) -> Result<Vec<String>, StoreError> {
+pub fn held_account_ids(conn: &Conn, driver: DriverKind) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM accounts WHERE held_by_operator = 1 AND driver = ?1 ORDER BY id",
     )?;
@@ -431,7 +424,7 @@ pub fn held_account_ids(conn: &Connection, driver: DriverKind) -> Result<Vec<Str
 }
 
 pub fn set_account_settings(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     settings: &serde_json::Value,
 ) -> Result<(), StoreError> {
@@ -441,7 +434,7 @@ pub fn set_account_settings(
 }
 
 pub fn create_token(
-    conn: &Connection,
+    conn: &Conn,
     user: &str,
     kind: TokenKind,
     name: Option<&str>,
@@ -475,7 +468,7 @@ pub fn create_token(
     Ok(id)
 }
 
-pub fn revoke_token(conn: &Connection, id: &str) -> Result<(), StoreError> {
+pub fn revoke_token(conn: &Conn, id: &str) -> Result<(), StoreError> {
     let changed = conn
         .prepare_cached("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")?
         .execute(params![id, now_ms()])?;
@@ -489,7 +482,7 @@ pub fn revoke_token(conn: &Connection, id: &str) -> Result<(), StoreError> {
 pub(super) const TOKEN_COLUMNS: &str =
     "t.id, t.user_id, t.kind, t.name, t.hint, t.created_at, t.expires_at, t.revoked_at";
 
-pub(super) fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
+pub(super) fn token_from_row(r: &Row<'_>) -> super::db::Result<TokenInfo> {
     Ok(TokenInfo {
         id: r.get(0)?,
         user: r.get(1)?,
@@ -502,16 +495,16 @@ pub(super) fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenInfo> {
     })
 }
 
-pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>, StoreError> {
+pub fn list_tokens(conn: &Conn) -> Result<Vec<TokenInfo>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TOKEN_COLUMNS} FROM tokens t ORDER BY t.created_at, t.id"
     ))?;
-    let rows = stmt.query_map([], token_from_row)?;
+    let rows = stmt.query_map((), token_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The token with this secret hash, with its user; `None` if unknown.
-pub fn principal_by_hash(conn: &Connection, hash: &[u8]) -> Result<Option<Principal>, StoreError> {
+pub fn principal_by_hash(conn: &Conn, hash: &[u8]) -> Result<Option<Principal>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT t.id, t.secret_hash, t.user_id, u.workspace_id, u.role, t.kind, t.expires_at, t.revoked_at
@@ -535,10 +528,10 @@ pub fn principal_by_hash(conn: &Connection, hash: &[u8]) -> Result<Option<Princi
         .optional()?)
 }
 
-pub fn is_empty(conn: &Connection) -> Result<bool, StoreError> {
+pub fn is_empty(conn: &Conn) -> Result<bool, StoreError> {
     Ok(!conn
         .prepare_cached("SELECT 1 FROM workspaces LIMIT 1")?
-        .exists([])?)
+        .exists(())?)
 }
 
 fn non_empty(s: &str, what: &str) -> Result<String, StoreError> {
@@ -555,7 +548,7 @@ fn non_empty(s: &str, what: &str) -> Result<String, StoreError> {
 mod tests {
     use super::*;
 
-    fn web_account(conn: &mut Connection) -> Account {
+    fn web_account(conn: &mut Conn) -> Account {
         crate::store::migrate(conn).unwrap();
         let ws = create_workspace(conn, "Acme").unwrap();
         let user = add_user(conn, &ws.id, "Ana", Role::Owner).unwrap();
@@ -574,7 +567,7 @@ mod tests {
     #[test]
     fn offline_since_is_when_the_account_left_connected_whatever_flaps_after() {
         use AccountStatus::*;
-        let mut conn = Connection::open_in_memory().unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
         let id = web_account(&mut conn).id;
         let at = |status, now| set_account_status_at(&conn, &id, status, None, now).unwrap();
         assert_eq!(at(Connected, 1_000).offline_since, None);
@@ -591,7 +584,7 @@ mod tests {
 
     #[test]
     fn a_driver_cannot_bring_back_an_account_its_operator_disconnected() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
         let account = web_account(&mut conn);
         assert_eq!(account.status(), AccountStatus::Connected);
 
@@ -629,7 +622,7 @@ mod tests {
 
     #[test]
     fn a_held_account_still_records_that_its_session_ended() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
         let account = web_account(&mut conn);
         disconnect_by_operator(&conn, &account.id).unwrap();
         let after = set_account_status(

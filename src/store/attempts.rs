@@ -2,10 +2,11 @@
 //! check, daily counter and insert in one atomic write), status reads, the
 //! pacer's claim / result / receipt transitions, and the sender's cancel.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::db::{params, OptionalExtension, Row};
+use super::Conn;
 use serde::Serialize;
 
-use super::{is_unique_violation, StoreError};
+use super::StoreError;
 use crate::clock::{rfc3339_ms, utc_day};
 use crate::domain::error_codes::CANCELLED;
 use crate::domain::{AccountStatus, AttemptStatus, SenderMode};
@@ -90,7 +91,7 @@ impl AttemptRow {
 
 pub(super) const ATTEMPT_COLUMNS: &str = "seq, id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, remote_jid, error_code, error_message, tries, created_at, updated_at, handoff_unsent, handed_off_at";
 
-pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
+pub(super) fn attempt_from_row(r: &Row<'_>) -> super::db::Result<AttemptRow> {
     Ok(AttemptRow {
         seq: r.get(0)?,
         id: r.get(1)?,
@@ -147,7 +148,7 @@ pub enum EnqueueOutcome {
 
 /// The contract's steps after the media check, as one atomic write:
 /// idempotency, connection state, daily limit, insert. Refusals store nothing.
-pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError> {
+pub fn enqueue(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError> {
     if let Some((key, fingerprint)) = &a.idempotency {
         let existing = conn
             .prepare_cached(
@@ -180,7 +181,7 @@ pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, Stor
     let counted = conn
         .prepare_cached(
             "INSERT INTO daily_counters (account_id, day, count) VALUES (?1, ?2, 1)
-             ON CONFLICT (account_id, day) DO UPDATE SET count = count + 1 WHERE count < ?3",
+             ON CONFLICT (account_id, day) DO UPDATE SET count = daily_counters.count + 1 WHERE daily_counters.count < ?3",
         )?
         .execute(params![a.account_id, utc_day(a.now), a.daily_limit])?;
     if counted == 0 {
@@ -203,7 +204,7 @@ pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, Stor
         match claimed {
             Ok(_) => {}
             // Another writer claimed the key first: roll this request back.
-            Err(e) if is_unique_violation(&e) => {
+            Err(e) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(
                     "idempotency key claimed concurrently".into(),
                 ))
@@ -216,7 +217,7 @@ pub fn enqueue(conn: &Connection, a: &NewAttempt) -> Result<EnqueueOutcome, Stor
 
 /// Accepted API sends of `account` on UTC day `day`: what the daily limit
 /// counts (the `daily_counters` key, one lookup).
-pub fn sent_on_day(conn: &Connection, account: &str, day: i64) -> Result<i64, StoreError> {
+pub fn sent_on_day(conn: &Conn, account: &str, day: i64) -> Result<i64, StoreError> {
     Ok(conn
         .prepare_cached("SELECT count FROM daily_counters WHERE account_id = ?1 AND day = ?2")?
         .query_row(params![account, day], |r| r.get(0))
@@ -224,7 +225,7 @@ pub fn sent_on_day(conn: &Connection, account: &str, day: i64) -> Result<i64, St
         .unwrap_or(0))
 }
 
-pub fn get_attempt(conn: &Connection, id: &str) -> Result<Option<AttemptRow>, StoreError> {
+pub fn get_attempt(conn: &Conn, id: &str) -> Result<Option<AttemptRow>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {ATTEMPT_COLUMNS} FROM send_attempts WHERE id = ?1"
@@ -236,7 +237,7 @@ pub fn get_attempt(conn: &Connection, id: &str) -> Result<Option<AttemptRow>, St
 /// `(attempt id, account id)` of the attempt carrying `message_id` (the
 /// `send_attempts_by_message` index).
 pub fn attempt_of_message(
-    conn: &Connection,
+    conn: &Conn,
     message_id: &str,
 ) -> Result<Option<(String, String)>, StoreError> {
     Ok(conn
@@ -246,18 +247,18 @@ pub fn attempt_of_message(
 }
 
 /// Accounts that have queued or sending attempts (start-up recovery).
-pub fn accounts_with_pending(conn: &Connection) -> Result<Vec<String>, StoreError> {
+pub fn accounts_with_pending(conn: &Conn) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT account_id FROM send_attempts WHERE status IN ('queued', 'sending')",
     )?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
+    let rows = stmt.query_map((), |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The oldest pending attempt of one account (an index range, no scan of
 /// other accounts' rows). A `sending` attempt left by a crash comes first
 /// because it is older than everything queued after it.
-pub fn next_pending(conn: &Connection, account_id: &str) -> Result<Option<AttemptRow>, StoreError> {
+pub fn next_pending(conn: &Conn, account_id: &str) -> Result<Option<AttemptRow>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {ATTEMPT_COLUMNS} FROM send_attempts INDEXED BY send_attempts_pending
@@ -271,7 +272,7 @@ pub fn next_pending(conn: &Connection, account_id: &str) -> Result<Option<Attemp
 /// kept across retries, and the account's next hand-off time. Committed
 /// before the driver sees the message, so a crash re-sends the same id.
 pub fn claim(
-    conn: &Connection,
+    conn: &Conn,
     attempt_id: &str,
     account_id: &str,
     fresh_message_id: &str,
@@ -294,13 +295,13 @@ pub fn claim(
 
 /// Record that the last hand-off of a `sending` attempt certainly did not
 /// reach WhatsApp, so handing it off again is not a redelivery.
-pub fn mark_handoff_unsent(conn: &Connection, attempt_id: &str) -> Result<(), StoreError> {
+pub fn mark_handoff_unsent(conn: &Conn, attempt_id: &str) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE send_attempts SET handoff_unsent = 1 WHERE id = ?1")?
         .execute([attempt_id])?;
     Ok(())
 }
 
-pub fn set_next_send_at(conn: &Connection, account_id: &str, at: i64) -> Result<(), StoreError> {
+pub fn set_next_send_at(conn: &Conn, account_id: &str, at: i64) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE accounts SET next_send_at = ?2 WHERE id = ?1")?
         .execute(params![account_id, at])?;
     Ok(())
@@ -331,7 +332,7 @@ pub struct TransitionFields<'a> {
 /// Move an attempt to `next` if that is forward; returns whether it moved.
 /// Duplicate and out-of-order events are therefore harmless.
 pub fn transition(
-    conn: &Connection,
+    conn: &Conn,
     key: AttemptKey<'_>,
     next: AttemptStatus,
     fields: &TransitionFields<'_>,
@@ -341,6 +342,10 @@ pub fn transition(
         .into_iter()
         .map(|s| format!("'{}'", s.as_str()))
         .collect();
+    if allowed.is_empty() {
+        // Nothing moves to the first status (`IN ()` is SQLite's only).
+        return Ok(false);
+    }
     let (target, value, account) = match key {
         AttemptKey::Id(id) => ("id = ?1", id, None),
         AttemptKey::AccountMessage {
@@ -400,7 +405,7 @@ pub struct StepTimes {
     pub read_at: Option<i64>,
 }
 
-pub fn step_times(conn: &Connection, id: &str) -> Result<StepTimes, StoreError> {
+pub fn step_times(conn: &Conn, id: &str) -> Result<StepTimes, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT accepted_at, delivered_at, read_at FROM send_attempts WHERE id = ?1",
@@ -418,7 +423,7 @@ pub fn step_times(conn: &Connection, id: &str) -> Result<StepTimes, StoreError> 
 
 /// `message.<status>` for an attempt that just reached a status webhooks
 /// report, in the same transaction: the status body plus `workspaceId`.
-pub fn emit_status(conn: &Connection, attempt: &AttemptRow, now: i64) -> Result<(), StoreError> {
+pub fn emit_status(conn: &Conn, attempt: &AttemptRow, now: i64) -> Result<(), StoreError> {
     let event = match attempt.status {
         AttemptStatus::Accepted => "message.accepted",
         AttemptStatus::Delivered => "message.delivered",
@@ -454,7 +459,7 @@ pub const CANCELLED_MESSAGE: &str = "cancelled by the sender before it was hande
 /// the claim committed first (the attempt is `sending`, the cancel is
 /// refused) or the cancel did (the claim finds nothing and the driver is
 /// never called). The daily counter is left as it is: the send was accepted.
-pub fn cancel(conn: &Connection, attempt_id: &str, now: i64) -> Result<CancelOutcome, StoreError> {
+pub fn cancel(conn: &Conn, attempt_id: &str, now: i64) -> Result<CancelOutcome, StoreError> {
     let cancelled = conn
         .prepare_cached(&format!(
             "UPDATE send_attempts SET status = 'failed', error_code = ?2, error_message = ?3, updated_at = ?4
@@ -478,7 +483,7 @@ pub fn cancel(conn: &Connection, attempt_id: &str, now: i64) -> Result<CancelOut
 
 /// Fail every pending attempt of an account (offline past the grace period).
 pub fn fail_pending_of_account(
-    conn: &Connection,
+    conn: &Conn,
     account_id: &str,
     code: &str,
     message: &str,
@@ -506,7 +511,7 @@ mod tests {
 
     /// A fresh database with one sandbox account per phone, each with one
     /// attempt claimed under the same message id.
-    fn two_accounts_sharing_a_message_id(message_id: &str) -> (Connection, Vec<(String, String)>) {
+    fn two_accounts_sharing_a_message_id(message_id: &str) -> (Conn, Vec<(String, String)>) {
         let conn = crate::store::test_db("");
         let ws = admin::create_workspace(&conn, "Acme").unwrap();
         let mut made = Vec::new();
@@ -545,7 +550,7 @@ mod tests {
         (conn, made)
     }
 
-    fn status(conn: &Connection, attempt_id: &str) -> AttemptStatus {
+    fn status(conn: &Conn, attempt_id: &str) -> AttemptStatus {
         get_attempt(conn, attempt_id).unwrap().unwrap().status
     }
 

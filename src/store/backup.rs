@@ -3,6 +3,7 @@
 //! under WAL never blocks the writer or waits for it) and writes a compact,
 //! self-contained database file: no `-wal` beside it, opens with plain
 //! `sqlite3`. Restoring is: stop `serve`, put the file in place, start it.
+//! A PostgreSQL store is backed up with PostgreSQL's own tools.
 
 use std::path::Path;
 
@@ -12,6 +13,11 @@ use super::{files, Store, StoreError};
 /// existing `dest` is refused rather than overwritten; a failed copy leaves
 /// no file behind.
 pub fn backup_to(store: &Store, dest: &Path) -> Result<u64, StoreError> {
+    if store.path().is_none() {
+        return Err(StoreError::Invalid(
+            "the store is PostgreSQL: back it up with pg_dump or the server's own backups (whatan backup copies the SQLite file)".into(),
+        ));
+    }
     if dest.exists() {
         return Err(StoreError::Invalid(format!(
             "{} already exists; choose a new file",

@@ -3,7 +3,8 @@
 //! phone, and the team's membership. Secrets (link secrets, session ids)
 //! are stored only as their SHA-256; callers hash them.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{params, OptionalExtension};
+use super::Conn;
 
 use super::admin::{
     self, token_from_row, user_from_row, Account, TokenInfo, User, TOKEN_COLUMNS, USER_COLUMNS,
@@ -19,7 +20,7 @@ pub const SESSION_IDLE_MS: i64 = 30 * 24 * 3600 * 1000;
 pub const SESSION_TOUCH_MS: i64 = 3600 * 1000;
 
 /// User `id` if they are still on the team (not removed).
-fn active_user(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
+fn active_user(conn: &Conn, id: &str) -> Result<Option<User>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND removed_at IS NULL"
@@ -29,17 +30,13 @@ fn active_user(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> 
 }
 
 /// User `id` if they are on the team of `workspace`.
-pub fn team_member(
-    conn: &Connection,
-    workspace: &str,
-    id: &str,
-) -> Result<Option<User>, StoreError> {
+pub fn team_member(conn: &Conn, workspace: &str, id: &str) -> Result<Option<User>, StoreError> {
     Ok(active_user(conn, id)?.filter(|u| u.workspace == workspace))
 }
 
 /// Record a sign-in link for `user`; the caller shows the secret once.
 pub fn create_login_link(
-    conn: &Connection,
+    conn: &Conn,
     user: &str,
     secret_hash: &[u8; 32],
     expires_at: i64,
@@ -57,7 +54,7 @@ pub fn create_login_link(
 /// Whose sign-in link this is, if it is unspent, unexpired and its user
 /// still on the team; spends nothing (the page that asks to continue).
 pub fn login_link_user(
-    conn: &Connection,
+    conn: &Conn,
     secret_hash: &[u8; 32],
     now: i64,
 ) -> Result<Option<User>, StoreError> {
@@ -76,7 +73,7 @@ pub fn login_link_user(
 /// Spend a sign-in link: it is deleted whatever happens next, and names its
 /// user only while unexpired and the user is still on the team.
 pub fn spend_login_link(
-    conn: &Connection,
+    conn: &Conn,
     secret_hash: &[u8; 32],
     now: i64,
 ) -> Result<Option<String>, StoreError> {
@@ -93,7 +90,7 @@ pub fn spend_login_link(
 }
 
 pub fn create_session(
-    conn: &Connection,
+    conn: &Conn,
     id_hash: &[u8; 32],
     user: &str,
     csrf_token: &str,
@@ -118,11 +115,7 @@ pub struct Session {
 
 /// The session with this id hash, unless it is unknown, idle for
 /// [`SESSION_IDLE_MS`] or its user was removed.
-pub fn session(
-    conn: &Connection,
-    id_hash: &[u8; 32],
-    now: i64,
-) -> Result<Option<Session>, StoreError> {
+pub fn session(conn: &Conn, id_hash: &[u8; 32], now: i64) -> Result<Option<Session>, StoreError> {
     // The user's columns first, as `user_from_row` reads them.
     Ok(conn
         .prepare_cached(
@@ -140,20 +133,20 @@ pub fn session(
         .optional()?)
 }
 
-pub fn touch_session(conn: &Connection, id_hash: &[u8; 32], now: i64) -> Result<(), StoreError> {
+pub fn touch_session(conn: &Conn, id_hash: &[u8; 32], now: i64) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE id_hash = ?1")?
         .execute(params![&id_hash[..], now])?;
     Ok(())
 }
 
-pub fn end_session(conn: &Connection, id_hash: &[u8; 32]) -> Result<(), StoreError> {
+pub fn end_session(conn: &Conn, id_hash: &[u8; 32]) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM sessions WHERE id_hash = ?1")?
         .execute([&id_hash[..]])?;
     Ok(())
 }
 
 /// The members of a workspace still on the team, oldest first.
-pub fn team(conn: &Connection, workspace: &str) -> Result<Vec<User>, StoreError> {
+pub fn team(conn: &Conn, workspace: &str) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {USER_COLUMNS} FROM users
          WHERE workspace_id = ?1 AND removed_at IS NULL ORDER BY created_at, id"
@@ -164,7 +157,7 @@ pub fn team(conn: &Connection, workspace: &str) -> Result<Vec<User>, StoreError>
 
 /// Take `user` off the team: their tokens stop at once (authentication
 /// skips removed users), their sessions and sign-in links are deleted.
-pub fn remove_user(conn: &Connection, user: &str, now: i64) -> Result<(), StoreError> {
+pub fn remove_user(conn: &Conn, user: &str, now: i64) -> Result<(), StoreError> {
     let changed = conn
         .prepare_cached("UPDATE users SET removed_at = ?2 WHERE id = ?1 AND removed_at IS NULL")?
         .execute(params![user, now])?;
@@ -181,13 +174,13 @@ pub fn remove_user(conn: &Connection, user: &str, now: i64) -> Result<(), StoreE
 /// The tokens of a workspace's team (`user: Some`: only that user's),
 /// newest first, with their holder's name; never a secret.
 pub fn tokens(
-    conn: &Connection,
+    conn: &Conn,
     workspace: &str,
     user: Option<&str>,
 ) -> Result<Vec<(TokenInfo, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TOKEN_COLUMNS}, u.name FROM tokens t JOIN users u ON u.id = t.user_id
-         WHERE u.workspace_id = ?1 AND u.removed_at IS NULL AND (?2 IS NULL OR t.user_id = ?2)
+         WHERE u.workspace_id = ?1 AND u.removed_at IS NULL AND (CAST(?2 AS TEXT) IS NULL OR t.user_id = ?2)
          ORDER BY t.created_at DESC, t.id"
     ))?;
     let rows = stmt.query_map(params![workspace, user], |r| {
@@ -197,7 +190,7 @@ pub fn tokens(
 }
 
 /// The workspace and holder of token `id`, if it exists.
-pub fn token_holder(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
+pub fn token_holder(conn: &Conn, id: &str) -> Result<Option<User>, StoreError> {
     // The user's columns, as `user_from_row` reads them.
     Ok(conn
         .prepare_cached(
@@ -218,7 +211,7 @@ pub struct SandboxPairing {
 /// Show a (new) simulated QR code for a sandbox account: the account is
 /// `connecting` until `sandbox scan` (or the page's button) scans it.
 pub fn start_sandbox_pairing(
-    conn: &Connection,
+    conn: &Conn,
     account: &str,
     nonce: &str,
     now: i64,
@@ -239,10 +232,7 @@ pub fn start_sandbox_pairing(
     )
 }
 
-pub fn sandbox_pairing(
-    conn: &Connection,
-    account: &str,
-) -> Result<Option<SandboxPairing>, StoreError> {
+pub fn sandbox_pairing(conn: &Conn, account: &str) -> Result<Option<SandboxPairing>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT nonce, started_at FROM sandbox_pairings WHERE account_id = ?1")?
         .query_row([account], |r| {
@@ -256,7 +246,7 @@ pub fn sandbox_pairing(
 
 /// Account `account`, which must be a sandbox account: only those have a
 /// simulated phone.
-fn sandbox_account(conn: &Connection, account: &str) -> Result<Account, StoreError> {
+fn sandbox_account(conn: &Conn, account: &str) -> Result<Account, StoreError> {
     let found = admin::get_account(conn, account)?
         .ok_or_else(|| StoreError::NotFound(format!("unknown account {account}")))?;
     if found.driver != DriverKind::Sandbox {
@@ -270,7 +260,7 @@ fn sandbox_account(conn: &Connection, account: &str) -> Result<Account, StoreErr
 
 /// The simulated phone scans the QR code shown for `account`: the account
 /// is connected. Refused when no code is shown.
-pub fn scan_sandbox(conn: &Connection, account: &str) -> Result<Account, StoreError> {
+pub fn scan_sandbox(conn: &Conn, account: &str) -> Result<Account, StoreError> {
     sandbox_account(conn, account)?;
     let removed = conn
         .prepare_cached("DELETE FROM sandbox_pairings WHERE account_id = ?1")?
@@ -287,7 +277,7 @@ pub fn scan_sandbox(conn: &Connection, account: &str) -> Result<Account, StoreEr
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
+    fn db() -> Conn {
         crate::store::test_db(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0);
              INSERT INTO users (id, workspace_id, name, role, created_at) VALUES

@@ -3,7 +3,8 @@
 //! `send_attempts_pending` partial index, the `daily_counters` key), so a
 //! scrape costs O(accounts), never a scan of all attempts.
 
-use rusqlite::{Connection, OptionalExtension};
+use super::db::OptionalExtension;
+use super::Conn;
 
 use super::StoreError;
 use crate::clock::utc_day;
@@ -12,7 +13,7 @@ use crate::metrics::AccountGauges;
 
 /// How many attempts of `account` wait to be handed off (queued or in a
 /// hand-off): the queue depth.
-pub fn waiting(conn: &Connection, account: &str) -> Result<i64, StoreError> {
+pub fn waiting(conn: &Conn, account: &str) -> Result<i64, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT count(*) FROM send_attempts INDEXED BY send_attempts_pending
@@ -21,10 +22,10 @@ pub fn waiting(conn: &Connection, account: &str) -> Result<i64, StoreError> {
         .query_row([account], |r| r.get(0))?)
 }
 
-pub fn account_gauges(conn: &Connection, now_ms: i64) -> Result<Vec<AccountGauges>, StoreError> {
+pub fn account_gauges(conn: &Conn, now_ms: i64) -> Result<Vec<AccountGauges>, StoreError> {
     let accounts: Vec<(String, DriverKind, AccountStatus)> = conn
         .prepare_cached("SELECT id, driver, status FROM accounts ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut oldest = conn.prepare_cached(
         "SELECT created_at FROM send_attempts INDEXED BY send_attempts_pending

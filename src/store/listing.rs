@@ -1,7 +1,8 @@
 //! Reads that list what a token may see: its sends and the accounts it may
 //! send from. Each is a bounded index range, never a table scan.
 
-use rusqlite::{params, Connection};
+use super::db::params;
+use super::Conn;
 
 use super::admin::{account_from_row, Account, ACCOUNT_COLUMNS};
 use super::attempts::{attempt_from_row, AttemptRow, ATTEMPT_COLUMNS};
@@ -40,7 +41,7 @@ pub struct AttemptFilter<'a> {
 /// however many attempts are older than it. Filters are checked on the walk,
 /// so a filter that matches rarely walks further before it finds `limit`.
 pub fn recent_attempts(
-    conn: &Connection,
+    conn: &Conn,
     who: &Readable<'_>,
     filter: &AttemptFilter<'_>,
     limit: usize,
@@ -85,20 +86,24 @@ const BY_WORKSPACE: (&str, &str) = (
 
 /// One range's walk: backwards from the cursor `?2`, filters `?3`-`?7`,
 /// at most `?8` rows. `INDEXED BY` turns a plan that would leave the index
-/// (a scan of the whole table in `seq` order) into an error.
+/// (a scan of the whole table in `seq` order) into an error on SQLite
+/// (PostgreSQL has no such hint: `db.rs` drops it). The casts in the null
+/// tests give PostgreSQL each parameter's type.
 fn range_sql(index: &str, whose: &str) -> String {
     format!(
         "SELECT {ATTEMPT_COLUMNS} FROM send_attempts INDEXED BY {index}
-         WHERE {whose} AND seq < ?2 AND (?3 IS NULL OR status = ?3)
-           AND (?4 IS NULL OR account_id = ?4) AND (?5 IS NULL OR from_phone = ?5)
-           AND (?6 IS NULL OR created_at >= ?6) AND (?7 IS NULL OR created_at < ?7)
+         WHERE {whose} AND seq < ?2 AND (CAST(?3 AS TEXT) IS NULL OR status = ?3)
+           AND (CAST(?4 AS TEXT) IS NULL OR account_id = ?4)
+           AND (CAST(?5 AS TEXT) IS NULL OR from_phone = ?5)
+           AND (CAST(?6 AS BIGINT) IS NULL OR created_at >= ?6)
+           AND (CAST(?7 AS BIGINT) IS NULL OR created_at < ?7)
          ORDER BY seq DESC LIMIT ?8"
     )
 }
 
 /// The accounts a user may send from: the whole workspace's for owners
 /// and admins (`workspace_view`), else the user's own attached account.
-pub fn senders(conn: &Connection, who: &Readable<'_>) -> Result<Vec<Account>, StoreError> {
+pub fn senders(conn: &Conn, who: &Readable<'_>) -> Result<Vec<Account>, StoreError> {
     match who.workspace_view {
         Some(workspace) => accounts_in_workspace(conn, workspace),
         None => Ok(super::admin::account_of_user(conn, who.user_id)?
@@ -108,10 +113,7 @@ pub fn senders(conn: &Connection, who: &Readable<'_>) -> Result<Vec<Account>, St
 }
 
 /// The accounts of one workspace, oldest first.
-pub fn accounts_in_workspace(
-    conn: &Connection,
-    workspace: &str,
-) -> Result<Vec<Account>, StoreError> {
+pub fn accounts_in_workspace(conn: &Conn, workspace: &str) -> Result<Vec<Account>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE workspace_id = ?1 ORDER BY created_at, id"
     ))?;
@@ -127,7 +129,7 @@ mod tests {
     /// Attempts, in seq order: 1 owner personal, 2 admin workspace-mode,
     /// 3 member personal, 4 owner workspace-mode (failed), 5 w2's owner
     /// workspace-mode, 6 admin personal.
-    fn db() -> Connection {
+    fn db() -> Conn {
         let conn = crate::store::test_db(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0), ('w2', 'two', 0);
              INSERT INTO users (id, workspace_id, name, role, created_at) VALUES
@@ -159,7 +161,7 @@ mod tests {
     }
 
     fn seqs(
-        conn: &Connection,
+        conn: &Conn,
         who: Readable<'_>,
         status: Option<AttemptStatus>,
         limit: usize,
@@ -172,7 +174,7 @@ mod tests {
     }
 
     fn filtered(
-        conn: &Connection,
+        conn: &Conn,
         who: &Readable<'_>,
         filter: &AttemptFilter<'_>,
         limit: usize,

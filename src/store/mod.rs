@@ -1,21 +1,24 @@
-//! The SQLite store: one local file holding workspaces, users, accounts,
-//! tokens, send attempts, idempotency records and counters.
+//! The store: workspaces, users, accounts, tokens, send attempts,
+//! idempotency records and counters, in the embedded SQLite file (the
+//! default) or in PostgreSQL (`[database] url`, several nodes).
 //!
-//! Async reads run on a few dedicated reader threads (see [`Readers`]);
-//! blocking reads (CLI, tests) use an r2d2 pool; every write goes through
-//! the single group-committing [`Writer`]. Nothing here knows about
-//! HTTP. Repository functions are plain functions over `&Connection` with
-//! inline SQL and `prepare_cached`; "not found" is `Ok(None)`.
+//! Repository functions are plain functions over a [`Conn`] (`db.rs`, the
+//! seam between the two engines) with inline SQL, written once for both;
+//! "not found" is `Ok(None)`. Reads, async or blocking (CLI), run on a few
+//! dedicated reader threads (see [`Readers`]); every write goes through the
+//! single group-committing [`Writer`]. Nothing here knows about HTTP.
 
 pub mod admin;
 pub mod attempts;
 pub mod backup;
 pub mod dashboard;
+pub mod db;
 pub mod files;
 pub mod gauges;
 pub mod listing;
 pub mod lock;
 pub mod outbox;
+pub mod postgres;
 pub mod retention;
 mod types;
 pub mod webhooks;
@@ -27,8 +30,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::Connection;
 
+pub use db::{Conn, Engine};
 pub use writer::Writer;
 
 /// The schema, as ordered migrations (see the header of `schema.sql`).
@@ -40,7 +43,7 @@ const READER_THREADS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub enum StoreError {
-    Db(Arc<rusqlite::Error>),
+    Db(Arc<db::Error>),
     Pool(String),
     /// A named thing does not exist ("unknown user usr_...").
     NotFound(String),
@@ -50,8 +53,9 @@ pub enum StoreError {
     Invalid(String),
     Internal(String),
     /// The database cannot take writes right now (disk full, not writable,
-    /// locked by another program, I/O error): nothing was stored; a retry
-    /// later may succeed. The API answers 503 `service_unavailable`.
+    /// locked by another program, I/O error, PostgreSQL unreachable):
+    /// nothing was stored; a retry later may succeed. The API answers 503
+    /// `service_unavailable`.
     Unavailable(String),
     Closed,
 }
@@ -73,13 +77,19 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        if is_unavailable(&e) {
+impl From<db::Error> for StoreError {
+    fn from(e: db::Error) -> Self {
+        if e.is_unavailable() {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Db(Arc::new(e))
         }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        db::Error::from(e).into()
     }
 }
 
@@ -91,42 +101,33 @@ impl StoreError {
     }
 }
 
-/// SQLite's codes for a database that cannot take a write now, as opposed to
-/// a bug or a refused statement.
-fn is_unavailable(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode::*;
-    matches!(
-        e.sqlite_error_code(),
-        Some(
-            DiskFull
-                | SystemIoFailure
-                | ReadOnly
-                | DatabaseBusy
-                | DatabaseLocked
-                | CannotOpen
-                | OutOfMemory
-                | FileLockingProtocolFailed
-        )
-    )
-}
-
 impl From<r2d2::Error> for StoreError {
     fn from(e: r2d2::Error) -> Self {
         StoreError::Pool(e.to_string())
     }
 }
 
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL database, by its `postgres://` URL.
+    Postgres(String),
+}
+
 /// Handle to the database: cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: r2d2::Pool<SqliteConnectionManager>,
+    /// SQLite connections for tests and diagnostics ([`Store::pooled`]).
+    pool: Option<r2d2::Pool<SqliteConnectionManager>>,
     readers: Readers,
     writer: Writer,
-    path: PathBuf,
+    location: Arc<Location>,
 }
 
-/// Applied to every connection, pooled or the writer's.
-pub fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
+/// Applied to every SQLite connection, pooled or the writer's.
+pub fn apply_pragmas(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -137,15 +138,34 @@ pub fn apply_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// A connection to `path` with [`apply_pragmas`] applied: how every
+/// A connection to `path` with [`apply_pragmas`] applied: how every SQLite
 /// connection of the process (writer, readers, checkpointer) is opened.
-pub(crate) fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+pub(crate) fn open_connection(path: &Path) -> db::Result<Conn> {
+    let conn = rusqlite::Connection::open(path)?;
     apply_pragmas(&conn)?;
-    Ok(conn)
+    Ok(Conn::Sqlite(conn))
+}
+
+impl Location {
+    /// A new connection of the process's store threads.
+    fn connect(&self) -> db::Result<Conn> {
+        match self {
+            Location::File(path) => open_connection(path),
+            Location::Postgres(url) => Ok(Conn::Pg(Box::new(db::PgConn::connect(url)?))),
+        }
+    }
 }
 
 impl Store {
+    /// Open the store the configuration names: the SQLite file, or the
+    /// PostgreSQL database at `[database] url`.
+    pub fn open_config(db: &crate::config::DatabaseConfig) -> Result<Store, StoreError> {
+        match &db.url {
+            Some(url) => Store::open_postgres(url),
+            None => Store::open(&db.path),
+        }
+    }
+
     /// Open (creating if needed) the database at `path`, apply pending
     /// migrations, start the writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -165,16 +185,55 @@ impl Store {
             .max_size(8)
             .min_idle(Some(1))
             .build(manager)?;
+        let location = Arc::new(Location::File(path.to_path_buf()));
         Ok(Store {
-            pool,
-            readers: Readers::start(path),
-            writer: Writer::start(conn),
-            path: path.to_path_buf(),
+            pool: Some(pool),
+            readers: Readers::start(location.clone()),
+            writer: Writer::start(conn, location.clone()),
+            location,
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connect to the PostgreSQL database at `url`, apply pending
+    /// migrations (under an advisory lock), start the writer.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let location = Arc::new(Location::Postgres(url.to_string()));
+        // On a thread of its own: the blocking client must not run on an
+        // async runtime's thread, and a caller may be one.
+        let conn = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut conn = location.connect()?;
+                migrate(&mut conn)?;
+                Ok::<_, StoreError>(conn)
+            })
+            .join()
+            .map_err(|_| StoreError::Internal("migrating panicked".into()))?
+        })?;
+        Ok(Store {
+            pool: None,
+            readers: Readers::start(location.clone()),
+            writer: Writer::start(conn, location.clone()),
+            location,
+        })
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    pub fn engine(&self) -> Engine {
+        match *self.location {
+            Location::File(_) => Engine::Sqlite,
+            Location::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// The SQLite file, if that is where the data lives.
+    pub fn path(&self) -> Option<&Path> {
+        match &*self.location {
+            Location::File(path) => Some(path),
+            Location::Postgres(_) => None,
+        }
     }
 
     pub fn writer(&self) -> &Writer {
@@ -185,22 +244,12 @@ impl Store {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let result = match conn {
-                Ok(conn) => catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
-                    Err(StoreError::Internal("read task failed: it panicked".into()))
-                }),
-                Err(e) => Err(e),
-            };
+        self.readers.submit(f, move |result| {
             let _ = tx.send(result);
-        });
-        self.readers
-            .jobs
-            .send(job)
-            .map_err(|_| StoreError::Closed)?;
+        })?;
         rx.await
             .map_err(|_| StoreError::Internal("read task failed".into()))?
     }
@@ -208,16 +257,21 @@ impl Store {
     /// Blocking read, for the CLI and threads that are not async.
     pub fn read_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Connection) -> Result<T, StoreError>,
+        T: Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.pool.get()?;
-        f(&conn)
+        let (tx, rx) = mpsc::channel();
+        self.readers.submit(f, move |result| {
+            let _ = tx.send(result);
+        })?;
+        rx.recv()
+            .map_err(|_| StoreError::Internal("read task failed".into()))?
     }
 
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.write(f).await
     }
@@ -225,19 +279,24 @@ impl Store {
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.write_blocking(f)
     }
 
-    /// A pooled connection, for tests and diagnostics.
+    /// A pooled SQLite connection, for tests and diagnostics.
     pub fn pooled(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
-        Ok(self.pool.get()?)
+        match &self.pool {
+            Some(pool) => Ok(pool.get()?),
+            None => Err(StoreError::Invalid(
+                "a pooled SQLite connection: the store is PostgreSQL".into(),
+            )),
+        }
     }
 }
 
 /// A read job: gets the reader's connection, or why it could not be opened.
-type ReadJob = Box<dyn FnOnce(Result<&Connection, StoreError>) + Send>;
+type ReadJob = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
 
 /// The async read path: [`READER_THREADS`] threads, each owning one
 /// connection (opened on its first job), take jobs from one queue.
@@ -254,22 +313,44 @@ struct Readers {
 
 impl Readers {
     /// The threads end when the last [`Store`] clone is dropped.
-    fn start(path: &Path) -> Readers {
+    fn start(location: Arc<Location>) -> Readers {
         let (jobs, receiver) = mpsc::channel::<ReadJob>();
         let receiver = Arc::new(Mutex::new(receiver));
         for i in 0..READER_THREADS {
-            let (receiver, path) = (receiver.clone(), path.to_path_buf());
+            let (receiver, location) = (receiver.clone(), location.clone());
             std::thread::Builder::new()
                 .name(format!("whatan-reader-{i}"))
-                .spawn(move || read_loop(&path, &receiver))
+                .spawn(move || read_loop(&location, &receiver))
                 .expect("spawn reader thread");
         }
         Readers { jobs }
     }
+
+    /// Queue `f`; `answer` gets its result on the reader thread.
+    fn submit<T, F>(
+        &self,
+        f: F,
+        answer: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let job: ReadJob = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+                    Err(StoreError::Internal("read task failed: it panicked".into()))
+                }),
+                Err(e) => Err(e),
+            };
+            answer(result);
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)
+    }
 }
 
-fn read_loop(path: &Path, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
-    let mut conn: Option<Connection> = None;
+fn read_loop(location: &Location, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
+    let mut conn: Option<Conn> = None;
     loop {
         let job = match jobs.lock() {
             Ok(receiver) => receiver.recv(),
@@ -278,10 +359,11 @@ fn read_loop(path: &Path, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
         let Ok(job) = job else {
             return;
         };
-        if conn.is_none() {
-            match open_connection(path) {
+        if conn.as_ref().is_none_or(Conn::is_broken) {
+            match location.connect() {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
+                    conn = None;
                     job(Err(e.into()));
                     continue;
                 }
@@ -293,13 +375,18 @@ fn read_loop(path: &Path, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
     }
 }
 
-/// The migrations in `schema.sql`, in order: `(version, sql)`. A block
-/// starts at a line that is exactly `-- migration: N`.
+/// The migrations in `schema.sql`, in order: `(version, sql)`.
 pub fn migrations() -> Vec<(i64, String)> {
+    split_migrations(SCHEMA)
+}
+
+/// A schema file's blocks: `(version, sql)`. A block starts at a line that
+/// is exactly `-- migration: N`.
+fn split_migrations(schema: &str) -> Vec<(i64, String)> {
     let mut out: Vec<(i64, String)> = Vec::new();
-    for line in SCHEMA.lines() {
+    for line in schema.lines() {
         if let Some(n) = line.trim_end().strip_prefix("-- migration: ") {
-            let version = n.parse().expect("schema.sql: bad migration number");
+            let version = n.parse().expect("schema file: bad migration number");
             out.push((version, String::new()));
         } else if let Some((_, sql)) = out.last_mut() {
             sql.push_str(line);
@@ -312,17 +399,23 @@ pub fn migrations() -> Vec<(i64, String)> {
 /// A migrated in-memory database with `fixture` (SQL) applied: where the
 /// store's unit tests start.
 #[cfg(test)]
-pub(crate) fn test_db(fixture: &str) -> Connection {
-    let mut conn = Connection::open_in_memory().unwrap();
+pub(crate) fn test_db(fixture: &str) -> Conn {
+    let mut conn = Conn::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
     migrate(&mut conn).unwrap();
     conn.execute_batch(fixture).unwrap();
     conn
 }
 
-/// Apply every migration newer than `PRAGMA user_version`, in one transaction.
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Bring the schema up to date: on SQLite every migration newer than
+/// `PRAGMA user_version`, in one transaction; on PostgreSQL see
+/// [`postgres::migrate`].
+pub fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
+    let conn = match conn {
+        Conn::Sqlite(c) => c,
+        Conn::Pg(_) => return postgres::migrate(conn),
+    };
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current: i64 = tx.query_row("PRAGMA user_version", (), |r| r.get(0))?;
     let all = migrations();
     let latest = all.last().map(|(v, _)| *v).unwrap_or(0);
     if current > latest {
@@ -352,16 +445,6 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(bytes))
 }
 
-/// True if a SQLite error is a UNIQUE / PRIMARY KEY violation.
-pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,20 +463,20 @@ mod tests {
     fn migrating_twice_is_a_no_op_and_keeps_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
-        let mut conn = Connection::open(&path).unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open(&path).unwrap());
         migrate(&mut conn).unwrap();
         conn.execute(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_1', 'a', 0)",
-            [],
+            (),
         )
         .unwrap();
         migrate(&mut conn).unwrap();
         let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .query_row("PRAGMA user_version", (), |r| r.get(0))
             .unwrap();
         assert_eq!(version, migrations().last().unwrap().0);
         let n: i64 = conn
-            .query_row("SELECT count(*) FROM workspaces", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM workspaces", (), |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
     }
@@ -401,10 +484,13 @@ mod tests {
     #[test]
     fn a_database_at_an_older_version_is_upgraded_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("old.db")).unwrap();
+        let mut conn = Conn::Sqlite(rusqlite::Connection::open(dir.path().join("old.db")).unwrap());
         let (v1, sql1) = migrations().into_iter().next().unwrap();
         conn.execute_batch(&sql1).unwrap();
-        conn.pragma_update(None, "user_version", v1).unwrap();
+        conn.sqlite()
+            .unwrap()
+            .pragma_update(None, "user_version", v1)
+            .unwrap();
         conn.execute_batch(
             "INSERT INTO workspaces VALUES ('ws_1', 'a', 0);
              INSERT INTO users VALUES ('usr_1', 'ws_1', 'u', 'owner', 0);
@@ -416,7 +502,7 @@ mod tests {
         .unwrap();
         migrate(&mut conn).unwrap();
         let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .query_row("PRAGMA user_version", (), |r| r.get(0))
             .unwrap();
         assert_eq!(version, migrations().last().unwrap().0);
         let row = attempts::get_attempt(&conn, "a1").unwrap().unwrap();
@@ -433,16 +519,16 @@ mod tests {
         for _ in 0..3 {
             let conn = store.pooled().unwrap();
             let mode: String = conn
-                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .query_row("PRAGMA journal_mode", (), |r| r.get(0))
                 .unwrap();
             let sync: i64 = conn
-                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .query_row("PRAGMA synchronous", (), |r| r.get(0))
                 .unwrap();
             let fk: i64 = conn
-                .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+                .query_row("PRAGMA foreign_keys", (), |r| r.get(0))
                 .unwrap();
             let busy: i64 = conn
-                .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+                .query_row("PRAGMA busy_timeout", (), |r| r.get(0))
                 .unwrap();
             assert_eq!(mode, "wal");
             assert_eq!(sync, 2, "synchronous=FULL");
@@ -458,7 +544,7 @@ mod tests {
         let ok = store.write_blocking(|c| {
             c.execute(
                 "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_a', 'a', 0)",
-                [],
+                (),
             )?;
             Ok(())
         });
@@ -466,7 +552,7 @@ mod tests {
         let failed: Result<(), StoreError> = store.write_blocking(|c| {
             c.execute(
                 "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_b', 'b', 0)",
-                [],
+                (),
             )?;
             Err(StoreError::Invalid("refused".into()))
         });
@@ -474,7 +560,7 @@ mod tests {
         let names: Vec<String> = store
             .read_blocking(|c| {
                 let mut s = c.prepare("SELECT id FROM workspaces ORDER BY id")?;
-                let rows = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                let rows = s.query_map((), |r| r.get(0))?.collect::<Result<_, _>>()?;
                 Ok(rows)
             })
             .unwrap();

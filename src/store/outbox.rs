@@ -2,7 +2,8 @@
 //! the same file so `whatan sandbox outbox` can show it from the CLI; the
 //! primary key de-duplicates by message id, as WhatsApp does.
 
-use rusqlite::{params, Connection};
+use super::db::params;
+use super::Conn;
 use serde::Serialize;
 
 use super::StoreError;
@@ -25,7 +26,7 @@ pub struct OutboxEntry {
 /// Record a delivery; returns false if this message id was already delivered.
 #[allow(clippy::too_many_arguments)]
 pub fn record(
-    conn: &Connection,
+    conn: &Conn,
     message_id: &str,
     account_id: &str,
     from: &str,
@@ -45,7 +46,7 @@ pub fn record(
 
 /// Log one hand-off as the network received it, duplicates included.
 pub fn record_handoff(
-    conn: &Connection,
+    conn: &Conn,
     message_id: &str,
     account_id: &str,
     redelivery: bool,
@@ -58,12 +59,12 @@ pub fn record_handoff(
     Ok(())
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<OutboxEntry>, StoreError> {
+pub fn list(conn: &Conn) -> Result<Vec<OutboxEntry>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT message_id, account_id, from_phone, to_phone, type, body, delivered_at
          FROM sandbox_outbox ORDER BY delivered_at, message_id",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map((), |r| {
         let body: String = r.get(5)?;
         Ok(OutboxEntry {
             message_id: r.get(0)?,

@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use super::db::params;
+use super::Conn;
 use tokio::sync::watch;
 
 use super::{Store, StoreError};
@@ -29,7 +30,7 @@ pub struct RetentionConfig {
 /// Delete up to `limit` attempts that were final before `cutoff_ms` (by
 /// `updated_at`, the time of their last status change), with what belongs to
 /// them. Returns how many attempts went.
-pub fn prune_batch(conn: &Connection, cutoff_ms: i64, limit: usize) -> Result<usize, StoreError> {
+pub fn prune_batch(conn: &Conn, cutoff_ms: i64, limit: usize) -> Result<usize, StoreError> {
     let old: Vec<(String, String, Option<String>)> = conn
         .prepare_cached(
             "SELECT id, account_id, message_id FROM send_attempts INDEXED BY send_attempts_final
@@ -139,7 +140,7 @@ mod tests {
         let conn = crate::store::test_db("");
         conn.execute(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0)",
-            [],
+            (),
         )
         .unwrap();
         let all: Vec<String> = EVENT_TYPES.iter().map(|s| s.to_string()).collect();
@@ -171,7 +172,7 @@ mod tests {
         let left: Vec<String> = conn
             .prepare("SELECT status FROM webhook_deliveries ORDER BY seq")
             .unwrap()
-            .query_map([], |r| r.get(0))
+            .query_map((), |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

@@ -6,7 +6,8 @@
 //! one for a change that did not commit. One row per event and endpoint; the
 //! dispatcher (`crate::webhooks`) sends the due ones and records each try.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use super::db::{params, OptionalExtension, Row};
+use super::Conn;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -81,7 +82,7 @@ pub struct Due {
 
 const ENDPOINT_COLUMNS: &str = "id, workspace_id, url, events, description, status, created_at";
 
-fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
+fn endpoint_from_row(r: &Row<'_>) -> super::db::Result<Endpoint> {
     let events: String = r.get(3)?;
     Ok(Endpoint {
         id: r.get(0)?,
@@ -104,7 +105,7 @@ fn new_id(prefix: &str, now: i64) -> String {
 /// same URL with a new key (webhooks.md: `webhook add` of the same URL
 /// enables it). Returns the endpoint.
 pub fn add_endpoint(
-    conn: &Connection,
+    conn: &Conn,
     workspace: &str,
     url: &str,
     events: &[String],
@@ -153,7 +154,7 @@ pub fn add_endpoint(
     get_endpoint(conn, &id)?.ok_or_else(|| StoreError::Internal("endpoint vanished".into()))
 }
 
-pub fn get_endpoint(conn: &Connection, id: &str) -> Result<Option<Endpoint>, StoreError> {
+pub fn get_endpoint(conn: &Conn, id: &str) -> Result<Option<Endpoint>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1"
@@ -163,13 +164,10 @@ pub fn get_endpoint(conn: &Connection, id: &str) -> Result<Option<Endpoint>, Sto
 }
 
 /// The endpoints of one workspace, or of all (`None`), oldest first.
-pub fn list_endpoints(
-    conn: &Connection,
-    workspace: Option<&str>,
-) -> Result<Vec<Endpoint>, StoreError> {
+pub fn list_endpoints(conn: &Conn, workspace: Option<&str>) -> Result<Vec<Endpoint>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
-         WHERE ?1 IS NULL OR workspace_id = ?1 ORDER BY created_at, id"
+         WHERE CAST(?1 AS TEXT) IS NULL OR workspace_id = ?1 ORDER BY created_at, id"
     ))?;
     let rows = stmt.query_map([workspace], endpoint_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -180,7 +178,7 @@ pub fn list_endpoints(
 /// dashboard's action): it gets new events again, its failure clock starts
 /// over. An enabled one is left as it is. Returns whether the endpoint
 /// exists in `workspace`.
-pub fn enable_endpoint(conn: &Connection, workspace: &str, id: &str) -> Result<bool, StoreError> {
+pub fn enable_endpoint(conn: &Conn, workspace: &str, id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(
             "UPDATE webhook_endpoints
@@ -192,7 +190,7 @@ pub fn enable_endpoint(conn: &Connection, workspace: &str, id: &str) -> Result<b
         > 0)
 }
 
-pub fn remove_endpoint(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+pub fn remove_endpoint(conn: &Conn, id: &str) -> Result<bool, StoreError> {
     conn.execute(
         "DELETE FROM webhook_deliveries WHERE endpoint_id = ?1",
         [id],
@@ -202,7 +200,7 @@ pub fn remove_endpoint(conn: &Connection, id: &str) -> Result<bool, StoreError> 
 
 /// A new current key; the old one keeps signing until `previous_until`.
 pub fn rotate_key(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     key: &SigningKey,
     previous_until: i64,
@@ -220,7 +218,7 @@ pub const RECENT_DELIVERIES: usize = 100;
 
 /// The recent deliveries of an endpoint, newest first.
 pub fn deliveries(
-    conn: &Connection,
+    conn: &Conn,
     endpoint: &str,
     failed_only: bool,
     limit: usize,
@@ -245,7 +243,7 @@ pub fn deliveries(
 
 const DELIVERY_COLUMNS: &str = "id, event_id, type, status, attempts, last_status_code, last_error, next_attempt_at, created_at";
 
-fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+fn delivery_from_row(r: &Row<'_>) -> super::db::Result<Delivery> {
     let status: String = r.get(3)?;
     let next: i64 = r.get(7)?;
     Ok(Delivery {
@@ -262,7 +260,7 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 /// One delivery by id.
-pub fn get_delivery(conn: &Connection, id: &str) -> Result<Option<Delivery>, StoreError> {
+pub fn get_delivery(conn: &Conn, id: &str) -> Result<Option<Delivery>, StoreError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?1"
@@ -276,7 +274,7 @@ pub fn get_delivery(conn: &Connection, id: &str) -> Result<Option<Delivery>, Sto
 /// there is no such delivery (in `workspace`, when given: the API and the
 /// dashboard act only on their workspace's, the operator's CLI on any).
 pub fn redeliver(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     workspace: Option<&str>,
     now: i64,
@@ -287,7 +285,7 @@ pub fn redeliver(
              (id, endpoint_id, event_id, type, body, status, next_attempt_at, created_at, updated_at)
          SELECT ?2, d.endpoint_id, d.event_id, d.type, d.body, 'pending', ?3, ?3, ?3
          FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-         WHERE d.id = ?1 AND (?4 IS NULL OR e.workspace_id = ?4)",
+         WHERE d.id = ?1 AND (CAST(?4 AS TEXT) IS NULL OR e.workspace_id = ?4)",
         params![id, new, now, workspace],
     )?;
     if changed == 0 {
@@ -301,7 +299,7 @@ pub fn redeliver(
 /// change itself. When no endpoint listens it costs one read of the
 /// `webhook_endpoints_by_workspace` index, and `data` is never built.
 pub fn emit(
-    conn: &Connection,
+    conn: &Conn,
     workspace: &str,
     event_type: &str,
     now: i64,
@@ -347,7 +345,7 @@ pub fn emit(
 }
 
 /// Enabled endpoints with a delivery due at `now`, with their keys.
-pub fn targets_due(conn: &Connection, now: i64) -> Result<Vec<Target>, StoreError> {
+pub fn targets_due(conn: &Conn, now: i64) -> Result<Vec<Target>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.id, e.url, e.signing_key, e.previous_key, e.previous_until
          FROM webhook_endpoints e
@@ -375,12 +373,7 @@ pub fn targets_due(conn: &Connection, now: i64) -> Result<Vec<Target>, StoreErro
 }
 
 /// Up to `limit` due deliveries of one endpoint, oldest due first.
-pub fn due(
-    conn: &Connection,
-    endpoint: &str,
-    now: i64,
-    limit: usize,
-) -> Result<Vec<Due>, StoreError> {
+pub fn due(conn: &Conn, endpoint: &str, now: i64, limit: usize) -> Result<Vec<Due>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, event_id, body, attempts FROM webhook_deliveries
          WHERE endpoint_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
@@ -415,7 +408,7 @@ pub enum TryOutcome {
 /// streak; a failure starts one, and a streak of `disable_after_ms` disables
 /// the endpoint. Returns `true` when this try disabled it.
 pub fn record_try(
-    conn: &Connection,
+    conn: &Conn,
     delivery: &str,
     endpoint: &str,
     outcome: &TryOutcome,
@@ -442,7 +435,7 @@ pub fn record_try(
             conn.prepare_cached(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status_code = ?2,
                      last_error = ?3, updated_at = ?4,
-                     status = CASE WHEN ?5 IS NULL THEN 'failed' ELSE 'pending' END,
+                     status = CASE WHEN CAST(?5 AS BIGINT) IS NULL THEN 'failed' ELSE 'pending' END,
                      next_attempt_at = COALESCE(?5, next_attempt_at)
                  WHERE id = ?1 AND status = 'pending'",
             )?
@@ -470,7 +463,7 @@ mod tests {
     use super::*;
     use crate::webhooks::sign::new_secret;
 
-    fn db() -> Connection {
+    fn db() -> Conn {
         crate::store::test_db(
             "INSERT INTO workspaces (id, name, created_at) VALUES ('w1', 'one', 0), ('w2', 'two', 0);",
         )
@@ -507,7 +500,7 @@ mod tests {
         let ids: Vec<String> = conn
             .prepare("SELECT DISTINCT event_id FROM webhook_deliveries WHERE type = 'message.read'")
             .unwrap()
-            .query_map([], |r| r.get(0))
+            .query_map((), |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

@@ -22,9 +22,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rusqlite::Connection;
-
-use super::StoreError;
+use super::{Conn, Location, StoreError};
 
 /// Sends the outcome to the caller once the batch's commit is decided.
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -32,10 +30,18 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// run (the batch could not begin, or broke before its turn), gets that
 /// error instead. Says whether it succeeded (else its savepoint is rolled
 /// back) and how to answer the caller after the commit.
-type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(Result<&Conn, StoreError>) -> (bool, Completion) + Send>;
 
 /// Most jobs in one transaction; bounds latency of the first job in a batch.
 const MAX_BATCH: usize = 2048;
+/// PostgreSQL's bound: past 64 subtransactions (one per job's savepoint)
+/// in one transaction, every concurrent snapshot gets slower.
+const MAX_BATCH_POSTGRES: usize = 64;
+/// The advisory lock a PostgreSQL batch takes first: writers of every node
+/// and CLI take turns, as SQLite's `BEGIN IMMEDIATE` makes them, so a job's
+/// read-then-write (an idempotency key, an account's status before an event)
+/// sees no other writer's change between its read and its write.
+const WRITE_LOCK: i64 = 0x0077_6861_7461_6e77;
 /// The writer checkpoints itself only past this many WAL pages (about 40
 /// MB); below it the checkpoint thread does the copying.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
@@ -67,14 +73,15 @@ impl WriterHealth {
 }
 
 impl Writer {
-    /// Start the writer thread over `conn` (already migrated).
-    pub fn start(conn: Connection) -> Writer {
+    /// Start the writer thread over `conn` (already migrated); a lost
+    /// PostgreSQL connection is opened again at `location`.
+    pub fn start(conn: Conn, location: Arc<Location>) -> Writer {
         let (jobs, receiver) = mpsc::channel::<Job>();
         let health = Arc::new(WriterHealth::default());
         let recorder = health.clone();
         std::thread::Builder::new()
             .name("whatan-writer".into())
-            .spawn(move || run(conn, receiver, &recorder))
+            .spawn(move || run(conn, &location, receiver, &recorder))
             .expect("spawn writer thread");
         Writer { jobs, health }
     }
@@ -95,7 +102,7 @@ impl Writer {
     ) -> Result<tokio::sync::oneshot::Receiver<Result<T, StoreError>>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -122,7 +129,7 @@ impl Writer {
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(f)?.await.map_err(|_| StoreError::Closed)?
     }
@@ -131,7 +138,7 @@ impl Writer {
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(f)?
             .blocking_recv()
@@ -139,21 +146,30 @@ impl Writer {
     }
 }
 
-/// A transaction-control statement, prepared once per connection rather
-/// than parsed again for every job.
-fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+/// A transaction-control statement: on SQLite prepared once per
+/// connection rather than parsed again for every job; PostgreSQL takes it
+/// as a simple query (one round trip either way). `BEGIN IMMEDIATE` is
+/// SQLite's: it takes the write lock at once; PostgreSQL locks rows as it
+/// writes them.
+fn control(conn: &Conn, sql: &str) -> super::db::Result<()> {
+    match conn {
+        Conn::Sqlite(_) => conn.prepare_cached(sql)?.execute(()).map(|_| ()),
+        Conn::Pg(_) if sql == "BEGIN IMMEDIATE" => conn.execute_batch(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        )),
+        Conn::Pg(_) => conn.execute_batch(sql),
+    }
 }
 
 /// Start the checkpoint thread for the database `conn` writes to; `None`
 /// for an in-memory database.
-fn start_checkpointer(conn: &Connection) -> Option<mpsc::SyncSender<()>> {
-    let path = PathBuf::from(conn.path().filter(|p| !p.is_empty())?);
+fn start_checkpointer(conn: &Conn) -> Option<mpsc::SyncSender<()>> {
+    let path = PathBuf::from(conn.sqlite()?.path().filter(|p| !p.is_empty())?);
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("whatan-checkpoint".into())
         .spawn(move || {
-            let mut conn: Option<Connection> = None;
+            let mut conn: Option<Conn> = None;
             // Ends when the writer thread ends (the sender is dropped).
             while woken.recv().is_ok() {
                 if conn.is_none() {
@@ -161,10 +177,10 @@ fn start_checkpointer(conn: &Connection) -> Option<mpsc::SyncSender<()>> {
                         .map_err(|e| tracing::warn!(error = %e, "checkpoint connection failed"))
                         .ok();
                 }
-                if let Some(c) = &conn {
+                if let Some(c) = conn.as_ref().and_then(Conn::sqlite) {
                     // PASSIVE: copies what it can, never waits for the
                     // writer or readers, never blocks them.
-                    if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |_| Ok(())) {
                         tracing::warn!(error = %e, "background checkpoint failed");
                     }
                 }
@@ -175,28 +191,52 @@ fn start_checkpointer(conn: &Connection) -> Option<mpsc::SyncSender<()>> {
     Some(wake)
 }
 
-fn run(conn: Connection, receiver: mpsc::Receiver<Job>, health: &WriterHealth) {
+fn run(mut conn: Conn, location: &Location, receiver: mpsc::Receiver<Job>, health: &WriterHealth) {
     let checkpointer = start_checkpointer(&conn);
-    if checkpointer.is_some() {
-        if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
-        {
-            tracing::warn!(error = %e, "writer: could not raise wal_autocheckpoint");
+    if let Some(sqlite) = conn.sqlite() {
+        if checkpointer.is_some() {
+            if let Err(e) =
+                sqlite.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            {
+                tracing::warn!(error = %e, "writer: could not raise wal_autocheckpoint");
+            }
+        }
+        // Savepoint journals of a batch stay in memory instead of a temp file.
+        if let Err(e) = sqlite.execute_batch("PRAGMA temp_store = MEMORY") {
+            tracing::warn!(error = %e, "writer: could not set temp_store");
         }
     }
-    // Savepoint journals of a batch stay in memory instead of a temp file.
-    if let Err(e) = conn.execute_batch("PRAGMA temp_store = MEMORY") {
-        tracing::warn!(error = %e, "writer: could not set temp_store");
-    }
+    let max_batch = match conn.engine() {
+        super::Engine::Sqlite => MAX_BATCH,
+        super::Engine::Postgres => MAX_BATCH_POSTGRES,
+    };
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     while let Ok(first) = receiver.recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match receiver.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
         let (started, writes) = (std::time::Instant::now(), batch.len());
+        if conn.is_broken() {
+            // PostgreSQL went away (restart, failover): a new connection,
+            // or the batch is answered with why there is none.
+            match location.connect() {
+                Ok(c) => conn = c,
+                Err(e) => {
+                    let error = StoreError::from(e);
+                    tracing::error!(error = %error, "writer: cannot reconnect to the database");
+                    health.record(&Err(error.clone()));
+                    for job in batch.drain(..) {
+                        let (_, completion) = job(Err(error.clone()));
+                        completion(Err(error.clone()));
+                    }
+                    continue;
+                }
+            }
+        }
         run_batch(&conn, &mut batch, health);
         crate::metrics::store_commit(started.elapsed(), writes);
         if let Some(wake) = &checkpointer {
@@ -220,7 +260,7 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Job>, health: &WriterHealth) {
 ///
 /// The outcome is recorded in `health` before any caller is answered, so a
 /// caller that saw the answer and asks `/readyz` next sees it too.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>, health: &WriterHealth) {
+fn run_batch(conn: &Conn, batch: &mut Vec<Job>, health: &WriterHealth) {
     let mut jobs = batch.drain(..);
     if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         let error = StoreError::from(e);
@@ -300,7 +340,7 @@ mod tests {
         let path = dir.path().join("w.db");
         let conn = super::super::open_connection(&path).unwrap();
         conn.execute_batch("CREATE TABLE t (name TEXT)").unwrap();
-        let writer = Writer::start(conn);
+        let writer = Writer::start(conn, Arc::new(Location::File(path.clone())));
 
         // Hold the writer inside a batch of its own while the next three
         // jobs queue up, so that they share one batch.
@@ -348,7 +388,7 @@ mod tests {
         // The writer goes on with the next batch.
         writer
             .write_blocking(|c| {
-                c.execute("INSERT INTO t (name) VALUES ('later')", [])?;
+                c.execute("INSERT INTO t (name) VALUES ('later')", ())?;
                 Ok(())
             })
             .unwrap();

@@ -13,6 +13,9 @@ async fn a_backup_taken_under_load_is_whole_and_holds_every_send_answered_before
         })
         .await,
     );
+    if crate::database::sqlite_only("whatan backup copies the SQLite file") {
+        return postgres_is_backed_up_with_its_own_tools(&app);
+    }
     let answered: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
@@ -37,11 +40,10 @@ async fn a_backup_taken_under_load_is_whole_and_holds_every_send_answered_before
     let before: Vec<String> = answered.lock().unwrap().clone();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("copy.db");
-    let (db, target) = (app.db_path.clone(), copy.clone());
+    let (db, target) = (app.database_env(), copy.clone());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_whatan"))
-            .arg("--db")
-            .arg(&db)
+            .envs([db])
             .args(["--json", "backup"])
             .arg(&target)
             .env_remove("WHATAN_LOG")
@@ -78,7 +80,7 @@ async fn a_backup_taken_under_load_is_whole_and_holds_every_send_answered_before
 
     let conn = rusqlite::Connection::open(&copy).unwrap();
     let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .query_row("PRAGMA integrity_check", (), |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
     let mut stmt = conn
@@ -91,12 +93,28 @@ async fn a_backup_taken_under_load_is_whole_and_holds_every_send_answered_before
 
     // A second backup to the same file is refused, the first kept.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_whatan"))
-        .arg("--db")
-        .arg(&app.db_path)
+        .envs([app.database_env()])
         .arg("backup")
         .arg(&copy)
         .output()
         .unwrap();
     assert!(!again.status.success());
     assert_eq!(std::fs::metadata(&copy).unwrap().len(), size);
+}
+
+/// On PostgreSQL, `whatan backup` says what to use instead and writes nothing.
+fn postgres_is_backed_up_with_its_own_tools(app: &TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_whatan"))
+        .envs([app.database_env()])
+        .arg("backup")
+        .arg(&copy)
+        .env_remove("WHATAN_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert!(!copy.exists());
 }

@@ -79,14 +79,14 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser() {
     } else {
         root.join("target/screenshots")
     };
-    let envs = [
+    let envs: [(&str, String); 9] = [
         ("BASE", format!("http://{}", app.addr)),
         ("MIA_LINK", login_link(&app, &mia).await),
         ("OWNER_LINK", login_link(&app, &app.owner.user).await),
         ("OWNER_LINK_PHONE", login_link(&app, &app.owner.user).await),
         ("OTHER_ATTEMPT", other),
         ("WHATAN_BIN", env!("CARGO_BIN_EXE_whatan").to_string()),
-        ("WHATAN_DB", app.db_path.display().to_string()),
+        app.database_env(),
         ("CHROMIUM", chromium.display().to_string()),
         ("SCREENSHOTS", shots.display().to_string()),
     ];
@@ -116,7 +116,7 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser() {
         app.store
             .read(move |c| {
                 Ok(c.query_row(
-                    "SELECT count(*), sum(revoked_at IS NOT NULL) FROM tokens WHERE user_id = ?1",
+                    "SELECT count(*), count(revoked_at) FROM tokens WHERE user_id = ?1",
                     [mia],
                     |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
                 )?)

@@ -756,7 +756,7 @@ async fn a_session_in_use_is_renewed_and_its_cookie_sent_again() {
         .write(|c| {
             c.execute(
                 "UPDATE sessions SET last_seen_at = last_seen_at - 7200000",
-                [],
+                (),
             )?;
             Ok(())
         })
@@ -768,9 +768,18 @@ async fn a_session_in_use_is_renewed_and_its_cookie_sent_again() {
         .header("set-cookie")
         .expect("the cookie is sent again");
     assert!(cookie.starts_with(&browser.cookie) && cookie.contains("Max-Age=2592000"));
-    let recent = app
-        .count("SELECT count(*) FROM sessions WHERE last_seen_at > strftime('%s','now') * 1000 - 60000")
-        .await;
+    let since = whatan::clock::now_ms() - 60_000;
+    let recent: i64 = app
+        .store
+        .read(move |c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM sessions WHERE last_seen_at > ?1",
+                [since],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
     assert_eq!(recent, 1);
 }
 

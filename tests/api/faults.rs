@@ -31,8 +31,10 @@ async fn a_full_disk_is_a_503_that_stores_nothing_and_heals_by_itself() {
     // The database may not grow past its size now, as on a full disk.
     app.store
         .write(|c| {
-            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-            c.pragma_update(None, "max_page_count", pages)?;
+            let pages: i64 = c.query_row("PRAGMA page_count", (), |r| r.get(0))?;
+            c.sqlite()
+                .expect("a SQLite store")
+                .pragma_update(None, "max_page_count", pages)?;
             Ok(())
         })
         .await
@@ -91,7 +93,11 @@ async fn a_full_disk_is_a_503_that_stores_nothing_and_heals_by_itself() {
     // Space comes back: the same request is accepted, without a restart.
     app.store
         .write(|c| {
-            c.pragma_update(None, "max_page_count", 1_073_741_823i64)?;
+            c.sqlite().expect("a SQLite store").pragma_update(
+                None,
+                "max_page_count",
+                1_073_741_823i64,
+            )?;
             Ok(())
         })
         .await
@@ -282,7 +288,7 @@ async fn the_daily_limit_rolls_over_at_midnight_utc_by_the_servers_clock() {
         .read(|c| {
             let mut s = c.prepare("SELECT day, count FROM daily_counters ORDER BY day")?;
             let rows = s
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
@@ -384,7 +390,7 @@ async fn the_offline_grace_counts_from_leaving_connected_not_from_the_last_flap(
 }
 
 fn admin_status_at(
-    c: &rusqlite::Connection,
+    c: &whatan::store::Conn,
     id: &str,
     status: whatan::domain::AccountStatus,
     at: i64,

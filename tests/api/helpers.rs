@@ -25,7 +25,6 @@ pub struct Member {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub store: Store,
-    pub db_path: PathBuf,
     pub config: Config,
     pub client: reqwest::Client,
     pub workspace: String,
@@ -40,7 +39,7 @@ pub struct TestApp {
 /// Fast pacing and receipts, so delivery tests run in milliseconds.
 pub fn test_config(db: PathBuf) -> Config {
     let mut c = Config::default();
-    c.database.path = db;
+    crate::database::configure(&mut c.database, db);
     c.pacing.min_delay = Duration::from_millis(1);
     c.pacing.max_delay = Duration::from_millis(5);
     c.sandbox.receipt_delay = Duration::from_millis(20);
@@ -70,7 +69,7 @@ pub async fn spawn_app_with_hooks(tweak: impl FnOnce(&mut Config), hooks: Hooks)
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path().join("whatan.db"));
     tweak(&mut config);
-    let store = Store::open(&config.database.path).unwrap();
+    let store = Store::open_config(&config.database).unwrap();
     let (workspace, owner, admin, member) = store
         .write(|c| {
             let ws = admin::create_workspace(c, "Acme")?;
@@ -92,7 +91,7 @@ pub async fn spawn_app_with_hooks(tweak: impl FnOnce(&mut Config), hooks: Hooks)
 
 /// A user with a sandbox account on `phone` (if given) and a send token.
 pub fn add_member(
-    c: &rusqlite::Connection,
+    c: &whatan::store::Conn,
     ws: &str,
     role: Role,
     phone: &str,
@@ -144,7 +143,6 @@ async fn start(config: Config, store: Store, hooks: Hooks) -> TestApp {
     };
     TestApp {
         addr,
-        db_path: config.database.path.clone(),
         store,
         config,
         client: reqwest::Client::new(),
@@ -271,7 +269,7 @@ impl TestApp {
 
     pub async fn count(&self, sql: &'static str) -> i64 {
         self.store
-            .read(move |c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+            .read(move |c| Ok(c.query_row(sql, (), |r| r.get(0))?))
             .await
             .unwrap()
     }
@@ -287,7 +285,7 @@ impl TestApp {
     /// Stop the server gracefully and start a new one on the same database.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
-        let store = Store::open(&self.db_path).unwrap();
+        let store = Store::open_config(&self.config.database).unwrap();
         let mut next = start(self.config.clone(), store, Hooks::default()).await;
         next.workspace = std::mem::take(&mut self.workspace);
         next.owner = std::mem::replace(&mut self.owner, next.owner);
@@ -295,6 +293,18 @@ impl TestApp {
         next.member = std::mem::replace(&mut self.member, next.member);
         next._dir = self._dir.take();
         next
+    }
+
+    /// The variable that points the CLI at this test's database (the
+    /// SQLite file, or the PostgreSQL database).
+    pub fn database_env(&self) -> (&'static str, String) {
+        match &self.config.database.url {
+            Some(url) => ("WHATAN_DATABASE_URL", url.clone()),
+            None => (
+                "WHATAN_DATABASE_PATH",
+                self.config.database.path.display().to_string(),
+            ),
+        }
     }
 
     pub async fn stop(&mut self) {

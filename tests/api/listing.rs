@@ -600,7 +600,7 @@ async fn a_cancel_while_the_pacer_prepares_the_send_wins_and_nothing_reaches_wha
     assert_eq!(app.count("SELECT count(*) FROM sandbox_handoffs").await, 1);
     let delivered: String = app
         .store
-        .read(|c| Ok(c.query_row("SELECT message_id FROM sandbox_outbox", [], |r| r.get(0))?))
+        .read(|c| Ok(c.query_row("SELECT message_id FROM sandbox_outbox", (), |r| r.get(0))?))
         .await
         .unwrap();
     assert_eq!(later_body["messageId"], delivered.as_str());

@@ -2,6 +2,9 @@
 //! fresh SQLite file, spoken to over HTTP like a client would.
 
 #[allow(dead_code)]
+#[path = "../support/database.rs"]
+mod database;
+#[allow(dead_code)]
 #[path = "../support/external_tool.rs"]
 mod external_tool;
 mod helpers;

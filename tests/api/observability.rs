@@ -113,7 +113,9 @@ async fn readyz_is_not_ready_with_a_reason_once_the_database_refuses_writes() {
     // SQLITE_READONLY from now on (this app is not healed; it is dropped).
     app.store
         .write(|c| {
-            c.pragma_update(None, "query_only", true)?;
+            c.sqlite()
+                .expect("a SQLite store")
+                .pragma_update(None, "query_only", true)?;
             Ok(())
         })
         .await

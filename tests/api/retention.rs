@@ -32,22 +32,22 @@ async fn insert_attempt(
             c.execute(
                 "INSERT INTO send_attempts (id, workspace_id, account_id, user_id, mode, from_phone, to_phone, type, payload, status, message_id, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, 'personal', '+917000000001', '+917999709798', 'text', '{\"text\":\"hi\"}', ?5, ?6, ?7, ?7)",
-                rusqlite::params![id, ws, account, user, status, message_id, at],
+                whatan::params![id, ws, account, user, status, message_id, at],
             )?;
             c.execute(
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, attempt_id, http_status, response_body, created_at)
-                 VALUES (?1, ?2, x'00', ?2, 202, x'7b7d', ?3)",
-                rusqlite::params![user, id, at],
+                 VALUES (?1, ?2, ?4, ?2, 202, ?5, ?3)",
+                whatan::params![user, id, at, vec![0u8], b"{}".to_vec()],
             )?;
             if let Some(m) = message_id {
                 c.execute(
                     "INSERT INTO sandbox_outbox (message_id, account_id, from_phone, to_phone, type, body, delivered_at)
                      VALUES (?1, ?2, '+917000000001', '+917999709798', 'text', '{}', ?3)",
-                    rusqlite::params![m, account, at],
+                    whatan::params![m, account, at],
                 )?;
                 c.execute(
                     "INSERT INTO sandbox_handoffs (message_id, account_id, redelivery, received_at) VALUES (?1, ?2, 0, ?3)",
-                    rusqlite::params![m, account, at],
+                    whatan::params![m, account, at],
                 )?;
             }
             Ok(())
@@ -60,7 +60,7 @@ async fn ids(app: &TestApp, sql: &'static str) -> Vec<String> {
     app.store
         .read(move |c| {
             let mut s = c.prepare(sql)?;
-            let rows = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let rows = s.query_map((), |r| r.get(0))?.collect::<Result<_, _>>()?;
             Ok(rows)
         })
         .await
@@ -84,8 +84,7 @@ async fn prune_deletes_only_attempts_final_for_longer_than_asked_with_their_keys
     insert_attempt(&app, "recent-read", "read", DAY_MS, Some("MSG-RECENT")).await;
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_whatan"))
-        .arg("--db")
-        .arg(&app.db_path)
+        .envs([app.database_env()])
         .args(["--json", "prune", "--older-than", "30d"])
         .env_remove("WHATAN_LOG")
         .output()
@@ -116,8 +115,7 @@ async fn prune_deletes_only_attempts_final_for_longer_than_asked_with_their_keys
     assert_eq!(handoffs, ["MSG-RECENT", "MSG-SENDING"]);
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_whatan"))
-        .arg("--db")
-        .arg(&app.db_path)
+        .envs([app.database_env()])
         .args(["prune", "--older-than", "soon"])
         .output()
         .unwrap();

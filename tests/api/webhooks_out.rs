@@ -130,7 +130,22 @@ async fn only_owners_and_admins_manage_endpoints_of_their_own_workspace() {
     );
     // Nor is it in the database: only states a signature can be made from.
     let secret_body = secret.trim_start_matches("whsec_").to_string();
-    let bytes = std::fs::read(&app.db_path).unwrap();
+    let bytes = match app.store.path() {
+        Some(file) => std::fs::read(file).unwrap(),
+        // PostgreSQL: every stored column of the endpoint, as text.
+        None => app
+            .store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT string_agg(e::text, ' ') FROM webhook_endpoints e",
+                    (),
+                    |r| r.get::<_, String>(0),
+                )?)
+            })
+            .await
+            .unwrap()
+            .into_bytes(),
+    };
     assert!(!bytes
         .windows(secret_body.len())
         .any(|w| w == secret_body.as_bytes()));
@@ -498,7 +513,7 @@ async fn a_change_whose_transaction_did_not_commit_emits_nothing() {
             )?;
             let emitted: i64 = c.query_row(
                 "SELECT COUNT(*) FROM webhook_deliveries WHERE type = 'message.failed'",
-                [],
+                (),
                 |r| r.get(0),
             )?;
             Err(StoreError::Internal(format!(

@@ -7,7 +7,8 @@
 // MIA_LINK      a sign-in link of Mia, a member with no number yet
 // OWNER_LINK    a sign-in link of the workspace's owner
 // OTHER_ATTEMPT a personal send of another member (Mia must not see it)
-// WHATAN_BIN    the whatan binary; WHATAN_DB its database (sandbox scan)
+// WHATAN_BIN    the whatan binary (sandbox scan); WHATAN_DATABASE_PATH or
+//               WHATAN_DATABASE_URL its database, which it reads from the environment
 // CHROMIUM      the browser; SCREENSHOTS where to save the pages' pictures
 
 import { chromium } from "playwright-core";
@@ -68,7 +69,7 @@ try {
   check((await page.locator("#link-state").innerText()).includes("Waiting for the phone"), "no waiting state");
   await page.screenshot({ path: join(SHOTS, "link-phone.png") });
   // The simulated phone scans the code; the page notices by itself.
-  const scanned = execFileSync(env("WHATAN_BIN"), ["--db", env("WHATAN_DB"), "--json", "sandbox", "scan", account]);
+  const scanned = execFileSync(env("WHATAN_BIN"), ["--json", "sandbox", "scan", account]);
   check(JSON.parse(scanned).status === "connected", `sandbox scan said ${scanned}`);
   await page.getByText("Connected.").waitFor({ timeout: 5000 });
 

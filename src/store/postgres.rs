@@ -1,0 +1,99 @@
+//! What only the PostgreSQL store has: its migrations (`schema.postgres.sql`,
+//! applied under an advisory lock so that nodes starting together are safe).
+
+use super::db::{Conn, OptionalExtension};
+use super::StoreError;
+
+/// The schema on PostgreSQL, as ordered migrations (see its header).
+const SCHEMA: &str = include_str!("../../schema.postgres.sql");
+
+/// The advisory lock every node takes to migrate ("whatan" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7768_6174_616e;
+
+/// The blocks of `schema.postgres.sql`: `(version, sql)`.
+pub fn migrations() -> Vec<(i64, String)> {
+    super::split_migrations(SCHEMA)
+}
+
+/// Apply every migration newer than the one `whatan_schema` records, in one
+/// transaction holding the migration lock.
+pub fn migrate(conn: &Conn) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN")?;
+    let outcome = migrate_in_transaction(conn);
+    match outcome {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(_) => {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+    outcome
+}
+
+fn migrate_in_transaction(conn: &Conn) -> Result<(), StoreError> {
+    conn.query_row("SELECT pg_advisory_xact_lock(?1)", [MIGRATION_LOCK], |_| {
+        Ok(())
+    })?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS whatan_schema (version BIGINT NOT NULL)")?;
+    let current: i64 = conn
+        .query_row("SELECT version FROM whatan_schema", (), |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let all = migrations();
+    let latest = all.last().map(|(v, _)| *v).unwrap_or(0);
+    if current > latest {
+        return Err(StoreError::Invalid(format!(
+            "database schema version {current} is newer than this whatan ({latest}); upgrade whatan"
+        )));
+    }
+    for (version, sql) in all.into_iter().filter(|(v, _)| *v > current) {
+        conn.execute_batch(&sql)?;
+        conn.execute("DELETE FROM whatan_schema", ())?;
+        conn.execute("INSERT INTO whatan_schema (version) VALUES (?1)", [version])?;
+    }
+    Ok(())
+}
+
+/// The version the schema is at (0 for an empty database).
+pub fn schema_version(conn: &Conn) -> Result<i64, StoreError> {
+    let exists: bool =
+        conn.query_row("SELECT to_regclass('whatan_schema') IS NOT NULL", (), |r| {
+            r.get(0)
+        })?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(conn
+        .query_row("SELECT version FROM whatan_schema", (), |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The lock that keeps a second `serve` off a PostgreSQL database, held for
+/// as long as its connection is open (a session advisory lock, so it goes
+/// with the process, however it ends).
+///
+/// Until accounts are leased to nodes, two nodes would both pace every
+/// account and could send a message twice; this is PostgreSQL's form of the
+/// SQLite file's `<database>.lock`.
+pub struct ServeLock {
+    _client: postgres::Client,
+}
+
+/// The key of [`ServeLock`] ("whatan!" in ASCII).
+const SERVE_LOCK: i64 = 0x0077_6861_7461_6e21;
+
+impl ServeLock {
+    pub fn acquire(url: &str) -> Result<ServeLock, StoreError> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)
+            .map_err(|e| StoreError::from(super::db::Error::from(e)))?;
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVE_LOCK])
+            .map_err(|e| StoreError::from(super::db::Error::from(e)))?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::Conflict(
+                "the PostgreSQL database is already served by another whatan; only one serve may run per database".into(),
+            ));
+        }
+        Ok(ServeLock { _client: client })
+    }
+}
