@@ -21,7 +21,15 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Targets of the linked-device client and the MCP library (prefixes), off
 /// unless named.
-const CHATTY_TARGETS: &[&str] = &["whatsapp_rust", "wacore", "waproto", "rmcp"];
+const CHATTY_TARGETS: &[&str] = &[
+    "whatsapp_rust",
+    "wacore",
+    "waproto",
+    "rmcp",
+    // Logs every statement's parameters at debug: message texts, hashes.
+    "tokio_postgres",
+    "postgres",
+];
 
 /// Install the global subscriber; a second call does nothing.
 pub fn init(log: &LogConfig, serving: bool) {

@@ -1,6 +1,9 @@
 //! The admin CLI, run as the built binary against a fresh database, and
 //! `serve` as a process: first run, signals, CLI changes seen while serving.
 
+#[allow(dead_code)]
+#[path = "support/database.rs"]
+mod database;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -27,8 +30,8 @@ fn fresh_db() -> Db {
 
 fn whatan(db: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
-        .arg("--db")
-        .arg(db)
+        .args(database::cli_args(db.as_ref()))
+        .envs(database::cli_env(db.as_ref()))
         .args(args)
         .env_remove("WHATAN_LOG")
         .current_dir(db.parent().unwrap())
@@ -320,6 +323,14 @@ fn bad_input_fails_with_one_line_and_writes_nothing() {
 fn the_token_secret_appears_nowhere_in_the_database_files() {
     let db = fresh_db();
     let st = setup(&db.path);
+    if database::postgres_server().is_some() {
+        let bytes = stored_bytes(&db.path);
+        assert!(!bytes.is_empty());
+        assert!(!bytes
+            .windows(st.token.len())
+            .any(|w| w == st.token.as_bytes()));
+        return;
+    }
     let dir = db.path.parent().unwrap();
     let mut checked = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -398,8 +409,8 @@ struct Server {
 
 fn serve(db: &Path, envs: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
-        .arg("--db")
-        .arg(db)
+        .args(database::cli_args(db.as_ref()))
+        .envs(database::cli_env(db.as_ref()))
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .envs(envs.iter().copied())
         .current_dir(db.parent().unwrap())
@@ -618,10 +629,10 @@ fn sigterm_lets_an_in_flight_hand_off_finish_and_commit() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(sigterm_and_wait(server).code(), Some(0));
-    let c = rusqlite::Connection::open(&db.path).unwrap();
-    let status: String = c
-        .query_row("SELECT status FROM send_attempts", (), |r| r.get(0))
-        .unwrap();
+    let status: String = database::with_conn(&db.path, |c| {
+        c.query_row("SELECT status FROM send_attempts", (), |r| r.get(0))
+            .unwrap()
+    });
     assert_eq!(status, "accepted");
     assert_eq!(
         json(&db.path, &["sandbox", "outbox"])
@@ -719,8 +730,8 @@ fn a_second_serve_on_the_same_database_exits_at_once_naming_the_first() {
     // database is shared).
     let started = std::time::Instant::now();
     let second = Command::new(BIN)
-        .arg("--db")
-        .arg(&db.path)
+        .args(database::cli_args(db.path.as_ref()))
+        .envs(database::cli_env(db.path.as_ref()))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(db.path.parent().unwrap())
         .stdout(Stdio::piped())
@@ -742,14 +753,21 @@ fn a_second_serve_on_the_same_database_exits_at_once_naming_the_first() {
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(
-        stderr.contains(&db.path.display().to_string()),
-        "names the database: {stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("pid {first_pid}")),
-        "names the holder: {stderr}"
-    );
+    if database::postgres_server().is_none() {
+        assert!(
+            stderr.contains(&db.path.display().to_string()),
+            "names the database: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("pid {first_pid}")),
+            "names the holder: {stderr}"
+        );
+    } else {
+        assert!(
+            stderr.contains("already served by another whatan"),
+            "{stderr}"
+        );
+    }
     // The admin CLI keeps working beside the first server, which keeps serving.
     let token = json(&db.path, &["token", "create", "--user", &st.owner]);
     assert!(s(&token, "token").starts_with("whatan_send_"));
@@ -781,14 +799,17 @@ fn file_mode(path: &Path) -> u32 {
 #[cfg(unix)]
 #[test]
 fn the_database_its_companions_the_lock_and_new_directories_are_owner_only() {
+    if database::sqlite_only("the SQLite file's and its lock's modes") {
+        return;
+    }
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("state").join("whatan");
     let db = dir.join("whatan.db");
 
     // First use, by the CLI: it creates the directories and the database.
     let out = Command::new(BIN)
-        .arg("--db")
-        .arg(&db)
+        .args(database::cli_args(db.as_ref()))
+        .envs(database::cli_env(db.as_ref()))
         .args(["workspace", "create", "Acme"])
         .current_dir(root.path())
         .output()
@@ -815,8 +836,8 @@ fn the_database_its_companions_the_lock_and_new_directories_are_owner_only() {
 fn whatan_fed(db: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut whatan = Command::new(BIN);
     whatan
-        .arg("--db")
-        .arg(db)
+        .args(database::cli_args(db.as_ref()))
+        .envs(database::cli_env(db.as_ref()))
         .arg("--json")
         .args(args)
         .env_remove("WHATAN_CLOUD_ACCESS_TOKEN")
@@ -872,14 +893,14 @@ fn add_cloud_account(
 
 /// The (access token, app secret) stored for an account.
 fn stored_cloud_secrets(db: &Path, account: &str) -> (String, String) {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let settings: String = c
-        .query_row(
+    let settings: String = database::with_conn(db, |c| {
+        c.query_row(
             "SELECT settings FROM accounts WHERE id = ?1",
             [account],
             |r| r.get(0),
         )
-        .unwrap();
+        .unwrap()
+    });
     let v: Value = serde_json::from_str(&settings).unwrap();
     (s(&v, "access_token"), s(&v, "app_secret"))
 }
@@ -1041,13 +1062,15 @@ fn connecting_a_web_account_without_a_route_to_whatsapp_fails_fast_with_one_line
     let st = setup(&db.path);
     let account = add_web_account(&db.path, &st);
     for pair_code in [false, true] {
-        let mut args = vec!["--db", db.path.to_str().unwrap(), "account", "connect"];
+        let mut args = vec!["account", "connect"];
         args.push(&account);
         if pair_code {
             args.push("--pair-code");
         }
         let started = std::time::Instant::now();
         let out = Command::new(BIN)
+            .args(database::cli_args(&db.path))
+            .envs(database::cli_env(&db.path))
             .args(&args)
             .env_remove("WHATAN_LOG")
             .env(
@@ -1246,7 +1269,7 @@ fn login_link_prints_a_one_time_url_under_public_url_and_refuses_strangers() {
     assert!(secret.len() >= 43, "{secret}");
     assert!(s(&link, "expiresAt").ends_with('Z'));
     // The secret itself is never stored.
-    let bytes = std::fs::read(&db.path).unwrap();
+    let bytes = stored_bytes(&db.path);
     assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
 
     let behind_proxy = whatan_fed(
@@ -1285,7 +1308,7 @@ fn sandbox_scan_connects_only_a_sandbox_account_whose_code_is_shown() {
     assert!(err.contains("no QR code is shown"), "{err}");
     assert!(fails(&db.path, &["sandbox", "scan", "acc_nothing"]).contains("unknown account"));
     // What the dashboard's Link page does when it shows the code.
-    let store = whatan::store::Store::open(&db.path).unwrap();
+    let store = database::open_store(&db.path);
     let account = st.account.clone();
     let shown = store
         .write_blocking(move |c| {
@@ -1298,4 +1321,33 @@ fn sandbox_scan_connects_only_a_sandbox_account_whose_code_is_shown() {
         serde_json::json!({"id": st.account, "status": "connected"})
     );
     assert!(fails(&db.path, &["sandbox", "scan", &st.account]).contains("no QR code"));
+}
+
+/// What is stored of the database of `path`: the SQLite file's bytes, or on
+/// PostgreSQL every row of every whatan table, as text.
+fn stored_bytes(path: &Path) -> Vec<u8> {
+    if database::postgres_server().is_none() {
+        return std::fs::read(path).unwrap();
+    }
+    database::with_conn(path, |c| {
+        let tables: Vec<String> = c
+            .prepare("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            .unwrap()
+            .query_map((), |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut all = String::new();
+        for t in tables {
+            let rows: Option<String> = c
+                .query_row(
+                    &format!("SELECT string_agg(t::text, ' ') FROM {t} t"),
+                    (),
+                    |r| r.get(0),
+                )
+                .unwrap();
+            all.push_str(&rows.unwrap_or_default());
+        }
+        all.into_bytes()
+    })
 }

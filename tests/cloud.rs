@@ -7,6 +7,9 @@
 //! Waiting is always "poll until the condition holds, within a bound";
 //! nothing sleeps to synchronise and nothing asserts on timing.
 
+#[allow(dead_code)]
+#[path = "support/database.rs"]
+mod database;
 #[path = "support/fake_graph.rs"]
 mod fake_graph;
 #[allow(dead_code)]
@@ -84,7 +87,8 @@ async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> CloudApp {
     config.cloud.graph_base_url = graph.base_url.clone();
     config.cloud.request_timeout = Duration::from_secs(20);
     tweak(&mut config);
-    let store = Store::open(&config.database.path).unwrap();
+    config.database.url = database::postgres_for(&config.database.path);
+    let store = Store::open_config(&config.database).unwrap();
     let settings = cloud_settings(ACCESS_TOKEN, APP_SECRET);
     let (workspace, account_id, token) = store
         .write(move |c| {
@@ -223,7 +227,7 @@ impl CloudApp {
 
     /// Start a new server on the same database.
     async fn start(&mut self) {
-        let store = Store::open(&self.config.database.path).unwrap();
+        let store = Store::open_config(&self.config.database).unwrap();
         let (base, shutdown, task) = start_server(&self.config, &store).await;
         (self.base, self.store) = (base, store);
         self.shutdown = Some(shutdown);
@@ -998,8 +1002,8 @@ async fn whatan(db: &Path, graph_base_url: &str, args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         Command::new(BIN)
-            .arg("--db")
-            .arg(&db)
+            .args(database::cli_args(db.as_ref()))
+            .envs(database::cli_env(db.as_ref()))
             .args(&args)
             .env_remove("WHATAN_LOG")
             .env("WHATAN_CLOUD_GRAPH_BASE_URL", url)

@@ -4,6 +4,9 @@
 //! that the network saw each message handed off once, plus at most one
 //! flagged redelivery per kill (sandbox hand-off log, no unique key).
 
+#[allow(dead_code)]
+#[path = "support/database.rs"]
+mod database;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -28,8 +31,8 @@ fn start(db: &Path) -> (Child, String, Option<String>) {
 #[allow(clippy::zombie_processes)] // every caller kills and waits
 fn start_with(db: &Path, env: &[(&str, &str)]) -> (Child, String, Option<String>) {
     let mut child = Command::new(BIN)
-        .arg("--db")
-        .arg(db)
+        .args(database::cli_args(db.as_ref()))
+        .envs(database::cli_env(db.as_ref()))
         .envs(env.iter().copied())
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .env("WHATAN_PACING_MIN_DELAY", "0ms")
@@ -121,14 +124,14 @@ fn spawn_clients(
 }
 
 fn pending(db: &Path) -> i64 {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.busy_timeout(Duration::from_secs(5)).unwrap();
-    c.query_row(
-        "SELECT count(*) FROM send_attempts WHERE status IN ('queued', 'sending')",
-        (),
-        |r| r.get(0),
-    )
-    .unwrap()
+    database::with_conn(db, |c| {
+        c.query_row(
+            "SELECT count(*) FROM send_attempts WHERE status IN ('queued', 'sending')",
+            (),
+            |r| r.get(0),
+        )
+        .unwrap()
+    })
 }
 
 #[test]
@@ -183,7 +186,7 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let c = rusqlite::Connection::open(&db).unwrap();
+    let c = database::connect(&db);
     let accepted = accepted.lock().unwrap().clone();
     for id in &accepted {
         let (status, deliveries): (String, i64) = c
@@ -201,7 +204,7 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
     let sent: i64 = c
         .query_row(
             "SELECT count(*) FROM send_attempts WHERE status = 'accepted'",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -212,7 +215,7 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
         .query_row(
             "SELECT count(*) FROM sandbox_outbox o WHERE NOT EXISTS
                (SELECT 1 FROM send_attempts a WHERE a.message_id = o.message_id)",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -229,15 +232,15 @@ fn every_accepted_send_is_delivered_exactly_once_across_kill_9() {
     let (handoffs, messages): (i64, i64) = c
         .query_row(
             "SELECT count(*), count(DISTINCT message_id) FROM sandbox_handoffs",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
     let twice: i64 = c
         .query_row(
             "SELECT count(*) FROM (SELECT message_id FROM sandbox_handoffs WHERE redelivery = 0
-                                   GROUP BY message_id HAVING count(*) > 1)",
-            [],
+                                   GROUP BY message_id HAVING count(*) > 1) AS twice",
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -272,7 +275,7 @@ fn a_cloud_send_is_never_posted_twice_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("whatan.db");
     let token = {
-        let store = whatan::store::Store::open(&db).unwrap();
+        let store = database::open_store(&db);
         store
             .write_blocking(|c| {
                 let ws = admin::create_workspace(c, "Acme")?;
@@ -358,7 +361,7 @@ fn a_cloud_send_is_never_posted_twice_across_kill_9() {
         "messages posted more than once: {twice:?}"
     );
 
-    let c = rusqlite::Connection::open(&db).unwrap();
+    let c = database::connect(&db);
     let accepted = accepted.lock().unwrap().clone();
     assert!(accepted.len() >= CLOUD_ROUNDS * CLOUD_PER_ROUND);
     let mut unknown = 0;
@@ -389,7 +392,7 @@ fn a_cloud_send_is_never_posted_twice_across_kill_9() {
     let accepted_rows: i64 = c
         .query_row(
             "SELECT count(*) FROM send_attempts WHERE status = 'accepted'",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();

@@ -4,6 +4,9 @@
 //! administrator's `account disconnect`. The events are pushed into the
 //! engine's channel by the test, standing in for a driver.
 
+#[allow(dead_code)]
+#[path = "support/database.rs"]
+mod database;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +47,8 @@ fn start_engine() -> Harness {
     .map(|(k, v)| (k.to_string(), v.to_string()));
     let mut config = Config::load(None, env).unwrap();
     config.database.path = dir.path().join("whatan.db");
-    let store = Store::open(&config.database.path).unwrap();
+    config.database.url = database::postgres_for(&config.database.path);
+    let store = Store::open_config(&config.database).unwrap();
     let (events, events_rx) = mpsc::unbounded_channel();
     let drivers = Drivers::default().with(Arc::new(SandboxDriver::new(
         store.clone(),

@@ -4,6 +4,9 @@
 //! access-log line with the route template and the request id; and no
 //! secret or message content appears in any line (operations.md).
 
+#[allow(dead_code)]
+#[path = "support/database.rs"]
+mod database;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,7 +45,7 @@ struct Fixture {
 /// A workspace whose owner sends from a sandbox account and, choosing the
 /// sender, from a connected Cloud API account with distinctive secrets.
 async fn create_database(db: &Path) -> Fixture {
-    let store = whatan::store::Store::open(db).unwrap();
+    let store = database::open_store(db);
     store
         .write(|c| {
             let ws = admin::create_workspace(c, "Acme")?;
@@ -106,8 +109,8 @@ fn closed_port() -> u16 {
 fn start(db: &Path, stderr: &Path) -> (Child, String) {
     let graph = format!("http://127.0.0.1:{}", closed_port());
     let mut child = Command::new(BIN)
-        .arg("--db")
-        .arg(db)
+        .args(database::cli_args(db.as_ref()))
+        .envs(database::cli_env(db.as_ref()))
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .env("WHATAN_LOG", "debug")
         .env("WHATAN_LOG_FORMAT", "json")

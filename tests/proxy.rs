@@ -3,6 +3,9 @@
 //! (a send goes through it and arrives).
 
 #[allow(dead_code)]
+#[path = "support/database.rs"]
+mod database;
+#[allow(dead_code)]
 #[path = "support/external_tool.rs"]
 mod external_tool;
 
@@ -208,9 +211,10 @@ impl Drop for Whatan {
 
 fn start_whatan(envs: &[(&str, &str)]) -> Whatan {
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("whatan.db");
     let mut child = Command::new(BIN)
-        .arg("--db")
-        .arg(dir.path().join("whatan.db"))
+        .args(database::cli_args(&db))
+        .envs(database::cli_env(&db))
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         // The first send goes out at once; these only keep a slow machine
         // from pacing it behind nothing.

@@ -3,6 +3,9 @@
 //! endpoint healthy again) every event of every accepted send arrives.
 //! The endpoint is added with the CLI, beside the running server.
 
+#[allow(dead_code)]
+#[path = "support/database.rs"]
+mod database;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -45,8 +48,8 @@ fn start(db: &Path) -> (Child, String, Option<String>) {
 #[allow(clippy::zombie_processes)] // the caller kills and waits
 fn start_with(db: &Path, more: &[(&str, &str)], stderr: Stdio) -> (Child, String, Option<String>) {
     let mut child = Command::new(BIN)
-        .arg("--db")
-        .arg(db)
+        .args(database::cli_args(db.as_ref()))
+        .envs(database::cli_env(db.as_ref()))
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .envs(env())
         .envs(more.iter().copied())
@@ -71,8 +74,8 @@ fn start_with(db: &Path, more: &[(&str, &str)], stderr: Stdio) -> (Child, String
 
 fn cli(db: &Path, args: &[&str]) -> Value {
     let out = Command::new(BIN)
-        .arg("--db")
-        .arg(db)
+        .args(database::cli_args(db.as_ref()))
+        .envs(database::cli_env(db.as_ref()))
         .arg("--json")
         .args(args)
         .envs(env())
@@ -100,8 +103,7 @@ fn add_endpoint(db: &Path, url: &str) -> Value {
 }
 
 fn count(db: &Path, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(sql, (), |r| r.get(0)).unwrap()
+    database::with_conn(db, |c| c.query_row(sql, (), |r| r.get(0)).unwrap())
 }
 
 #[tokio::test]

@@ -48,9 +48,12 @@ async fn database_writable(state: &AppState) -> Result<(), String> {
         }
     }
     // What every write job gets: BEGIN IMMEDIATE (the write lock), a
-    // statement, COMMIT. A read-only or locked database fails it.
+    // statement, COMMIT. A read-only or locked database fails it; the
+    // statement is a write that changes nothing, which a read-only
+    // PostgreSQL session (a standby, `default_transaction_read_only`)
+    // refuses.
     let probe = state.store.write(|c| {
-        c.query_row("SELECT 1", (), |_| Ok(()))?;
+        c.execute("UPDATE workspaces SET name = name WHERE 1 = 0", ())?;
         Ok(())
     });
     match tokio::time::timeout(PROBE_TIMEOUT, probe).await {

@@ -30,7 +30,18 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// run (the batch could not begin, or broke before its turn), gets that
 /// error instead. Says whether it succeeded (else its savepoint is rolled
 /// back) and how to answer the caller after the commit.
-type Job = Box<dyn FnOnce(Result<&Conn, StoreError>) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(Result<&Conn, StoreError>) -> (Ran, Completion) + Send>;
+
+/// How a job's own SQL went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Ok,
+    Failed,
+    /// Failed because the database cannot take writes (a read-only
+    /// PostgreSQL session, a full disk): the batch commits, but `/readyz`
+    /// must hear of it, as it hears of a batch SQLite refused.
+    Unavailable,
+}
 
 /// Most jobs in one transaction; bounds latency of the first job in a batch.
 const MAX_BATCH: usize = 2048;
@@ -111,7 +122,11 @@ impl Writer {
                     .unwrap_or_else(|_| Err(StoreError::Internal("write job panicked".into()))),
                 Err(e) => Err(e),
             };
-            let ok = outcome.is_ok();
+            let ran = match &outcome {
+                Ok(_) => Ran::Ok,
+                Err(e) if e.is_unavailable() => Ran::Unavailable,
+                Err(_) => Ran::Failed,
+            };
             let completion: Completion = Box::new(move |commit| {
                 let result = match commit {
                     Ok(()) => outcome,
@@ -119,7 +134,7 @@ impl Writer {
                 };
                 let _ = tx.send(result);
             });
-            (ok, completion)
+            (ran, completion)
         });
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         Ok(rx)
@@ -274,6 +289,7 @@ fn run_batch(conn: &Conn, batch: &mut Vec<Job>, health: &WriterHealth) {
     }
     let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
     let mut broken: Option<StoreError> = None;
+    let mut refused = false;
     for job in jobs.by_ref() {
         if let Err(e) = control(conn, "SAVEPOINT job") {
             let error = StoreError::from(e);
@@ -282,7 +298,8 @@ fn run_batch(conn: &Conn, batch: &mut Vec<Job>, health: &WriterHealth) {
             broken = Some(error);
             break;
         }
-        let (ok, completion) = job(Ok(conn));
+        let (ran, completion) = job(Ok(conn));
+        refused |= ran == Ran::Unavailable;
         completions.push(completion);
         if conn.is_autocommit() {
             broken = Some(StoreError::Unavailable(
@@ -290,7 +307,7 @@ fn run_batch(conn: &Conn, batch: &mut Vec<Job>, health: &WriterHealth) {
             ));
             break;
         }
-        if !ok {
+        if ran != Ran::Ok {
             if let Err(e) = control(conn, "ROLLBACK TO job") {
                 broken = Some(StoreError::from(e));
                 break;
@@ -316,6 +333,9 @@ fn run_batch(conn: &Conn, batch: &mut Vec<Job>, health: &WriterHealth) {
         let _ = control(conn, "ROLLBACK");
     }
     health.record(&outcome);
+    if refused && outcome.is_ok() {
+        health.record(&Err(StoreError::Unavailable("a write was refused".into())));
+    }
     for completion in completions {
         completion(outcome.clone());
     }

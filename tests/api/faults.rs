@@ -29,20 +29,28 @@ async fn a_full_disk_is_a_503_that_stores_nothing_and_heals_by_itself() {
     })
     .await;
     // The database may not grow past its size now, as on a full disk.
-    app.store
-        .write(|c| {
-            let pages: i64 = c.query_row("PRAGMA page_count", (), |r| r.get(0))?;
-            c.sqlite()
-                .expect("a SQLite store")
-                .pragma_update(None, "max_page_count", pages)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    // PostgreSQL's disk fills after a few sends (a trigger stands in for
+    // the server's "could not extend file": SQLSTATE 53100, disk_full).
+    let postgres = app.store.path().is_none();
+    if !postgres {
+        app.store
+            .write(|c| {
+                let pages: i64 = c.query_row("PRAGMA page_count", (), |r| r.get(0))?;
+                c.sqlite()
+                    .expect("a SQLite store")
+                    .pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
 
     let mut accepted = Vec::new();
     let full = loop {
         assert!(accepted.len() < 2000, "the database never filled up");
+        if postgres && accepted.len() == 5 {
+            postgres_fails(&app, "BEFORE INSERT ON send_attempts", "true").await;
+        }
         let key = format!("k{}", accepted.len());
         let r = app
             .send(
@@ -91,8 +99,14 @@ async fn a_full_disk_is_a_503_that_stores_nothing_and_heals_by_itself() {
     assert_eq!(first.status, 200);
 
     // Space comes back: the same request is accepted, without a restart.
+    if postgres {
+        postgres_heals(&app).await;
+    }
     app.store
-        .write(|c| {
+        .write(move |c| {
+            if postgres {
+                return Ok(());
+            }
             c.sqlite().expect("a SQLite store").pragma_update(
                 None,
                 "max_page_count",
@@ -152,8 +166,20 @@ async fn a_store_that_cannot_write_makes_pacers_back_off_instead_of_spinning() {
     // which an UPDATE in place does not reliably hit).
     let slot = hand.now_ms() + 60_000;
     hand.sleeper_at(slot).await;
+    let postgres = app.store.path().is_none();
+    if postgres {
+        postgres_fails(
+            &app,
+            "BEFORE UPDATE OF status ON send_attempts",
+            "NEW.status = 'sending'",
+        )
+        .await;
+    }
     app.store
-        .write(|c| {
+        .write(move |c| {
+            if postgres {
+                return Ok(());
+            }
             c.execute_batch(
                 "CREATE TEMP TRIGGER claims_fail BEFORE UPDATE OF status ON send_attempts
                  WHEN NEW.status = 'sending'
@@ -180,13 +206,17 @@ async fn a_store_that_cannot_write_makes_pacers_back_off_instead_of_spinning() {
     assert_eq!(still["status"], "queued");
 
     // The database takes writes again: the queue drains without a restart.
-    app.store
-        .write(|c| {
-            c.execute_batch("DROP TRIGGER temp.claims_fail")?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    if postgres {
+        postgres_heals(&app).await;
+    } else {
+        app.store
+            .write(|c| {
+                c.execute_batch("DROP TRIGGER temp.claims_fail")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
     let body = app
         .wait_for_status(&app.owner.token, &queued[0], |b| b["status"] != "queued")
         .await;
@@ -396,4 +426,32 @@ fn admin_status_at(
     at: i64,
 ) -> Result<(), whatan::store::StoreError> {
     whatan::store::admin::set_account_status_at(c, id, status, None, at).map(|_| ())
+}
+
+/// On PostgreSQL: every write `when` (a trigger's timing and table) with
+/// `condition` fails as PostgreSQL fails on a full disk (SQLSTATE 53100).
+async fn postgres_fails(app: &TestApp, when: &'static str, condition: &'static str) {
+    app.store
+        .write(move |c| {
+            c.execute_batch(&format!(
+                "CREATE FUNCTION whatan_test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN RAISE EXCEPTION 'could not extend file (simulated)' USING ERRCODE = 'disk_full'; END $$;
+                 CREATE TRIGGER whatan_test_disk_full {when} FOR EACH ROW
+                 WHEN ({condition}) EXECUTE FUNCTION whatan_test_disk_full();"
+            ))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+/// Undoes [`postgres_fails`].
+async fn postgres_heals(app: &TestApp) {
+    app.store
+        .write(|c| {
+            c.execute_batch("DROP FUNCTION whatan_test_disk_full() CASCADE")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
 }

@@ -111,11 +111,13 @@ async fn readyz_is_not_ready_with_a_reason_once_the_database_refuses_writes() {
     let app = spawn_app().await;
     // What a read-only database file gives: BEGIN IMMEDIATE fails with
     // SQLITE_READONLY from now on (this app is not healed; it is dropped).
+    // On PostgreSQL: the writer's session turns read-only, as on a standby.
     app.store
         .write(|c| {
-            c.sqlite()
-                .expect("a SQLite store")
-                .pragma_update(None, "query_only", true)?;
+            match c.sqlite() {
+                Some(sqlite) => sqlite.pragma_update(None, "query_only", true)?,
+                None => c.execute_batch("SET SESSION default_transaction_read_only = on")?,
+            }
             Ok(())
         })
         .await
@@ -133,7 +135,8 @@ async fn readyz_is_not_ready_with_a_reason_once_the_database_refuses_writes() {
     assert_eq!(reasons.len(), 1, "{body}");
     let reason = reasons[0].as_str().unwrap();
     assert!(
-        reason.starts_with("database not writable: ") && reason.contains("readonly"),
+        reason.starts_with("database not writable: ")
+            && (reason.contains("readonly") || reason.contains("read-only")),
         "{reason}"
     );
     assert!(

@@ -49,3 +49,71 @@ pub fn sqlite_only(what: &str) -> bool {
     }
     on_postgres
 }
+
+/// The PostgreSQL databases made for the SQLite paths tests name.
+static POSTGRES_OF: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// In the PostgreSQL pass, the database that stands for the SQLite file
+/// `path` (made on first use); `None` in the SQLite pass.
+pub fn postgres_for(path: &std::path::Path) -> Option<String> {
+    let server = postgres_server()?;
+    let mut known = POSTGRES_OF.lock().unwrap();
+    if let Some((_, url)) = known.iter().find(|(p, _)| p == path) {
+        return Some(url.clone());
+    }
+    let url = fresh_postgres(&server);
+    known.push((path.to_path_buf(), url.clone()));
+    Some(url)
+}
+
+/// The CLI's arguments that point it at the database of `path`: `--db
+/// path`, or nothing in the PostgreSQL pass (see [`cli_env`]).
+pub fn cli_args(path: &std::path::Path) -> Vec<std::ffi::OsString> {
+    match postgres_for(path) {
+        Some(_) => Vec::new(),
+        None => vec!["--db".into(), path.as_os_str().to_owned()],
+    }
+}
+
+/// The CLI's environment for the database of `path`: its PostgreSQL URL in
+/// the PostgreSQL pass.
+pub fn cli_env(path: &std::path::Path) -> Vec<(String, String)> {
+    match postgres_for(path) {
+        Some(url) => vec![("WHATAN_DATABASE_URL".into(), url)],
+        None => Vec::new(),
+    }
+}
+
+/// The store of `path` (or its PostgreSQL stand-in), opened in-process.
+pub fn open_store(path: &std::path::Path) -> whatan::store::Store {
+    match postgres_for(path) {
+        Some(url) => whatan::store::Store::open_postgres(&url).unwrap(),
+        None => whatan::store::Store::open(path).unwrap(),
+    }
+}
+
+/// Runs `f` over a connection of its own to the database of `path`, on a
+/// thread of its own (the blocking PostgreSQL client may not run on an
+/// async runtime's thread).
+pub fn with_conn<T: Send>(
+    path: &std::path::Path,
+    f: impl FnOnce(&whatan::store::Conn) -> T + Send,
+) -> T {
+    std::thread::scope(|s| s.spawn(|| f(&connect(path))).join().unwrap())
+}
+
+/// A connection to the database of `path`, for a test's own checks; only
+/// outside an async runtime (see [`with_conn`]).
+pub fn connect(path: &std::path::Path) -> whatan::store::Conn {
+    match postgres_for(path) {
+        Some(url) => {
+            whatan::store::Conn::Pg(Box::new(whatan::store::db::PgConn::connect(&url).unwrap()))
+        }
+        None => {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            whatan::store::Conn::Sqlite(c)
+        }
+    }
+}
