@@ -30,8 +30,8 @@ fn fresh_db() -> Db {
 
 fn whatan(db: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
-        .args(database::cli_args(db.as_ref()))
-        .envs(database::cli_env(db.as_ref()))
+        .args(database::cli_args(db))
+        .envs(database::cli_env(db))
         .args(args)
         .env_remove("WHATAN_LOG")
         .current_dir(db.parent().unwrap())
@@ -409,8 +409,8 @@ struct Server {
 
 fn serve(db: &Path, envs: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
-        .args(database::cli_args(db.as_ref()))
-        .envs(database::cli_env(db.as_ref()))
+        .args(database::cli_args(db))
+        .envs(database::cli_env(db))
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .envs(envs.iter().copied())
         .current_dir(db.parent().unwrap())
@@ -730,8 +730,8 @@ fn a_second_serve_on_the_same_database_exits_at_once_naming_the_first() {
     // database is shared).
     let started = std::time::Instant::now();
     let second = Command::new(BIN)
-        .args(database::cli_args(db.path.as_ref()))
-        .envs(database::cli_env(db.path.as_ref()))
+        .args(database::cli_args(&db.path))
+        .envs(database::cli_env(&db.path))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .current_dir(db.path.parent().unwrap())
         .stdout(Stdio::piped())
@@ -808,8 +808,8 @@ fn the_database_its_companions_the_lock_and_new_directories_are_owner_only() {
 
     // First use, by the CLI: it creates the directories and the database.
     let out = Command::new(BIN)
-        .args(database::cli_args(db.as_ref()))
-        .envs(database::cli_env(db.as_ref()))
+        .args(database::cli_args(&db))
+        .envs(database::cli_env(&db))
         .args(["workspace", "create", "Acme"])
         .current_dir(root.path())
         .output()
@@ -836,8 +836,8 @@ fn the_database_its_companions_the_lock_and_new_directories_are_owner_only() {
 fn whatan_fed(db: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut whatan = Command::new(BIN);
     whatan
-        .args(database::cli_args(db.as_ref()))
-        .envs(database::cli_env(db.as_ref()))
+        .args(database::cli_args(db))
+        .envs(database::cli_env(db))
         .arg("--json")
         .args(args)
         .env_remove("WHATAN_CLOUD_ACCESS_TOKEN")

@@ -1002,8 +1002,8 @@ async fn whatan(db: &Path, graph_base_url: &str, args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         Command::new(BIN)
-            .args(database::cli_args(db.as_ref()))
-            .envs(database::cli_env(db.as_ref()))
+            .args(database::cli_args(&db))
+            .envs(database::cli_env(&db))
             .args(&args)
             .env_remove("WHATAN_LOG")
             .env("WHATAN_CLOUD_GRAPH_BASE_URL", url)

@@ -31,8 +31,8 @@ fn start(db: &Path) -> (Child, String, Option<String>) {
 #[allow(clippy::zombie_processes)] // every caller kills and waits
 fn start_with(db: &Path, env: &[(&str, &str)]) -> (Child, String, Option<String>) {
     let mut child = Command::new(BIN)
-        .args(database::cli_args(db.as_ref()))
-        .envs(database::cli_env(db.as_ref()))
+        .args(database::cli_args(db))
+        .envs(database::cli_env(db))
         .envs(env.iter().copied())
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .env("WHATAN_PACING_MIN_DELAY", "0ms")

@@ -109,8 +109,8 @@ fn closed_port() -> u16 {
 fn start(db: &Path, stderr: &Path) -> (Child, String) {
     let graph = format!("http://127.0.0.1:{}", closed_port());
     let mut child = Command::new(BIN)
-        .args(database::cli_args(db.as_ref()))
-        .envs(database::cli_env(db.as_ref()))
+        .args(database::cli_args(db))
+        .envs(database::cli_env(db))
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .env("WHATAN_LOG", "debug")
         .env("WHATAN_LOG_FORMAT", "json")

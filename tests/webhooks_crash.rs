@@ -48,8 +48,8 @@ fn start(db: &Path) -> (Child, String, Option<String>) {
 #[allow(clippy::zombie_processes)] // the caller kills and waits
 fn start_with(db: &Path, more: &[(&str, &str)], stderr: Stdio) -> (Child, String, Option<String>) {
     let mut child = Command::new(BIN)
-        .args(database::cli_args(db.as_ref()))
-        .envs(database::cli_env(db.as_ref()))
+        .args(database::cli_args(db))
+        .envs(database::cli_env(db))
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .envs(env())
         .envs(more.iter().copied())
@@ -74,8 +74,8 @@ fn start_with(db: &Path, more: &[(&str, &str)], stderr: Stdio) -> (Child, String
 
 fn cli(db: &Path, args: &[&str]) -> Value {
     let out = Command::new(BIN)
-        .args(database::cli_args(db.as_ref()))
-        .envs(database::cli_env(db.as_ref()))
+        .args(database::cli_args(db))
+        .envs(database::cli_env(db))
         .arg("--json")
         .args(args)
         .envs(env())
