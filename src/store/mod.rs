@@ -396,6 +396,21 @@ fn split_migrations(schema: &str) -> Vec<(i64, String)> {
     out
 }
 
+/// The blocks of `all` newer than `current`, in order; an error if the
+/// database is newer than this whatan.
+fn pending_migrations(
+    all: Vec<(i64, String)>,
+    current: i64,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let latest = all.last().map(|(v, _)| *v).unwrap_or(0);
+    if current > latest {
+        return Err(StoreError::Invalid(format!(
+            "database schema version {current} is newer than this whatan ({latest}); upgrade whatan"
+        )));
+    }
+    Ok(all.into_iter().filter(|(v, _)| *v > current).collect())
+}
+
 /// A migrated in-memory database with `fixture` (SQL) applied: where the
 /// store's unit tests start.
 #[cfg(test)]
@@ -416,14 +431,7 @@ pub fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
     };
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: i64 = tx.query_row("PRAGMA user_version", (), |r| r.get(0))?;
-    let all = migrations();
-    let latest = all.last().map(|(v, _)| *v).unwrap_or(0);
-    if current > latest {
-        return Err(StoreError::Invalid(format!(
-            "database schema version {current} is newer than this whatan ({latest}); upgrade whatan"
-        )));
-    }
-    for (version, sql) in all.into_iter().filter(|(v, _)| *v > current) {
+    for (version, sql) in pending_migrations(migrations(), current)? {
         tx.execute_batch(&sql)?;
         tx.pragma_update(None, "user_version", version)?;
     }

@@ -38,14 +38,7 @@ fn migrate_in_transaction(conn: &Conn) -> Result<(), StoreError> {
         .query_row("SELECT version FROM whatan_schema", (), |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    let all = migrations();
-    let latest = all.last().map(|(v, _)| *v).unwrap_or(0);
-    if current > latest {
-        return Err(StoreError::Invalid(format!(
-            "database schema version {current} is newer than this whatan ({latest}); upgrade whatan"
-        )));
-    }
-    for (version, sql) in all.into_iter().filter(|(v, _)| *v > current) {
+    for (version, sql) in super::pending_migrations(migrations(), current)? {
         conn.execute_batch(&sql)?;
         conn.execute("DELETE FROM whatan_schema", ())?;
         conn.execute("INSERT INTO whatan_schema (version) VALUES (?1)", [version])?;
