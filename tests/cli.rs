@@ -1329,25 +1329,5 @@ fn stored_bytes(path: &Path) -> Vec<u8> {
     if database::postgres_server().is_none() {
         return std::fs::read(path).unwrap();
     }
-    database::with_conn(path, |c| {
-        let tables: Vec<String> = c
-            .prepare("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            .unwrap()
-            .query_map((), |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let mut all = String::new();
-        for t in tables {
-            let rows: Option<String> = c
-                .query_row(
-                    &format!("SELECT string_agg(t::text, ' ') FROM {t} t"),
-                    (),
-                    |r| r.get(0),
-                )
-                .unwrap();
-            all.push_str(&rows.unwrap_or_default());
-        }
-        all.into_bytes()
-    })
+    database::with_conn(path, database::stored_text).into_bytes()
 }

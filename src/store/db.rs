@@ -560,18 +560,23 @@ impl PgConn {
         stmt: &postgres::Statement,
         values: &[&dyn ToParam],
     ) -> Result<Vec<postgres::Row>> {
-        let owned: Vec<PgValue<'_>> = values.iter().map(|v| PgValue(v.to_value())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            owned.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.borrow_mut().query(stmt, &refs)?)
+        Ok(pg_params(values, |p| {
+            self.client.borrow_mut().query(stmt, p)
+        })?)
     }
 
     fn execute(&self, stmt: &postgres::Statement, values: &[&dyn ToParam]) -> Result<u64> {
-        let owned: Vec<PgValue<'_>> = values.iter().map(|v| PgValue(v.to_value())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            owned.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.borrow_mut().execute(stmt, &refs)?)
+        Ok(pg_params(values, |p| {
+            self.client.borrow_mut().execute(stmt, p)
+        })?)
     }
+}
+
+/// `values` as the client binds them (see [`PgValue`]).
+fn pg_params<R>(values: &[&dyn ToParam], f: impl FnOnce(&[&(dyn ToSql + Sync)]) -> R) -> R {
+    let owned: Vec<PgValue<'_>> = values.iter().map(|v| PgValue(v.to_value())).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = owned.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    f(&refs)
 }
 
 /// The store's SQL as PostgreSQL takes it: `?N` parameters become `$N`

@@ -69,7 +69,7 @@ pub fn schema_version(conn: &Conn) -> Result<i64, StoreError> {
 /// account and could send a message twice; this is PostgreSQL's form of the
 /// SQLite file's `<database>.lock`.
 pub struct ServeLock {
-    _client: postgres::Client,
+    _conn: Conn,
 }
 
 /// The key of [`ServeLock`] ("whatan!" in ASCII).
@@ -77,16 +77,16 @@ const SERVE_LOCK: i64 = 0x0077_6861_7461_6e21;
 
 impl ServeLock {
     pub fn acquire(url: &str) -> Result<ServeLock, StoreError> {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)
-            .map_err(|e| StoreError::from(super::db::Error::from(e)))?;
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVE_LOCK])
-            .map_err(|e| StoreError::from(super::db::Error::from(e)))?;
-        if !row.get::<_, bool>(0) {
+        let conn = Conn::Pg(Box::new(super::db::PgConn::connect(url)?));
+        let locked: bool =
+            conn.query_row("SELECT pg_try_advisory_lock(?1)", [SERVE_LOCK], |r| {
+                r.get(0)
+            })?;
+        if !locked {
             return Err(StoreError::Conflict(
                 "the PostgreSQL database is already served by another whatan; only one serve may run per database".into(),
             ));
         }
-        Ok(ServeLock { _client: client })
+        Ok(ServeLock { _conn: conn })
     }
 }

@@ -163,16 +163,24 @@ impl Writer {
 
 /// A transaction-control statement: on SQLite prepared once per
 /// connection rather than parsed again for every job; PostgreSQL takes it
-/// as a simple query (one round trip either way). `BEGIN IMMEDIATE` is
-/// SQLite's: it takes the write lock at once; PostgreSQL locks rows as it
-/// writes them.
+/// as a simple query (one round trip either way).
 fn control(conn: &Conn, sql: &str) -> super::db::Result<()> {
     match conn {
         Conn::Sqlite(_) => conn.prepare_cached(sql)?.execute(()).map(|_| ()),
-        Conn::Pg(_) if sql == "BEGIN IMMEDIATE" => conn.execute_batch(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-        )),
         Conn::Pg(_) => conn.execute_batch(sql),
+    }
+}
+
+/// Opens a batch's transaction holding the database's write turn: SQLite's
+/// `BEGIN IMMEDIATE` takes the write lock at once; on PostgreSQL the batch
+/// takes [`WRITE_LOCK`] in the same round trip.
+fn begin(conn: &Conn) -> super::db::Result<()> {
+    match conn {
+        Conn::Sqlite(_) => control(conn, "BEGIN IMMEDIATE"),
+        Conn::Pg(_) => control(
+            conn,
+            &format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
+        ),
     }
 }
 
@@ -277,7 +285,7 @@ fn run(mut conn: Conn, location: &Location, receiver: mpsc::Receiver<Job>, healt
 /// caller that saw the answer and asks `/readyz` next sees it too.
 fn run_batch(conn: &Conn, batch: &mut Vec<Job>, health: &WriterHealth) {
     let mut jobs = batch.drain(..);
-    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
+    if let Err(e) = begin(conn) {
         let error = StoreError::from(e);
         tracing::error!(error = %error, "writer: BEGIN failed; answering the batch with an error");
         health.record(&Err(error.clone()));

@@ -132,16 +132,10 @@ async fn only_owners_and_admins_manage_endpoints_of_their_own_workspace() {
     let secret_body = secret.trim_start_matches("whsec_").to_string();
     let bytes = match app.store.path() {
         Some(file) => std::fs::read(file).unwrap(),
-        // PostgreSQL: every stored column of the endpoint, as text.
+        // PostgreSQL: every stored row, as text.
         None => app
             .store
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT string_agg(e::text, ' ') FROM webhook_endpoints e",
-                    (),
-                    |r| r.get::<_, String>(0),
-                )?)
-            })
+            .read(|c| Ok(crate::database::stored_text(c)))
             .await
             .unwrap()
             .into_bytes(),

@@ -117,3 +117,28 @@ pub fn connect(path: &std::path::Path) -> whatan::store::Conn {
         }
     }
 }
+
+/// Every row of every table of a PostgreSQL database, as text: what a
+/// test searches for a secret that must not be stored (on SQLite, the
+/// file's bytes).
+pub fn stored_text(c: &whatan::store::Conn) -> String {
+    let tables: Vec<String> = c
+        .prepare("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        .unwrap()
+        .query_map((), |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut all = String::new();
+    for t in tables {
+        let rows: Option<String> = c
+            .query_row(
+                &format!("SELECT string_agg(t::text, ' ') FROM {t} t"),
+                (),
+                |r| r.get(0),
+            )
+            .unwrap();
+        all.push_str(&rows.unwrap_or_default());
+    }
+    all
+}
