@@ -22,7 +22,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
 
 use postgres::types::{FromSql, IsNull, ToSql, Type};
 
@@ -623,10 +622,6 @@ pub fn to_postgres(sql: &str) -> String {
 }
 
 impl Conn {
-    pub fn open_sqlite(path: &Path) -> Result<Conn> {
-        Ok(Conn::Sqlite(rusqlite::Connection::open(path)?))
-    }
-
     pub fn engine(&self) -> Engine {
         match self {
             Conn::Sqlite(_) => Engine::Sqlite,

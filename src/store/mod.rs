@@ -217,17 +217,6 @@ impl Store {
         })
     }
 
-    pub fn location(&self) -> &Location {
-        &self.location
-    }
-
-    pub fn engine(&self) -> Engine {
-        match *self.location {
-            Location::File(_) => Engine::Sqlite,
-            Location::Postgres(_) => Engine::Postgres,
-        }
-    }
-
     /// The SQLite file, if that is where the data lives.
     pub fn path(&self) -> Option<&Path> {
         match &*self.location {

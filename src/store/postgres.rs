@@ -46,21 +46,6 @@ fn migrate_in_transaction(conn: &Conn) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The version the schema is at (0 for an empty database).
-pub fn schema_version(conn: &Conn) -> Result<i64, StoreError> {
-    let exists: bool =
-        conn.query_row("SELECT to_regclass('whatan_schema') IS NOT NULL", (), |r| {
-            r.get(0)
-        })?;
-    if !exists {
-        return Ok(0);
-    }
-    Ok(conn
-        .query_row("SELECT version FROM whatan_schema", (), |r| r.get(0))
-        .optional()?
-        .unwrap_or(0))
-}
-
 /// The lock that keeps a second `serve` off a PostgreSQL database, held for
 /// as long as its connection is open (a session advisory lock, so it goes
 /// with the process, however it ends).
