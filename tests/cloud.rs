@@ -80,14 +80,13 @@ async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> CloudApp {
     let graph = FakeGraph::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.database.path = dir.path().join("whatan.db");
+    database::configure(&mut config.database, dir.path().join("whatan.db"));
     config.pacing.min_delay = Duration::from_millis(1);
     config.pacing.max_delay = Duration::from_millis(5);
     config.server.shutdown_timeout = Duration::from_secs(5);
     config.cloud.graph_base_url = graph.base_url.clone();
     config.cloud.request_timeout = Duration::from_secs(20);
     tweak(&mut config);
-    config.database.url = database::postgres_for(&config.database.path);
     let store = Store::open_config(&config.database).unwrap();
     let settings = cloud_settings(ACCESS_TOKEN, APP_SECRET);
     let (workspace, account_id, token) = store

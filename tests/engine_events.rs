@@ -46,8 +46,7 @@ fn start_engine() -> Harness {
     ]
     .map(|(k, v)| (k.to_string(), v.to_string()));
     let mut config = Config::load(None, env).unwrap();
-    config.database.path = dir.path().join("whatan.db");
-    config.database.url = database::postgres_for(&config.database.path);
+    database::configure(&mut config.database, dir.path().join("whatan.db"));
     let store = Store::open_config(&config.database).unwrap();
     let (events, events_rx) = mpsc::unbounded_channel();
     let drivers = Drivers::default().with(Arc::new(SandboxDriver::new(

@@ -36,8 +36,8 @@ fn hex_id() -> String {
 /// Where this test's data lives: the SQLite file at `path`, or a fresh
 /// PostgreSQL database when the suite runs against PostgreSQL.
 pub fn configure(database: &mut whatan::config::DatabaseConfig, path: std::path::PathBuf) {
+    database.url = postgres_for(&path);
     database.path = path;
-    database.url = postgres_server().map(|server| fresh_postgres(&server));
 }
 
 /// Whether the suite runs against PostgreSQL; a SQLite-only test prints
