@@ -408,12 +408,28 @@ struct Server {
 }
 
 fn serve(db: &Path, envs: &[(&str, &str)]) -> Server {
+    serve_on(
+        database::cli_args(db),
+        database::cli_env(db),
+        db.parent().unwrap(),
+        envs,
+    )
+}
+
+/// `serve` on the database the arguments and environment name.
+fn serve_on(
+    db_args: Vec<std::ffi::OsString>,
+    db_env: Vec<(String, String)>,
+    dir: &Path,
+    envs: &[(&str, &str)],
+) -> Server {
     let mut child = Command::new(BIN)
-        .args(database::cli_args(db))
-        .envs(database::cli_env(db))
+        .args(db_args)
+        .env_remove("WHATAN_DATABASE_URL")
+        .envs(db_env)
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .envs(envs.iter().copied())
-        .current_dir(db.parent().unwrap())
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -1330,4 +1346,164 @@ fn stored_bytes(path: &Path) -> Vec<u8> {
         return std::fs::read(path).unwrap();
     }
     database::with_conn(path, database::stored_text).into_bytes()
+}
+
+#[test]
+fn migrate_prints_the_schema_version_it_brought_the_database_to() {
+    let db = fresh_db();
+    let latest = include_str!("../schema.sql")
+        .lines()
+        .filter_map(|l| l.strip_prefix("-- migration: "))
+        .map(|n| n.trim().parse::<i64>().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(
+        json(&db.path, &["migrate"]),
+        serde_json::json!({"version": latest})
+    );
+    // Again: nothing to do, same answer.
+    assert_eq!(json(&db.path, &["migrate"])["version"], latest);
+}
+
+#[test]
+fn migrate_from_sqlite_copies_everything_and_the_copy_serves_on() {
+    let Some(server) = database::postgres_only("migrate --from-sqlite") else {
+        // Without a PostgreSQL target the command refuses, naming the key.
+        let db = fresh_db();
+        let source = fresh_db();
+        assert_eq!(
+            json(&source.path, &["migrate"])["version"]
+                .as_i64()
+                .is_some(),
+            true
+        );
+        let err = fails(
+            &db.path,
+            &["migrate", "--from-sqlite", source.path.to_str().unwrap()],
+        );
+        assert!(err.contains("database.url"), "{err}");
+        return;
+    };
+    // A SQLite file with history: the first run's workspace, owner, account
+    // and token, and three sends that went out.
+    let source = fresh_db();
+    let sqlite_args = || vec!["--db".into(), source.path.as_os_str().to_owned()];
+    let fast = [
+        ("WHATAN_PACING_MIN_DELAY", "1ms"),
+        ("WHATAN_PACING_MAX_DELAY", "2ms"),
+    ];
+    let first = serve_on(sqlite_args(), Vec::new(), source._dir.path(), &fast);
+    let token = first.first_line["firstRun"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, body) = http(
+            &first.addr,
+            "POST",
+            "/api/v1/messages/send",
+            &token,
+            &format!(r#"{{"to": "+917999709798", "type": "text", "text": "before the move {i}"}}"#),
+        );
+        assert_eq!(status, 202, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        ids.push(s(&v, "sendAttemptId"));
+    }
+    let outbox_of = |args: Vec<std::ffi::OsString>, env: Vec<(String, String)>| -> Value {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("WHATAN_DATABASE_URL")
+            .envs(env)
+            .args(["--json", "sandbox", "outbox"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Wait until all three reached the network, then stop.
+    let mut waited = 0;
+    while outbox_of(sqlite_args(), Vec::new())
+        .as_array()
+        .unwrap()
+        .len()
+        < 3
+    {
+        waited += 1;
+        assert!(waited < 400, "the three sends never went out");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(sigterm_and_wait(first).code(), Some(0));
+    let outbox = outbox_of(sqlite_args(), Vec::new());
+
+    // Copy into an empty PostgreSQL database.
+    let url = database::fresh_postgres(&server);
+    let pg_env = || vec![("WHATAN_DATABASE_URL".to_string(), url.clone())];
+    let copy = |expect_success: bool| {
+        let out = Command::new(BIN)
+            .envs(pg_env())
+            .args(["--json", "migrate", "--from-sqlite"])
+            .arg(&source.path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.success(),
+            expect_success,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let copied: Value = serde_json::from_slice(&copy(true).stdout).unwrap();
+    assert!(copied["version"].as_i64().unwrap() >= 9);
+    assert_eq!(copied["copied"]["send_attempts"], 3);
+    assert_eq!(copied["copied"]["workspaces"], 1);
+    assert_eq!(copied["copied"]["tokens"], 1);
+    assert_eq!(copied["copied"]["sandbox_outbox"], 3);
+    assert_eq!(
+        outbox_of(Vec::new(), pg_env()),
+        outbox,
+        "the network's record moved as it was"
+    );
+
+    // A second copy into the now non-empty database refuses and adds nothing.
+    let again = copy(false);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("not empty"), "{err}");
+
+    // The copy serves: the old token reads the old sends, and a new send is
+    // numbered after them (the identity counter moved past the copied rows).
+    let moved = serve_on(Vec::new(), pg_env(), source._dir.path(), &fast);
+    assert!(moved.first_line.is_null(), "not bootstrapped again");
+    for id in &ids {
+        let (status, body) = http(
+            &moved.addr,
+            "GET",
+            &format!("/api/v1/messages/{id}"),
+            &token,
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_ne!(v["status"], "queued", "{body}");
+    }
+    let (status, body) = http(
+        &moved.addr,
+        "POST",
+        "/api/v1/messages/send",
+        &token,
+        r#"{"to": "+917999709798", "type": "text", "text": "after the move"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let mut waited = 0;
+    while outbox_of(Vec::new(), pg_env()).as_array().unwrap().len() < 4 {
+        waited += 1;
+        assert!(waited < 400, "the send after the move never went out");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(sigterm_and_wait(moved).code(), Some(0));
 }

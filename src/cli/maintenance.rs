@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{CliError, Context, Output};
 use crate::clock::now_ms;
 use crate::config::parse_duration;
-use crate::store::{backup, retention};
+use crate::store::{backup, copy, retention};
 
 pub fn backup(ctx: &Context, file: &Path) -> Result<Output, CliError> {
     let bytes = backup::backup_to(&ctx.store, file)?;
@@ -33,4 +33,33 @@ pub fn prune(ctx: &Context, older_than: &str) -> Result<Output, CliError> {
         json!({"deleted": deleted}),
         format!("deleted {deleted} attempts final for more than {older_than}"),
     ))
+}
+
+/// `migrate [--from-sqlite FILE]`: opening the store already brought its
+/// schema up to date (under the advisory lock on PostgreSQL); this reports
+/// the version, after copying FILE in if asked.
+pub fn migrate(ctx: &Context, from_sqlite: Option<&Path>) -> Result<Output, CliError> {
+    let copied = match from_sqlite {
+        Some(file) => Some(copy::from_sqlite_file(&ctx.store, file)?),
+        None => None,
+    };
+    let version = ctx
+        .store
+        .read_blocking(|c| crate::store::schema_version(c))?;
+    let mut json = json!({ "version": version });
+    let mut human = format!("the database schema is at version {version}");
+    if let Some(copied) = copied {
+        let rows: u64 = copied.iter().map(|(_, n)| n).sum();
+        json["copied"] = copied
+            .iter()
+            .map(|(table, n)| (table.clone(), json!(n)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        human.push_str(&format!(
+            "; copied {rows} rows from {} tables of {}",
+            copied.len(),
+            from_sqlite.unwrap_or(Path::new("")).display()
+        ));
+    }
+    Ok(Output::new(json, human))
 }

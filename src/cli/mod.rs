@@ -82,6 +82,13 @@ pub enum Command {
     Config(ConfigCmd),
     /// Copy the database to FILE (consistent, while serve runs).
     Backup { file: PathBuf },
+    /// Create or upgrade the database schema and print its version; with
+    /// --from-sqlite, then copy that SQLite file into the (empty)
+    /// PostgreSQL database set by database.url.
+    Migrate {
+        #[arg(long, value_name = "FILE")]
+        from_sqlite: Option<PathBuf>,
+    },
     /// Delete attempts final for longer than --older-than (e.g. 30d), with
     /// their Idempotency-Keys and sandbox records.
     Prune {
@@ -317,6 +324,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sandbox(cmd) => sandbox::run(&Context::open(&global)?, cmd)?,
         Command::Webhook(cmd) => webhook::run(&Context::open(&global)?, cmd)?,
         Command::Backup { file } => maintenance::backup(&Context::open(&global)?, &file)?,
+        Command::Migrate { from_sqlite } => {
+            maintenance::migrate(&Context::open(&global)?, from_sqlite.as_deref())?
+        }
         Command::Prune { older_than } => maintenance::prune(&Context::open(&global)?, &older_than)?,
     };
     output.print(global.json);

@@ -169,6 +169,12 @@ pub trait ToParam {
     fn to_value(&self) -> Value<'_>;
 }
 
+impl ToParam for Value<'_> {
+    fn to_value(&self) -> Value<'_> {
+        *self
+    }
+}
+
 /// A Rust value that a column can be read as.
 pub trait FromValue: Sized {
     fn from_value(v: Value<'_>) -> Result<Self>;

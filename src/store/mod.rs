@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod backup;
+pub mod copy;
 pub mod dashboard;
 pub mod db;
 pub mod files;
@@ -426,6 +427,16 @@ pub fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The schema version the database is at.
+pub fn schema_version(conn: &Conn) -> Result<i64, StoreError> {
+    match conn.sqlite() {
+        Some(c) => Ok(c
+            .query_row("PRAGMA user_version", (), |r| r.get(0))
+            .map_err(db::Error::from)?),
+        None => postgres::schema_version(conn),
+    }
 }
 
 /// A time-ordered UUID (version 7: 48-bit milliseconds at `now_ms`, 74

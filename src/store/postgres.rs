@@ -15,6 +15,41 @@ pub fn migrations() -> Vec<(i64, String)> {
     super::split_migrations(SCHEMA)
 }
 
+/// The tables `schema.postgres.sql` creates, in the order it creates them:
+/// a referenced table always comes before the tables that reference it.
+pub fn table_order() -> Vec<String> {
+    let mut tables: Vec<String> = Vec::new();
+    for line in SCHEMA.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("CREATE TABLE ") else {
+            continue;
+        };
+        let rest = rest.strip_prefix("IF NOT EXISTS ").unwrap_or(rest);
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && !tables.contains(&name) {
+            tables.push(name);
+        }
+    }
+    tables
+}
+
+/// The version `whatan_schema` records (0 before the first migration).
+pub fn schema_version(conn: &Conn) -> Result<i64, StoreError> {
+    let exists: bool =
+        conn.query_row("SELECT to_regclass('whatan_schema') IS NOT NULL", (), |r| {
+            r.get(0)
+        })?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(conn
+        .query_row("SELECT version FROM whatan_schema", (), |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// Apply every migration newer than the one `whatan_schema` records, in one
 /// transaction holding the migration lock.
 pub fn migrate(conn: &Conn) -> Result<(), StoreError> {

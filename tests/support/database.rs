@@ -50,6 +50,17 @@ pub fn sqlite_only(what: &str) -> bool {
     on_postgres
 }
 
+/// The PostgreSQL server of the PostgreSQL pass, for a test that needs one
+/// beside a SQLite file; in the SQLite pass it prints that it left the
+/// test's PostgreSQL part out (`scripts/test-all` runs both passes).
+pub fn postgres_only(what: &str) -> Option<String> {
+    let server = postgres_server();
+    if server.is_none() {
+        eprintln!("PostgreSQL only (runs in the PostgreSQL pass of scripts/test-all): {what}");
+    }
+    server
+}
+
 /// The PostgreSQL databases made for the SQLite paths tests name.
 static POSTGRES_OF: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
     std::sync::Mutex::new(Vec::new());
