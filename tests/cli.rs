@@ -1371,12 +1371,7 @@ fn migrate_from_sqlite_copies_everything_and_the_copy_serves_on() {
         // Without a PostgreSQL target the command refuses, naming the key.
         let db = fresh_db();
         let source = fresh_db();
-        assert_eq!(
-            json(&source.path, &["migrate"])["version"]
-                .as_i64()
-                .is_some(),
-            true
-        );
+        assert!(json(&source.path, &["migrate"])["version"].is_i64());
         let err = fails(
             &db.path,
             &["migrate", "--from-sqlite", source.path.to_str().unwrap()],

@@ -43,9 +43,7 @@ pub fn migrate(ctx: &Context, from_sqlite: Option<&Path>) -> Result<Output, CliE
         Some(file) => Some(copy::from_sqlite_file(&ctx.store, file)?),
         None => None,
     };
-    let version = ctx
-        .store
-        .read_blocking(|c| crate::store::schema_version(c))?;
+    let version = ctx.store.read_blocking(crate::store::schema_version)?;
     let mut json = json!({ "version": version });
     let mut human = format!("the database schema is at version {version}");
     if let Some(copied) = copied {
