@@ -197,3 +197,20 @@ CREATE TABLE sandbox_pairings (
     nonce        TEXT NOT NULL,
     started_at   BIGINT NOT NULL
 );
+
+-- migration: 10
+
+CREATE TABLE leases (
+    account_id   TEXT PRIMARY KEY,
+    node_id      TEXT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    fence        BIGINT NOT NULL,
+    acquired_at  BIGINT NOT NULL
+);
+CREATE INDEX leases_by_node ON leases(node_id);
+CREATE TABLE nodes (
+    node_id  TEXT PRIMARY KEY,
+    seen_at  BIGINT NOT NULL
+);
+ALTER TABLE sandbox_handoffs ADD COLUMN node_id TEXT;
+ALTER TABLE sandbox_handoffs ADD COLUMN fence BIGINT;

@@ -284,3 +284,29 @@ ALTER TABLE send_attempts ADD COLUMN read_at INTEGER;
 -- A member removed from the team: their tokens, sessions and links stop at
 -- once; the row stays, because their attempts name them.
 ALTER TABLE users ADD COLUMN removed_at INTEGER;
+
+-- migration: 10
+
+-- Several nodes on one PostgreSQL database (cluster.md). Each account is
+-- driven by the node holding its lease; the fence grows with every new
+-- holder and every write of a hand-off checks it. A released lease keeps
+-- its row (expired), so the next holder's fence is still larger. On the
+-- SQLite file one process serves, and these tables stay empty.
+CREATE TABLE leases (
+    account_id   TEXT PRIMARY KEY,
+    node_id      TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    fence        INTEGER NOT NULL,
+    acquired_at  INTEGER NOT NULL
+);
+CREATE INDEX leases_by_node ON leases(node_id);
+-- Each node's heartbeat: the nodes seen within a lease_ttl share the
+-- accounts.
+CREATE TABLE nodes (
+    node_id  TEXT PRIMARY KEY,
+    seen_at  INTEGER NOT NULL
+);
+-- Which node (and under which fence) handed a message to the sandbox
+-- network: how the failover test sees a stale node's send.
+ALTER TABLE sandbox_handoffs ADD COLUMN node_id TEXT;
+ALTER TABLE sandbox_handoffs ADD COLUMN fence INTEGER;

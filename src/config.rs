@@ -59,6 +59,7 @@ const KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("retention", &["attempts"]),
+    ("cluster", &["node_id", "lease_ttl"]),
     (
         "webhooks",
         &[
@@ -83,6 +84,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub retention: RetentionConfig,
     pub webhooks: WebhooksConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,29 @@ pub struct DatabaseConfig {
     /// A PostgreSQL database instead of the file (`postgres://` or
     /// `postgresql://`, libpq's URL form).
     pub url: Option<String>,
+}
+
+/// Several nodes on one PostgreSQL database (cluster.md).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's name in the leases; `None`: hostname and pid.
+    pub node_id: Option<String>,
+    /// How long a lease lasts unless renewed (every third of it).
+    pub lease_ttl: Duration,
+}
+
+impl ClusterConfig {
+    /// `node_id`, or `<hostname>-<pid>`.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "whatan".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +218,10 @@ impl Default for Config {
             media: MediaConfig::default(),
             retention: RetentionConfig::default(),
             webhooks: WebhooksConfig::default(),
+            cluster: ClusterConfig {
+                node_id: None,
+                lease_ttl: Duration::from_secs(15),
+            },
         }
     }
 }
@@ -301,6 +330,16 @@ impl Config {
         set!("webhooks"."disable_after", duration, c.webhooks.disable_after);
         set!("webhooks"."max_in_flight_per_endpoint", positive_usize, c.webhooks.max_in_flight_per_endpoint);
         set!("webhooks"."poll_interval", duration, c.webhooks.poll_interval);
+        if let Some(v) = get("cluster", "node_id") {
+            c.cluster.node_id = Some(node_id("cluster.node_id", v)?);
+        }
+        set!("cluster"."lease_ttl", duration, c.cluster.lease_ttl);
+        if c.cluster.lease_ttl < Duration::from_secs(1) {
+            return Err(ConfigError(format!(
+                "cluster.lease_ttl ({}) is below 1s: a node would spend its time renewing",
+                format_duration(c.cluster.lease_ttl)
+            )));
+        }
         if let Some(v) = get("media", "extra_ca_file") {
             let p = path_buf("media.extra_ca_file", v)?;
             c.media.extra_ca_file = (!p.as_os_str().is_empty()).then_some(p);

@@ -183,8 +183,26 @@ pub struct AccountGauges {
     pub daily_sends: i64,
 }
 
-/// The whole scrape: the in-memory families and the gauges of `accounts`.
-pub fn render(accounts: &[AccountGauges], now_ms: i64) -> Result<String, String> {
+/// What a node sharing a PostgreSQL database says about its leases.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseGauges {
+    pub node_id: String,
+    pub held: u64,
+    pub live_nodes: u64,
+    pub fair_share: u64,
+    pub acquired: u64,
+    pub lost: u64,
+    pub released: u64,
+    pub renewal_failures: u64,
+}
+
+/// The whole scrape: the in-memory families, the gauges of `accounts`, and
+/// this node's leases when it shares a PostgreSQL database.
+pub fn render(
+    accounts: &[AccountGauges],
+    leases: Option<&LeaseGauges>,
+    now_ms: i64,
+) -> Result<String, String> {
     let m = &*METRICS;
     let gauges = Registry::new();
     let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, String> {
@@ -239,6 +257,59 @@ pub fn render(accounts: &[AccountGauges], now_ms: i64) -> Result<String, String>
             AttemptStatus::Read,
         ] {
             m.attempts_finished.with_label_values(&[id, s.as_str(), ""]);
+        }
+    }
+    if let Some(l) = leases {
+        let node = [l.node_id.as_str()];
+        for (name, help, value) in [
+            (
+                "whatan_leases_held",
+                "Account leases this node holds now.",
+                l.held,
+            ),
+            (
+                "whatan_cluster_nodes",
+                "Nodes that renewed within a lease TTL, this one included.",
+                l.live_nodes,
+            ),
+            (
+                "whatan_lease_fair_share",
+                "The most leases a node should hold: accounts over live nodes, rounded up.",
+                l.fair_share,
+            ),
+        ] {
+            gauge(name, help, &["node"])?
+                .with_label_values(&node)
+                .set(value as i64);
+        }
+        for (name, help, value) in [
+            (
+                "whatan_leases_acquired_total",
+                "Leases this node took (new accounts, a dead or stopping node's).",
+                l.acquired,
+            ),
+            (
+                "whatan_leases_lost_total",
+                "Leases this node held that moved to another node before it gave them up.",
+                l.lost,
+            ),
+            (
+                "whatan_leases_released_total",
+                "Leases this node gave up to balance.",
+                l.released,
+            ),
+            (
+                "whatan_lease_renewal_failures_total",
+                "Lease renewals that failed (the database could not take the write).",
+                l.renewal_failures,
+            ),
+        ] {
+            let c =
+                IntCounterVec::new(Opts::new(name, help), &["node"]).map_err(|e| e.to_string())?;
+            gauges
+                .register(Box::new(c.clone()))
+                .map_err(|e| e.to_string())?;
+            c.with_label_values(&node).inc_by(value);
         }
     }
     let mut families = m.registry.gather();

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::api::{self, AppState};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::delivery::{Engine, EngineParts, EngineStats};
+use crate::delivery::{Engine, EngineParts, EngineStats, Leases};
 use crate::driver::cloud::CloudDriver;
 use crate::driver::sandbox::SandboxDriver;
 use crate::driver::{Drivers, EventSink};
@@ -163,6 +163,7 @@ pub async fn serve_with(
             pacing: config.pacing.clone(),
             clock: hooks.clock.clone(),
             stats: hooks.engine_stats,
+            leases: Leases::of(&config),
         },
         events_rx,
         stop_rx,
@@ -188,6 +189,7 @@ pub async fn serve_with(
     .await;
     let _ = stop_tx.send(true);
     engine.drain(config.server.shutdown_timeout).await;
+    engine.leave().await;
     // Linked devices disconnect gracefully (their state is flushed).
     let _ = tokio::time::timeout(config.server.shutdown_timeout, drivers.shutdown()).await;
     tracing::info!("stopped");

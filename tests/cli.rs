@@ -739,7 +739,10 @@ fn connecting_a_web_account_whose_session_folder_is_unusable_fails_with_one_line
 fn a_second_serve_on_the_same_database_exits_at_once_naming_the_first() {
     let db = fresh_db();
     let st = setup(&db.path);
-    let first = serve(&db.path, &[]);
+    // On PostgreSQL nodes share a database; what is refused there is a
+    // second node with the same node id.
+    let same_node = ("WHATAN_CLUSTER_NODE_ID", "twin");
+    let first = serve(&db.path, &[same_node]);
     let first_pid = first.child.id();
 
     // Act: a second server on the same database (another port, so only the
@@ -749,6 +752,7 @@ fn a_second_serve_on_the_same_database_exits_at_once_naming_the_first() {
         .args(database::cli_args(&db.path))
         .envs(database::cli_env(&db.path))
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .env(same_node.0, same_node.1)
         .current_dir(db.path.parent().unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -780,7 +784,7 @@ fn a_second_serve_on_the_same_database_exits_at_once_naming_the_first() {
         );
     } else {
         assert!(
-            stderr.contains("already served by another whatan"),
+            stderr.contains(r#"node id "twin" already serves"#),
             "{stderr}"
         );
     }

@@ -744,6 +744,7 @@ async fn a_redelivered_hand_off_is_never_sent_again() {
             body: "Hello".into(),
         },
         redelivery,
+        lease: None,
     };
 
     let refused = driver.send(&account, &message(true)).await;

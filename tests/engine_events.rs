@@ -64,6 +64,7 @@ fn start_engine() -> Harness {
             pacing: config.pacing.clone(),
             clock: Default::default(),
             stats: Default::default(),
+            leases: whatan::delivery::Leases::of(&config),
         },
         events_rx,
         stop_rx,
@@ -155,7 +156,15 @@ async fn a_receipt_from_one_account_leaves_the_same_message_id_of_another_alone(
             for (n, account) in rows.iter().enumerate() {
                 let attempt = text_attempt(account, &format!("attempt-{n}"));
                 assert_eq!(attempts::enqueue(c, &attempt)?, EnqueueOutcome::Queued);
-                attempts::claim(c, &attempt.id, &account.id, "3EB0SAME", 0, attempt.now)?;
+                attempts::claim(
+                    c,
+                    &attempt.id,
+                    &account.id,
+                    "3EB0SAME",
+                    0,
+                    None,
+                    attempt.now,
+                )?;
                 let fields = TransitionFields::default();
                 let key = AttemptKey::Id(&attempt.id);
                 attempts::transition(c, key, AttemptStatus::Accepted, &fields, attempt.now)?;

@@ -16,7 +16,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         .store
         .read(move |c| gauges::account_gauges(c, now))
         .await?;
-    let text = crate::metrics::render(&accounts, now)
+    let leases = state.engine.lease_gauges();
+    let text = crate::metrics::render(&accounts, leases.as_ref(), now)
         .map_err(|e| ApiError::from(StoreError::Internal(format!("metrics: {e}"))))?;
     let mut response = Response::new(Body::from(text));
     *response.status_mut() = StatusCode::OK;

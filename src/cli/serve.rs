@@ -25,7 +25,9 @@ pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result
     }
     // Before anything else touches the database or the port, so that a
     // second server says who runs it rather than "address in use".
-    let (_file_lock, _pg_lock) = match &config.database.url {
+    // Resolved once: the default names this process.
+    config.cluster.node_id = Some(config.cluster.node_id());
+    let (_file_lock, _node_lock) = match &config.database.url {
         None => (
             Some(
                 ServeLock::acquire(&config.database.path)
@@ -33,7 +35,13 @@ pub fn serve(mut config: Config, listen: Option<&str>, json_out: bool) -> Result
             ),
             None,
         ),
-        Some(url) => (None, Some(crate::store::postgres::ServeLock::acquire(url)?)),
+        Some(url) => (
+            None,
+            Some(crate::store::postgres::NodeLock::acquire(
+                url,
+                &config.cluster.node_id(),
+            )?),
+        ),
     };
     let store = Store::open_config(&config.database)?;
     let listener = std::net::TcpListener::bind(config.server.listen)

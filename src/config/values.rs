@@ -285,3 +285,17 @@ pub(super) fn postgres_url(key: &str, v: &Value) -> Result<String, ConfigError> 
     }
     Ok(raw.to_string())
 }
+
+/// A node's name: 1 to 100 letters, digits, `.`, `_`, `-`.
+pub(super) fn node_id(key: &str, v: &Value) -> Result<String, ConfigError> {
+    let s = as_str(key, v)?;
+    let ok = (1..=100).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        return Err(ConfigError(format!(
+            "{key}: {s:?} is not a node id (1 to 100 letters, digits, '.', '_' or '-')"
+        )));
+    }
+    Ok(s.to_string())
+}

@@ -15,7 +15,7 @@ use crate::driver::{
 use crate::media::MediaKind;
 use crate::store::admin::{self, Account};
 use crate::store::attempts::{self, AttemptKey, AttemptRow, TransitionFields};
-use crate::store::StoreError;
+use crate::store::{leases, StoreError};
 
 impl Engine {
     /// Prepare, claim, hand to the driver, settle (see the module docs).
@@ -25,13 +25,27 @@ impl Engine {
         attempt: AttemptRow,
     ) -> Result<(), Interrupted> {
         let redelivery = attempt.status == AttemptStatus::Sending && !attempt.handoff_unsent;
+        // Held until the settlement is written: the lease is not given up
+        // mid-way, and every write below carries its fence.
+        let hold = self
+            .inner
+            .leases
+            .begin(&account.id)
+            .ok_or(Interrupted::LeaseLost)?;
+        let fence = hold.fence();
         let Some(driver) = self.inner.drivers.get(account.driver_kind()) else {
             let message = format!(
                 "the {} driver is not available in this build",
                 account.driver
             );
             return self
-                .record(&account, &attempt.id, false, fail(SEND_FAILED, message))
+                .record(
+                    &account,
+                    &attempt.id,
+                    None,
+                    fence,
+                    fail(SEND_FAILED, message),
+                )
                 .await;
         };
 
@@ -42,7 +56,11 @@ impl Engine {
         };
         let content = match prepared {
             Ok(content) => content,
-            Err(settlement) => return self.record(&account, &attempt.id, false, settlement).await,
+            Err(settlement) => {
+                return self
+                    .record(&account, &attempt.id, None, fence, settlement)
+                    .await
+            }
         };
 
         // 2. Claim. Counted in flight before the last shutdown check, so
@@ -62,17 +80,34 @@ impl Engine {
             account.id.clone(),
             driver.new_message_id(),
         );
-        let next_slot = now + gap.as_millis() as i64;
+        let gap_ms = gap.as_millis() as i64;
+        let next_slot = now + gap_ms;
         self.inner.stats.claims.fetch_add(1, Ordering::Relaxed);
         let claimed = self
             .inner
             .store
-            .write(move |c| attempts::claim(c, &attempt_id, &account_id, &fresh_id, next_slot, now))
+            .write(move |c| {
+                attempts::claim(
+                    c,
+                    &attempt_id,
+                    &account_id,
+                    &fresh_id,
+                    next_slot,
+                    fence,
+                    now,
+                )
+            })
             .await
-            .map_err(Interrupted::Store)?;
+            .map_err(Interrupted::from)?;
         let Some(attempt) = claimed else {
             return Ok(());
         };
+        // The last look before the point of no return: a node that paused
+        // past its lease stops here (the attempt stays `sending`, and the
+        // lease's new holder hands it off again with the same message id).
+        if !hold.still_valid() {
+            return Err(Interrupted::LeaseLost);
+        }
 
         // 3. The driver call: the point of no return.
         let outgoing = OutgoingMessage {
@@ -80,12 +115,16 @@ impl Engine {
             to: attempt.to_phone.clone(),
             content,
             redelivery,
+            lease: hold.lease.clone(),
         };
         let result = driver.send(&account, &outgoing).await;
 
-        // 4. Settle.
+        // 4. Settle. The gap counts again from the driver's answer, so two
+        // hand-offs are `gap` apart as the network sees them, however long
+        // the claim took to commit.
         let settlement = settle(attempt.tries, result, self.inner.clock.now_ms());
-        self.record(&account, &attempt.id, true, settlement).await
+        self.record(&account, &attempt.id, Some(gap_ms), fence, settlement)
+            .await
     }
 
     /// The message as the driver will send it: the stored payload, media
@@ -110,13 +149,17 @@ impl Engine {
     /// Commit a settlement, retrying while the store cannot write: the
     /// driver's answer is known only here, so it is not dropped. At shutdown
     /// it is given up; the attempt is then `sending` and handed off again
-    /// (with the same message id) after the restart. `claimed` says whether
-    /// this hand-off was claimed (reached the driver call).
+    /// (with the same message id) after the restart. `claimed_gap` is the
+    /// gap drawn at the claim if this hand-off was claimed (reached the
+    /// driver call); `fence` is its lease's, checked in the write (a lease
+    /// that moved on: nothing is written, the new holder hands the attempt
+    /// off again).
     async fn record(
         &self,
         account: &Account,
         attempt_id: &str,
-        claimed: bool,
+        claimed_gap: Option<i64>,
+        fence: Option<i64>,
         settlement: Settlement,
     ) -> Result<(), Interrupted> {
         let mut backoff = Backoff::new();
@@ -130,7 +173,10 @@ impl Engine {
             let written = self
                 .inner
                 .store
-                .write(move |c| apply_settlement(c, &account_id, &id, claimed, &settlement, now))
+                .write(move |c| {
+                    leases::guard(c, &account_id, fence)?;
+                    apply_settlement(c, &account_id, &id, claimed_gap, &settlement, now)
+                })
                 .await;
             match written {
                 Ok(finished) => {
@@ -142,6 +188,10 @@ impl Engine {
                 Err(e) if e.is_unavailable() && !self.shutting_down() => {
                     self.store_error("could not record a send result", &account.id, &e);
                     self.pause(backoff.next()).await;
+                }
+                Err(StoreError::Fenced(reason)) => {
+                    tracing::warn!(account = %account.id, attempt = %attempt_id, %reason, "send result not recorded: the lease moved on");
+                    return Err(Interrupted::LeaseLost);
                 }
                 Err(e) => {
                     tracing::error!(account = %account.id, attempt = %attempt_id, error = %e, "could not record a send result");
@@ -219,15 +269,20 @@ fn fail(code: &'static str, message: impl Into<String>) -> Settlement {
 
 /// Carry out a settlement in one write. Only a claimed hand-off that did not
 /// send clears the "may have been sent" mark: a settlement reached before the
-/// claim says nothing about an earlier, interrupted hand-off.
+/// claim says nothing about an earlier, interrupted hand-off. A claimed one
+/// also moves the account's next slot to at least `now` plus its gap.
 fn apply_settlement(
     c: &crate::store::Conn,
     account_id: &str,
     attempt_id: &str,
-    claimed: bool,
+    claimed_gap: Option<i64>,
     settlement: &Settlement,
     now: i64,
 ) -> Result<Option<(AttemptStatus, Option<&'static str>)>, StoreError> {
+    let claimed = claimed_gap.is_some();
+    if let Some(gap) = claimed_gap {
+        attempts::defer_next_send_at(c, account_id, now + gap)?;
+    }
     match settlement {
         Settlement::Accepted {
             message_id,

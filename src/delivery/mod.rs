@@ -22,6 +22,7 @@
 //!
 //! Idle accounts cost a parked task and a `Notify`, nothing else.
 
+pub mod cluster;
 mod events;
 mod handoff;
 pub mod schedule;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch, Notify};
 
+pub use self::cluster::Leases;
 use self::schedule::{decide, AccountView, Decision};
 use crate::clock::Clock;
 use crate::config::PacingConfig;
@@ -45,6 +47,7 @@ use crate::driver::{DriverEvent, Drivers};
 use crate::media::MediaGuard;
 use crate::store::admin::{self, Account};
 use crate::store::attempts;
+use crate::store::leases;
 use crate::store::{Store, StoreError};
 
 /// How often the engine looks for account changes made by another process
@@ -84,6 +87,9 @@ struct Inner {
     pacers: Mutex<HashMap<String, Arc<Notify>>>,
     shutdown: watch::Receiver<bool>,
     handoff_done: Notify,
+    leases: Leases,
+    /// Makes the lease loop tick now (an account without a holder).
+    tick_now: Notify,
 }
 
 /// What the engine is built from.
@@ -94,6 +100,8 @@ pub struct EngineParts {
     pub pacing: PacingConfig,
     pub clock: Clock,
     pub stats: Arc<EngineStats>,
+    /// Every account (the SQLite file), or the leased ones (PostgreSQL).
+    pub leases: Leases,
 }
 
 /// Counts one hand-off in flight for as long as it lives, including when a
@@ -117,6 +125,15 @@ impl Drop for InFlight<'_> {
             .handoffs_in_flight
             .fetch_sub(1, Ordering::SeqCst);
         self.0.handoff_done.notify_waiters();
+    }
+}
+
+impl From<StoreError> for Interrupted {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Fenced(_) => Interrupted::LeaseLost,
+            e => Interrupted::Store(e),
+        }
     }
 }
 
@@ -145,6 +162,9 @@ enum Interrupted {
     Store(StoreError),
     /// The server is stopping; nothing was committed.
     Shutdown,
+    /// The account's lease is no longer this node's: its pacer stops, and
+    /// the holder takes the attempt on where it stands.
+    LeaseLost,
 }
 
 impl Engine {
@@ -166,15 +186,26 @@ impl Engine {
                 pacers: Mutex::new(HashMap::new()),
                 shutdown,
                 handoff_done: Notify::new(),
+                leases: parts.leases,
+                tick_now: Notify::new(),
             }),
         };
+        if let Leases::Cluster(cluster) = &engine.inner.leases {
+            tracing::info!(node = %cluster.node_id, lease_ttl = ?cluster.ttl, "sharing accounts with the other nodes of this database");
+            tokio::spawn(engine.clone().run_leases());
+        }
         tokio::spawn(engine.clone().recover_and_watch());
         tokio::spawn(engine.clone().apply_events(events));
         engine
     }
 
-    /// Make sure the account's pacer looks at its queue soon.
+    /// Make sure the account's pacer looks at its queue soon. An account
+    /// whose lease another node holds is that node's to drive: it sees the
+    /// new work at its next look (see `recover_and_watch`).
     pub fn wake(&self, account_id: &str) {
+        if !self.inner.leases.holds(account_id) {
+            return;
+        }
         let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(notify) = pacers.get(account_id) {
             notify.notify_one();
@@ -192,6 +223,34 @@ impl Engine {
 
     pub fn stats(&self) -> &EngineStats {
         &self.inner.stats
+    }
+
+    /// This node's leases (PostgreSQL), for `/metrics`.
+    pub fn lease_gauges(&self) -> Option<crate::metrics::LeaseGauges> {
+        let Leases::Cluster(c) = &self.inner.leases else {
+            return None;
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &c.stats;
+        Some(crate::metrics::LeaseGauges {
+            node_id: c.node_id.to_string(),
+            held: get(&s.held),
+            live_nodes: get(&s.live_nodes),
+            fair_share: get(&s.fair_share),
+            acquired: get(&s.acquired),
+            lost: get(&s.lost),
+            released: get(&s.released),
+            renewal_failures: get(&s.tick_failures),
+        })
+    }
+
+    /// Wake an account's pacer only if it runs (so a pacer whose lease went
+    /// away sees it and stops).
+    fn nudge(&self, account_id: &str) {
+        let pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = pacers.get(account_id) {
+            notify.notify_one();
+        }
     }
 
     /// Wait until no hand-off is in flight (after shutdown was signalled),
@@ -262,15 +321,32 @@ impl Engine {
             let now = self.inner.clock.now_ms();
             let window_start = since.min(now) - 5_000;
             since = now;
+            let clustered = matches!(self.inner.leases, Leases::Cluster(_));
             match self
                 .inner
                 .store
-                .read(move |c| admin::accounts_changed_since(c, window_start))
+                .read(move |c| {
+                    let mut ids: Vec<String> = admin::accounts_changed_since(c, window_start)?
+                        .into_iter()
+                        .map(|a| a.id)
+                        .collect();
+                    let mut unleased = false;
+                    if clustered {
+                        // Sends another node answered 202 for accounts held
+                        // here; accounts nobody holds (new, or a dead node's).
+                        ids.extend(attempts::accounts_with_pending(c)?);
+                        unleased = leases::any_free(c, now)?;
+                    }
+                    Ok((ids, unleased))
+                })
                 .await
             {
-                Ok(changed) => {
-                    for account in changed {
-                        self.wake(&account.id);
+                Ok((ids, unleased)) => {
+                    for id in ids {
+                        self.wake(&id);
+                    }
+                    if unleased {
+                        self.inner.tick_now.notify_one();
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "account watcher read failed"),
@@ -310,7 +386,7 @@ impl Engine {
     async fn run_pacer(&self, account_id: &str, notify: &Notify) {
         let mut backoff = Backoff::new();
         loop {
-            if self.shutting_down() {
+            if self.shutting_down() || !self.inner.leases.holds(account_id) {
                 return;
             }
             let id = account_id.to_string();
@@ -362,7 +438,7 @@ impl Engine {
             };
             match outcome {
                 Ok(()) => backoff.reset(),
-                Err(Interrupted::Shutdown) => return,
+                Err(Interrupted::Shutdown | Interrupted::LeaseLost) => return,
                 Err(Interrupted::Store(e)) => {
                     // Not cut short by wakes: the account watcher wakes
                     // pacers every half second, which would be a spin.
@@ -374,6 +450,12 @@ impl Engine {
     }
 
     async fn fail_offline(&self, account: &Account) -> Result<(), Interrupted> {
+        let hold = self
+            .inner
+            .leases
+            .begin(&account.id)
+            .ok_or(Interrupted::LeaseLost)?;
+        let fence = hold.fence();
         let message = format!(
             "the WhatsApp account {} stayed offline for more than {}",
             account.phone,
@@ -384,10 +466,11 @@ impl Engine {
             .inner
             .store
             .write(move |c| {
+                leases::guard(c, &id, fence)?;
                 attempts::fail_pending_of_account(c, &id, WHATSAPP_NOT_CONNECTED, &message, now)
             })
             .await
-            .map_err(Interrupted::Store)?;
+            .map_err(Interrupted::from)?;
         crate::metrics::attempts_finished(
             &account.id,
             AttemptStatus::Failed,
@@ -396,5 +479,98 @@ impl Engine {
         );
         tracing::info!(account = %account.id, failed, "offline grace ran out");
         Ok(())
+    }
+
+    /// The lease loop (PostgreSQL): every third of a TTL, renew, take up to
+    /// the fair share, give up what is above it; pacers start and stop with
+    /// the leases. Ends at shutdown (see [`Engine::leave`]).
+    async fn run_leases(self) {
+        let Leases::Cluster(cluster) = &self.inner.leases else {
+            return;
+        };
+        let ttl_ms = cluster.ttl.as_millis() as i64;
+        let mut first = true;
+        loop {
+            let started = std::time::Instant::now();
+            let (node, now) = (cluster.node_id.clone(), self.inner.clock.now_ms());
+            let tick = self
+                .inner
+                .store
+                .write(move |c| leases::tick(c, &node, now, ttl_ms, first))
+                .await;
+            match tick {
+                Ok(tick) => {
+                    first = false;
+                    let changes = cluster.apply(&tick, started);
+                    for id in &changes.lost {
+                        tracing::warn!(account = %id, "lease lost to another node");
+                        self.nudge(id);
+                    }
+                    if !tick.taken.is_empty() {
+                        tracing::info!(
+                            accounts = tick.taken.len(),
+                            held = tick.held.len(),
+                            nodes = tick.live_nodes,
+                            "took over account leases"
+                        );
+                    }
+                    for id in &changes.gained {
+                        self.wake(id);
+                    }
+                    let shed = cluster.shed(tick.fair_share);
+                    if !shed.is_empty() {
+                        for lease in &shed {
+                            self.nudge(&lease.account_id);
+                        }
+                        tracing::info!(
+                            accounts = shed.len(),
+                            fair_share = tick.fair_share,
+                            "giving leases to other nodes"
+                        );
+                        self.release(shed).await;
+                    }
+                }
+                Err(e) => {
+                    cluster.stats.tick_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "could not renew leases; they lapse here before they expire");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(cluster.period()) => {}
+                _ = self.inner.tick_now.notified() => {}
+                _ = self.stopping() => break,
+            }
+        }
+    }
+
+    /// After the hand-offs drained at shutdown: give every lease up and
+    /// remove this node's heartbeat, so the other nodes take over at their
+    /// next tick instead of after the TTL.
+    pub async fn leave(&self) {
+        let Leases::Cluster(cluster) = &self.inner.leases else {
+            return;
+        };
+        self.release(cluster.release_all()).await;
+        let node = cluster.node_id.clone();
+        let _ = self
+            .inner
+            .store
+            .write(move |c| leases::leave(c, &node))
+            .await;
+    }
+
+    async fn release(&self, shed: Vec<leases::Held>) {
+        let Leases::Cluster(cluster) = &self.inner.leases else {
+            return;
+        };
+        let node = cluster.node_id.clone();
+        if let Err(e) = self
+            .inner
+            .store
+            .write(move |c| leases::release(c, &node, &shed))
+            .await
+        {
+            tracing::warn!(error = %e, "could not give leases up; they expire instead");
+        }
     }
 }

@@ -33,6 +33,18 @@ pub struct OutgoingMessage {
     /// network de-duplicates by our message id can ignore it; a driver that
     /// cannot de-duplicate must not send twice.
     pub redelivery: bool,
+    /// The node and the fence of the account's lease this hand-off runs
+    /// under (several nodes on PostgreSQL; `None` on the SQLite file). A
+    /// network that knows leases (the sandbox) refuses a hand-off whose
+    /// fence is no longer the current one.
+    pub lease: Option<LeaseRef>,
+}
+
+/// A hand-off's lease: which node sends, under which fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub node_id: std::sync::Arc<str>,
+    pub fence: i64,
 }
 
 #[derive(Debug, Clone)]

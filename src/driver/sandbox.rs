@@ -100,24 +100,35 @@ impl WhatsAppDriver for SandboxDriver {
                 json!({ "media": media_summary(media), "fileName": file_name, "caption": caption }),
             ),
         };
-        let (id, account_id, from, to, redelivery) = (
+        let (id, account_id, from, to, redelivery, lease) = (
             message.message_id.clone(),
             account.id.clone(),
             account.phone.clone(),
             message.to.clone(),
             message.redelivery,
+            message.lease.clone(),
         );
-        self.store
+        let received = self
+            .store
             .write(move |c| {
                 let now = now_ms();
-                outbox::record_handoff(c, &id, &account_id, redelivery, now)?;
-                outbox::record(c, &id, &account_id, &from, &to, type_name, &body, now)
+                if !outbox::record_handoff(c, &id, &account_id, redelivery, lease.as_ref(), now)? {
+                    return Ok(false);
+                }
+                outbox::record(c, &id, &account_id, &from, &to, type_name, &body, now)?;
+                Ok(true)
             })
             .await
             .map_err(|e| SendError::RetryLater {
                 after: Duration::from_secs(1),
                 reason: format!("sandbox network unavailable: {e}"),
             })?;
+        if !received {
+            // Only the lease's current holder is linked to the account.
+            return Err(SendError::NotConnected(
+                "this node no longer holds the account's lease".into(),
+            ));
+        }
         if !self.ack_delay.is_zero() {
             tokio::time::sleep(self.ack_delay).await;
         }

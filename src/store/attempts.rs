@@ -249,7 +249,8 @@ pub fn attempt_of_message(
 /// Accounts that have queued or sending attempts (start-up recovery).
 pub fn accounts_with_pending(conn: &Conn) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT account_id FROM send_attempts WHERE status IN ('queued', 'sending')",
+        "SELECT a.id FROM accounts a WHERE EXISTS (SELECT 1 FROM send_attempts s
+             WHERE s.account_id = a.id AND s.status IN ('queued', 'sending'))",
     )?;
     let rows = stmt.query_map((), |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -277,16 +278,34 @@ pub fn claim(
     account_id: &str,
     fresh_message_id: &str,
     next_send_at: i64,
+    fence: Option<i64>,
     now: i64,
 ) -> Result<Option<AttemptRow>, StoreError> {
+    // The account must still be connected when the claim commits (the
+    // pacer's read may predate an operator's disconnect). With several
+    // nodes, the claim happens only under the account's current lease, checked in this same statement (a lease that expired
+    // but was not taken over still has its fence: nobody else drives the
+    // account; the engine stops before its lease expires anyway).
     let changed = conn
         .prepare_cached(
             "UPDATE send_attempts SET status = 'sending', message_id = COALESCE(message_id, ?2),
                  tries = tries + 1, handoff_unsent = 0, handed_off_at = ?3, updated_at = ?3
-             WHERE id = ?1 AND status IN ('queued', 'sending')",
+             WHERE id = ?1 AND status IN ('queued', 'sending')
+               AND EXISTS (SELECT 1 FROM accounts WHERE id = ?5 AND status = 'connected')
+               AND (CAST(?4 AS BIGINT) IS NULL OR EXISTS (SELECT 1 FROM leases
+                    WHERE account_id = ?5 AND fence = ?4))",
         )?
-        .execute(params![attempt_id, fresh_message_id, now])?;
+        .execute(params![
+            attempt_id,
+            fresh_message_id,
+            now,
+            fence,
+            account_id
+        ])?;
     if changed == 0 {
+        if fence.is_some() {
+            super::leases::guard(conn, account_id, fence)?;
+        }
         return Ok(None);
     }
     set_next_send_at(conn, account_id, next_send_at)?;
@@ -304,6 +323,15 @@ pub fn mark_handoff_unsent(conn: &Conn, attempt_id: &str) -> Result<(), StoreErr
 pub fn set_next_send_at(conn: &Conn, account_id: &str, at: i64) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE accounts SET next_send_at = ?2 WHERE id = ?1")?
         .execute(params![account_id, at])?;
+    Ok(())
+}
+
+/// Move the account's next slot to `at` unless it is later already.
+pub fn defer_next_send_at(conn: &Conn, account_id: &str, at: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE accounts SET next_send_at = ?2 WHERE id = ?1 AND next_send_at < ?2",
+    )?
+    .execute(params![account_id, at])?;
     Ok(())
 }
 
@@ -542,7 +570,7 @@ mod tests {
                 response_body: Vec::new(),
             };
             assert_eq!(enqueue(&conn, &attempt).unwrap(), EnqueueOutcome::Queued);
-            claim(&conn, &attempt.id, &account.id, message_id, 0, 2)
+            claim(&conn, &attempt.id, &account.id, message_id, 0, None, 2)
                 .unwrap()
                 .unwrap();
             made.push((account.id, attempt.id));
@@ -621,7 +649,7 @@ mod tests {
             cancel(&conn, "queued-one", 8).unwrap(),
             CancelOutcome::NotCancellable(a) if a.updated_at == 7
         ));
-        assert!(claim(&conn, "queued-one", account, "MSG", 0, 9)
+        assert!(claim(&conn, "queued-one", account, "MSG", 0, None, 9)
             .unwrap()
             .is_none());
         assert_eq!(status(&conn, "queued-one"), AttemptStatus::Failed);

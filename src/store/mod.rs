@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod db;
 pub mod files;
 pub mod gauges;
+pub mod leases;
 pub mod listing;
 pub mod lock;
 pub mod outbox;
@@ -58,6 +59,9 @@ pub enum StoreError {
     /// nothing was stored; a retry later may succeed. The API answers 503
     /// `service_unavailable`.
     Unavailable(String),
+    /// The account's lease moved to another node (a larger fence): this
+    /// node may no longer write its hand-offs.
+    Fenced(String),
     Closed,
 }
 
@@ -71,6 +75,7 @@ impl std::fmt::Display for StoreError {
             }
             StoreError::Internal(m) => write!(f, "internal store error: {m}"),
             StoreError::Unavailable(m) => write!(f, "database unavailable: {m}"),
+            StoreError::Fenced(m) => f.write_str(m),
             StoreError::Closed => f.write_str("the database writer has stopped"),
         }
     }

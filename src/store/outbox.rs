@@ -44,19 +44,31 @@ pub fn record(
     Ok(n > 0)
 }
 
-/// Log one hand-off as the network received it, duplicates included.
+/// Log one hand-off as the network received it, duplicates included, with
+/// the node and fence it came under. A hand-off under a fence that is no
+/// longer the account's current one is refused in the same statement (the
+/// network only hears the linked device of the lease's holder): false.
 pub fn record_handoff(
     conn: &Conn,
     message_id: &str,
     account_id: &str,
     redelivery: bool,
+    lease: Option<&crate::driver::LeaseRef>,
     now: i64,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO sandbox_handoffs (message_id, account_id, redelivery, received_at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![message_id, account_id, redelivery, now])?;
-    Ok(())
+) -> Result<bool, StoreError> {
+    let (node_id, fence) = match lease {
+        Some(l) => (Some(&*l.node_id), Some(l.fence)),
+        None => (None, None),
+    };
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO sandbox_handoffs (message_id, account_id, redelivery, received_at, node_id, fence)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE CAST(?6 AS BIGINT) IS NULL
+                OR EXISTS (SELECT 1 FROM leases WHERE account_id = ?2 AND fence = ?6)",
+        )?
+        .execute(params![message_id, account_id, redelivery, now, node_id, fence])?;
+    Ok(n > 0)
 }
 
 pub fn list(conn: &Conn) -> Result<Vec<OutboxEntry>, StoreError> {

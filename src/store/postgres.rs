@@ -81,32 +81,40 @@ fn migrate_in_transaction(conn: &Conn) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The lock that keeps a second `serve` off a PostgreSQL database, held for
-/// as long as its connection is open (a session advisory lock, so it goes
-/// with the process, however it ends).
+/// The lock that keeps a second `serve` with the same node id off a
+/// PostgreSQL database, held for as long as its connection is open (a
+/// session advisory lock, so it goes with the process, however it ends).
 ///
-/// Until accounts are leased to nodes, two nodes would both pace every
-/// account and could send a message twice; this is PostgreSQL's form of the
-/// SQLite file's `<database>.lock`.
-pub struct ServeLock {
+/// Leases are renewed by node id: two live nodes with one id would both
+/// drive that id's accounts. Nodes with different ids share the database.
+pub struct NodeLock {
     _conn: Conn,
 }
 
-/// The key of [`ServeLock`] ("whatan!" in ASCII).
-const SERVE_LOCK: i64 = 0x0077_6861_7461_6e21;
-
-impl ServeLock {
-    pub fn acquire(url: &str) -> Result<ServeLock, StoreError> {
+impl NodeLock {
+    pub fn acquire(url: &str, node_id: &str) -> Result<NodeLock, StoreError> {
         let conn = Conn::Pg(Box::new(super::db::PgConn::connect(url)?));
-        let locked: bool =
-            conn.query_row("SELECT pg_try_advisory_lock(?1)", [SERVE_LOCK], |r| {
-                r.get(0)
-            })?;
+        let locked: bool = conn.query_row(
+            "SELECT pg_try_advisory_lock(?1)",
+            [node_lock_key(node_id)],
+            |r| r.get(0),
+        )?;
         if !locked {
-            return Err(StoreError::Conflict(
-                "the PostgreSQL database is already served by another whatan; only one serve may run per database".into(),
-            ));
+            return Err(StoreError::Conflict(format!(
+                "a whatan with node id {node_id:?} already serves this PostgreSQL database; give each node its own cluster.node_id"
+            )));
         }
-        Ok(ServeLock { _conn: conn })
+        Ok(NodeLock { _conn: conn })
     }
+}
+
+/// The advisory lock key of a node id: FNV-1a, 64 bits, over a prefix and
+/// the id (stable across builds, unlike std's hasher).
+fn node_lock_key(node_id: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in "whatan node ".bytes().chain(node_id.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
 }

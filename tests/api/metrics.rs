@@ -222,6 +222,28 @@ async fn a_scrape_after_sends_has_every_family_of_the_spec_with_its_type() {
         r#"whatan_http_request_duration_seconds_bucket{route="/api/v1/messages/send",le="+Inf"}"#
     ));
     assert!(!ids.iter().any(|id| text.contains(id.as_str())));
+
+    // Leases: only a node that shares a PostgreSQL database has them; this
+    // one is alone there, so it holds every account: its fair share.
+    if crate::database::postgres_server().is_some() {
+        typed("whatan_leases_held", gauge);
+        typed("whatan_cluster_nodes", gauge);
+        typed("whatan_lease_fair_share", gauge);
+        typed("whatan_leases_acquired_total", counter);
+        typed("whatan_leases_lost_total", counter);
+        typed("whatan_leases_released_total", counter);
+        typed("whatan_lease_renewal_failures_total", counter);
+        let held = get(&s, "whatan_leases_held", &[]);
+        assert!(held >= 1.0);
+        assert_eq!(get(&s, "whatan_lease_fair_share", &[]), held);
+        assert_eq!(get(&s, "whatan_cluster_nodes", &[]), 1.0);
+        assert_eq!(get(&s, "whatan_leases_lost_total", &[]), 0.0);
+    } else {
+        assert!(
+            !text.contains("whatan_leases_held"),
+            "no leases on the file"
+        );
+    }
 }
 
 #[tokio::test]

@@ -91,7 +91,13 @@ pub fn cli_args(path: &std::path::Path) -> Vec<std::ffi::OsString> {
 /// the PostgreSQL pass.
 pub fn cli_env(path: &std::path::Path) -> Vec<(String, String)> {
     match postgres_for(path) {
-        Some(url) => vec![("WHATAN_DATABASE_URL".into(), url)],
+        // One node that keeps its id across the restarts a test makes, as
+        // an operator's configured `cluster.node_id` does: its leases come
+        // back at once instead of after their TTL.
+        Some(url) => vec![
+            ("WHATAN_DATABASE_URL".into(), url),
+            ("WHATAN_CLUSTER_NODE_ID".into(), "test-node".into()),
+        ],
         None => Vec::new(),
     }
 }

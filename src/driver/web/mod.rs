@@ -433,6 +433,7 @@ mod tests {
             to: "+917999709798".into(),
             content: OutgoingContent::Text { body: "hi".into() },
             redelivery: false,
+            lease: None,
         };
         driver.send(&account, &message).await
     }
