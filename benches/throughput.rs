@@ -39,7 +39,9 @@
 //!    `list`): a page costs the same beside a million attempts;
 //! 6. sends beside a webhook backlog (`BENCH_WEBHOOKS=0` skips it; see
 //!    `throughput/webhooks.rs`): rows `wh-none` and `wh-backlog`;
-//! 7. a summary with each target next to its figure.
+//! 7. the stores side by side (`BENCH_POSTGRES` set; see
+//!    `throughput/stores.rs`): rows `sqlite`, `pg-1` and `pg-3`;
+//! 8. a summary with each target next to its figure.
 //!
 //! Knobs (environment): `BENCH_SECS` (measured seconds per run, default 5),
 //! `BENCH_WARMUP_SECS` (default 1), `BENCH_CONNS` (default `1,16,64,256`),
@@ -47,7 +49,9 @@
 //! `BENCH_WEBHOOKS` (default 1), `BENCH_BIN` (another whatan binary to
 //! serve, for an A/B against an older build),
 //! `BENCH_GROWTH_ROUNDS` (default 3),
-//! `BENCH_SOAK_SECS` (default 0 = off), `BENCH_CLIENT_THREADS` (default 2).
+//! `BENCH_SOAK_SECS` (default 0 = off), `BENCH_CLIENT_THREADS` (default 2),
+//! `BENCH_POSTGRES` (a PostgreSQL URL that may create databases; unset: the
+//! stores phase is not run; `scripts/bench-stores` sets it).
 //!
 //! The load generator is a minimal HTTP/1.1 client (one request in flight
 //! per connection, `Content-Length` bodies only, which is all `whatan`
@@ -70,6 +74,8 @@ use tokio::net::TcpStream;
 
 #[path = "throughput/ceiling.rs"]
 mod ceiling;
+#[path = "throughput/stores.rs"]
+mod stores;
 #[path = "throughput/webhooks.rs"]
 mod webhook_backlog;
 
@@ -207,6 +213,34 @@ impl Server {
             .env("WHATAN_PACING_MAX_DELAY", "1h")
             .env("WHATAN_LOG", "warn")
             .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        Server::spawn(cmd)
+    }
+
+    /// A node on the PostgreSQL database at `url`.
+    fn start_postgres(
+        dir: &Path,
+        url: &str,
+        node_id: &str,
+    ) -> Result<(Server, Option<FirstRun>), String> {
+        let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut cmd = Command::new(bin);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("WHATAN_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.current_dir(dir)
+            .arg("--json")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("WHATAN_DATABASE_URL", url)
+            .env("WHATAN_CLUSTER_NODE_ID", node_id)
+            .env("WHATAN_PACING_DAILY_LIMIT", "100000000")
+            .env("WHATAN_PACING_MIN_DELAY", "1h")
+            .env("WHATAN_PACING_MAX_DELAY", "1h")
+            .env("WHATAN_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -441,7 +475,8 @@ struct TaskResult {
 }
 
 struct Job {
-    addr: SocketAddr,
+    /// Connection `task` goes to `addrs[task % addrs.len()]`.
+    addrs: Vec<SocketAddr>,
     kind: Kind,
     token: Arc<str>,
     /// Status runs read these; send runs use the tag in their keys.
@@ -463,7 +498,7 @@ async fn client_task(job: Arc<Job>, task: usize) -> TaskResult {
     );
     while Instant::now() < job.until {
         if stream.is_none() {
-            match TcpStream::connect(job.addr).await {
+            match TcpStream::connect(job.addrs[task % job.addrs.len()]).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     stream = Some(s);
@@ -606,6 +641,19 @@ async fn run_load(
     token: &Arc<str>,
     ids: &Arc<Vec<String>>,
 ) -> RunOutput {
+    run_load_on(&[server], load, token, ids).await
+}
+
+/// [`run_load`] with the connections spread over several nodes; the server
+/// CPU column sums theirs, the memory columns are the first node's.
+async fn run_load_on(
+    servers: &[&Server],
+    load: Load<'_>,
+    token: &Arc<str>,
+    ids: &Arc<Vec<String>>,
+) -> RunOutput {
+    let server = servers[0];
+    let cpu = || -> Duration { servers.iter().map(|s| s.cpu()).sum() };
     let Load {
         kind,
         conns,
@@ -618,7 +666,7 @@ async fn run_load(
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(warmup);
     let job = Arc::new(Job {
-        addr: server.addr,
+        addrs: servers.iter().map(|s| s.addr).collect(),
         kind,
         token: token.clone(),
         ids: ids.clone(),
@@ -626,14 +674,14 @@ async fn run_load(
         measure_from,
         until: measure_from + Duration::from_secs_f64(secs),
     });
-    let mut cpu_before = server.cpu();
+    let mut cpu_before = cpu();
     let mut handles = Vec::with_capacity(conns);
     for task in 0..conns {
         handles.push(tokio::spawn(client_task(job.clone(), task)));
     }
     // Server CPU over the measured window only.
     tokio::time::sleep_until(measure_from.into()).await;
-    cpu_before = cpu_before.max(server.cpu());
+    cpu_before = cpu_before.max(cpu());
     let mut latencies = Vec::new();
     let (mut ok, mut errors, mut warm_errors) = (0u64, 0u64, 0u64);
     let mut all_ids = Vec::new();
@@ -656,7 +704,7 @@ async fn run_load(
         .duration_since(measure_from)
         .as_secs_f64()
         .max(1e-6);
-    let server_cpu = server.cpu().saturating_sub(cpu_before).as_secs_f64() / wall;
+    let server_cpu = cpu().saturating_sub(cpu_before).as_secs_f64() / wall;
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -1242,6 +1290,12 @@ async fn run(s: Settings) -> Result<bool, String> {
         None
     };
 
+    // The stores side by side.
+    let stores = match std::env::var("BENCH_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(stores::run(dir.path(), &s, &url).await?),
+        _ => None,
+    };
+
     // Summary.
     let at = |kind: Kind, conns: usize, label: &str| {
         rows.iter()
@@ -1435,6 +1489,29 @@ async fn run(s: Settings) -> Result<bool, String> {
         ),
     });
 
+    match &stores {
+        Some(rows) => {
+            println!("\nstores (medians of {} rounds, 64 connections; CPU = server cores busy, all nodes)", s.growth_rounds);
+            println!(
+                "  {:<8} {:>10} {:>10} {:>12} {:>10} {:>12}",
+                "store", "sends/s", "status/s", "send p99 ms", "CPU", "vs ceiling"
+            );
+            for r in rows {
+                println!(
+                    "  {:<8} {:>10.0} {:>10.0} {:>12.1} {:>10.2} {:>5.2} / {:.2}",
+                    r.label,
+                    r.send,
+                    r.status,
+                    r.send_p99_ms,
+                    r.server_cpu,
+                    r.send / ceiling,
+                    r.status / ceiling
+                );
+            }
+        }
+        None => println!("\nstores: not run (BENCH_POSTGRES unset; scripts/bench-stores runs it)"),
+    }
+
     println!("\nsummary");
     for c in &checks {
         let verdict = match c.pass {
@@ -1465,6 +1542,8 @@ struct GrowthFigures {
 /// One server of the growth comparison and what was measured on it.
 struct Side {
     server: Server,
+    /// More nodes on the same database (the load is spread over all).
+    more: Vec<Server>,
     token: Arc<str>,
     label: &'static str,
     ids: Vec<String>,
@@ -1477,6 +1556,7 @@ impl Side {
     fn new(server: Server, token: &str, label: &'static str) -> Side {
         Side {
             server,
+            more: Vec::new(),
             token: Arc::from(token),
             label,
             ids: Vec::new(),
@@ -1484,6 +1564,11 @@ impl Side {
             status: Vec::new(),
             list: Vec::new(),
         }
+    }
+
+    fn with_more(mut self, more: Vec<Server>) -> Side {
+        self.more = more;
+        self
     }
 }
 
@@ -1502,7 +1587,8 @@ async fn alternate(sides: &mut [Side], kind: Kind, s: &Settings) {
             Kind::Status => side.ids.clone(),
             Kind::Send | Kind::List => Vec::new(),
         });
-        let out = run_load(&side.server, load, &side.token, &ids).await;
+        let servers: Vec<&Server> = std::iter::once(&side.server).chain(&side.more).collect();
+        let out = run_load_on(&servers, load, &side.token, &ids).await;
         print_row(&out.row);
         side.ids.extend(out.ids);
         match kind {

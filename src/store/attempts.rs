@@ -148,7 +148,13 @@ pub enum EnqueueOutcome {
 
 /// The contract's steps after the media check, as one atomic write:
 /// idempotency, connection state, daily limit, insert. Refusals store nothing.
+///
+/// On PostgreSQL, where each statement is a round trip, the same steps are
+/// one statement ([`enqueue_in_one_round_trip`]); the suite runs both.
 pub fn enqueue(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError> {
+    if conn.engine() == super::db::Engine::Postgres {
+        return enqueue_in_one_round_trip(conn, a);
+    }
     if let Some((key, fingerprint)) = &a.idempotency {
         let existing = conn
             .prepare_cached(
@@ -211,6 +217,114 @@ pub fn enqueue(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError
             }
             Err(e) => return Err(e.into()),
         }
+    }
+    Ok(EnqueueOutcome::Queued)
+}
+
+/// [`enqueue`] as one statement (PostgreSQL's data-modifying CTEs, which
+/// SQLite lacks): the stored key if there is one; else the account's state,
+/// the day's counter (counted only if connected and under the limit), the
+/// attempt (only if counted) and the key (only with the attempt). All parts
+/// see one snapshot; the writer's lock keeps other writers out meanwhile.
+fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError> {
+    let (key, fingerprint) = match &a.idempotency {
+        Some((key, fingerprint)) => (Some(key.as_str()), Some(&fingerprint[..])),
+        None => (None, None),
+    };
+    type Found = (
+        Option<Vec<u8>>,
+        Option<u16>,
+        Option<Vec<u8>>,
+        Option<AccountStatus>,
+        i64,
+        i64,
+    );
+    let found: Result<Found, _> = conn
+        .prepare_cached(
+            "WITH existing AS (
+                 SELECT fingerprint, http_status, response_body FROM idempotency_keys
+                 WHERE CAST(?11 AS TEXT) IS NOT NULL AND user_id = ?4 AND key = ?11
+             ), account AS (
+                 SELECT status FROM accounts
+                 WHERE id = ?3 AND NOT EXISTS (SELECT 1 FROM existing)
+             ), counted AS (
+                 INSERT INTO daily_counters (account_id, day, count)
+                 SELECT ?3, ?14, 1 FROM account WHERE account.status = 'connected' AND ?15 > 0
+                 ON CONFLICT (account_id, day) DO UPDATE SET count = daily_counters.count + 1
+                     WHERE daily_counters.count < ?15
+                 RETURNING 1
+             ), attempt AS (
+                 INSERT INTO send_attempts (id, workspace_id, account_id, user_id, mode, from_phone,
+                     to_phone, type, payload, status, created_at, updated_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10, ?10 FROM counted
+                 RETURNING id
+             ), claimed AS (
+                 INSERT INTO idempotency_keys (user_id, key, fingerprint, attempt_id, http_status,
+                     response_body, created_at)
+                 SELECT ?4, ?11, ?12, id, 202, ?13, ?10 FROM attempt
+                 WHERE CAST(?11 AS TEXT) IS NOT NULL
+                 RETURNING 1
+             )
+             SELECT (SELECT fingerprint FROM existing), (SELECT http_status FROM existing),
+                 (SELECT response_body FROM existing), (SELECT status FROM account),
+                 (SELECT count(*) FROM counted), (SELECT count(*) FROM claimed)",
+        )?
+        .query_row(
+            params![
+                a.id,
+                a.workspace_id,
+                a.account_id,
+                a.user_id,
+                a.mode,
+                a.from_phone,
+                a.to_phone,
+                a.type_name,
+                a.payload,
+                a.now,
+                key,
+                fingerprint,
+                a.response_body,
+                utc_day(a.now),
+                a.daily_limit
+            ],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        );
+    let (stored, http_status, body, status, counted, _claimed) = match found {
+        Ok(found) => found,
+        // Another writer claimed the key first: roll this request back.
+        Err(e) if e.is_unique_violation() => {
+            return Err(StoreError::Conflict(
+                "idempotency key claimed concurrently".into(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let (Some(stored), Some(fingerprint)) = (stored, fingerprint) {
+        return Ok(
+            if crate::domain::token::hashes_equal(&stored, fingerprint) {
+                EnqueueOutcome::Replayed {
+                    http_status: http_status.unwrap_or(202),
+                    body: body.unwrap_or_default(),
+                }
+            } else {
+                EnqueueOutcome::KeyConflict
+            },
+        );
+    }
+    if status != Some(AccountStatus::Connected) {
+        return Ok(EnqueueOutcome::NotConnected);
+    }
+    if counted == 0 {
+        return Ok(EnqueueOutcome::RateLimited);
     }
     Ok(EnqueueOutcome::Queued)
 }

@@ -25,6 +25,11 @@ use std::fmt;
 
 use postgres::types::{FromSql, IsNull, ToSql, Type};
 
+/// How long PostgreSQL lets a whatan session sit idle inside a transaction
+/// before it ends the session (see [`PgConn::connect`]); below the default
+/// `cluster.lease_ttl`, so a frozen node cannot delay a take-over.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A value crossing the seam, borrowed from a parameter or a row.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value<'a> {
@@ -540,7 +545,16 @@ pub struct PgConn {
 
 impl PgConn {
     pub fn connect(url: &str) -> Result<PgConn> {
-        let client = postgres::Client::connect(url, postgres::NoTls)?;
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        // A node that stops in the middle of a transaction (frozen, paused,
+        // cut off) holds the writers' lock and row locks until the server
+        // ends its session: at most this long, so the other nodes' writes
+        // and lease take-overs go on. whatan's own transactions never wait
+        // between statements.
+        client.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+        ))?;
         Ok(PgConn {
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
