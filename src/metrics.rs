@@ -194,6 +194,8 @@ pub struct LeaseGauges {
     pub lost: u64,
     pub released: u64,
     pub renewal_failures: u64,
+    /// This node sends the status webhooks.
+    pub webhooks: bool,
 }
 
 /// The whole scrape: the in-memory families, the gauges of `accounts`, and

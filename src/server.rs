@@ -133,6 +133,7 @@ pub async fn serve_with(
     }
     let media = MediaGuard::new(config.media.clone()).map_err(|e| format!("media: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_webhooks = stop_rx.clone();
     if let Some(retention) = config.retention.attempts {
         tokio::spawn(crate::store::retention::run(
             store.clone(),
@@ -141,20 +142,7 @@ pub async fn serve_with(
             stop_rx.clone(),
         ));
     }
-    // Webhook deliveries: their own tasks, stopped with the engine.
     let webhook_urls = crate::webhooks::url_guard(&config.media, &config.webhooks)?;
-    let mut stop_webhooks = stop_rx.clone();
-    tokio::spawn(
-        crate::webhooks::Dispatcher::new(
-            store.clone(),
-            webhook_urls.clone(),
-            config.webhooks.clone(),
-            hooks.clock.clone(),
-        )
-        .run(async move {
-            let _ = stop_webhooks.wait_for(|stop| *stop).await;
-        }),
-    );
     let engine = Engine::start(
         EngineParts {
             store: store.clone(),
@@ -167,6 +155,24 @@ pub async fn serve_with(
         },
         events_rx,
         stop_rx,
+    );
+    // Webhook deliveries: their own tasks, stopped with the engine, sent
+    // by one node at a time.
+    let mut stop_webhooks = stop_rx_webhooks;
+    let dispatching = engine.clone();
+    tokio::spawn(
+        crate::webhooks::Dispatcher::new(
+            store.clone(),
+            webhook_urls.clone(),
+            config.webhooks.clone(),
+            hooks.clock.clone(),
+        )
+        .run(
+            async move {
+                let _ = stop_webhooks.wait_for(|stop| *stop).await;
+            },
+            move || dispatching.sends_webhooks(),
+        ),
     );
     let state = AppState {
         store,

@@ -138,17 +138,30 @@ fn query<T: Send>(url: &str, f: impl FnOnce(&mut postgres::Client) -> T + Send) 
     })
 }
 
-/// `account -> (node, fence, expires_at, acquired_at)`.
+/// `account -> (node, fence, expires_at, acquired_at)`, accounts only.
 fn leases(url: &str) -> BTreeMap<String, (String, i64, i64, i64)> {
     query(url, |c| {
         c.query(
-            "SELECT account_id, node_id, fence, expires_at, acquired_at FROM leases",
+            "SELECT account_id, node_id, fence, expires_at, acquired_at FROM leases
+             WHERE account_id <> '~webhooks'",
             &[],
         )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
         .collect()
+    })
+}
+
+/// The node that sends the status webhooks now, if any.
+fn webhooks_node(url: &str) -> Option<String> {
+    query(url, |c| {
+        c.query_opt(
+            "SELECT node_id FROM leases WHERE account_id = '~webhooks' AND expires_at > $1",
+            &[&now_ms()],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
     })
 }
 
@@ -273,6 +286,8 @@ fn three_nodes_one_killed_one_paused_every_202_delivered_once_and_paced() {
         .map(|(a, _)| a)
         .collect();
     let before_kill = leases(&url);
+    // The webhooks are sent by one node; make it the one killed.
+    let webhooks_before = webhooks_node(&url).expect("a node sends the webhooks");
     up.lock().unwrap().retain(|a| *a != nodes[1].addr);
     signal(&nodes[1], "-KILL");
     let killed_at = now_ms();
@@ -286,6 +301,17 @@ fn three_nodes_one_killed_one_paused_every_202_delivered_once_and_paced() {
         },
     );
     let after_kill = leases(&url);
+    wait_for(
+        "someone alive sends the webhooks",
+        Duration::from_secs(30),
+        || webhooks_node(&url).is_some_and(|n| n != "node-2"),
+    );
+    if webhooks_before != "node-2" {
+        assert_eq!(
+            webhooks_node(&url).as_deref(),
+            Some(webhooks_before.as_str())
+        );
+    }
     // Take-over, as the nodes' clocks recorded it: from the moment the dead
     // node's lease expired to the moment another node took it.
     let takeover_ms = held_by_2

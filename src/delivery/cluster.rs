@@ -33,6 +33,8 @@ pub struct Cluster {
     pub node_id: Arc<str>,
     pub ttl: Duration,
     held: Mutex<HashMap<String, Lease>>,
+    /// The webhooks lease (`store::leases::WEBHOOKS`): fence, valid until.
+    webhooks: Mutex<Option<(i64, Instant)>>,
     pub stats: LeaseStats,
 }
 
@@ -111,6 +113,7 @@ impl Leases {
             node_id: node_id.into(),
             ttl,
             held: Mutex::new(HashMap::new()),
+            webhooks: Mutex::new(None),
             stats: LeaseStats::default(),
         })
     }
@@ -120,6 +123,19 @@ impl Leases {
         match self {
             Leases::Solo => true,
             Leases::Cluster(c) => c.valid(account_id).is_some(),
+        }
+    }
+
+    /// Whether this node sends the status webhooks: the only node on the
+    /// file; on PostgreSQL, the holder of the webhooks lease.
+    pub fn sends_webhooks(&self) -> bool {
+        match self {
+            Leases::Solo => true,
+            Leases::Cluster(c) => c
+                .webhooks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|(_, until)| until > Instant::now()),
         }
     }
 
@@ -172,6 +188,8 @@ impl Cluster {
     pub fn apply(&self, tick: &Tick, started: Instant) -> Changes {
         let valid_until = started + self.ttl - self.ttl / 6;
         let now = Instant::now();
+        *self.webhooks.lock().unwrap_or_else(|e| e.into_inner()) =
+            tick.webhooks.map(|fence| (fence, valid_until));
         let mut held = self.lock();
         let mut changes = Changes::default();
         let mut next = HashMap::with_capacity(tick.held.len());
@@ -242,16 +260,28 @@ impl Cluster {
         shed
     }
 
-    /// Everything held, dropped here (stopping): the caller expires them.
+    /// Everything held, the webhooks lease included, dropped here
+    /// (stopping): the caller expires them.
     pub fn release_all(&self) -> Vec<Held> {
         let mut held = self.lock();
-        let all = held
+        let mut all: Vec<Held> = held
             .drain()
             .map(|(account_id, l)| Held {
                 account_id,
                 fence: l.fence,
             })
             .collect();
+        if let Some((fence, _)) = self
+            .webhooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            all.push(Held {
+                account_id: crate::store::leases::WEBHOOKS.into(),
+                fence,
+            });
+        }
         self.stats.held.store(0, Ordering::Relaxed);
         all
     }
@@ -270,6 +300,7 @@ mod tests {
                     fence: *f,
                 })
                 .collect(),
+            webhooks: None,
             taken: Vec::new(),
             live_nodes: 2,
             fair_share: 2,

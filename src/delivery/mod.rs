@@ -225,6 +225,11 @@ impl Engine {
         &self.inner.stats
     }
 
+    /// Whether this node sends the status webhooks (one node at a time).
+    pub fn sends_webhooks(&self) -> bool {
+        self.inner.leases.sends_webhooks()
+    }
+
     /// This node's leases (PostgreSQL), for `/metrics`.
     pub fn lease_gauges(&self) -> Option<crate::metrics::LeaseGauges> {
         let Leases::Cluster(c) = &self.inner.leases else {
@@ -241,6 +246,7 @@ impl Engine {
             lost: get(&s.lost),
             released: get(&s.released),
             renewal_failures: get(&s.tick_failures),
+            webhooks: self.sends_webhooks(),
         })
     }
 

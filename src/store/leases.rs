@@ -12,6 +12,11 @@
 use super::db::params;
 use super::{Conn, StoreError};
 
+/// The lease of the one node that sends the status webhooks (a pseudo
+/// account: account ids start with `acc_`). Leased like an account, but
+/// outside the fair share.
+pub const WEBHOOKS: &str = "~webhooks";
+
 /// A lease this node holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
@@ -22,8 +27,10 @@ pub struct Held {
 /// What one tick of the lease loop saw and did (see [`tick`]).
 #[derive(Debug, Clone, Default)]
 pub struct Tick {
-    /// Every lease the node holds now: renewed or newly taken.
+    /// Every account lease the node holds now: renewed or newly taken.
     pub held: Vec<Held>,
+    /// The fence of the [`WEBHOOKS`] lease, if this node holds it.
+    pub webhooks: Option<i64>,
     /// The accounts among `held` taken in this tick.
     pub taken: Vec<String>,
     /// Nodes seen within a lease period, this one included.
@@ -63,7 +70,7 @@ pub fn tick(
         .query_row((), |r| r.get(0))?;
     let fair_share = (accounts as usize).div_ceil(live_nodes.max(1) as usize);
 
-    let mut held: Vec<Held> = conn
+    let renewed: Vec<Held> = conn
         .prepare_cached(
             "UPDATE leases SET expires_at = ?2, fence = fence + ?3, acquired_at =
                  CASE WHEN ?3 = 1 THEN ?4 ELSE acquired_at END
@@ -76,6 +83,17 @@ pub fn tick(
             })
         })?
         .collect::<Result<_, _>>()?;
+    let (mut webhooks, mut held) = (None, Vec::with_capacity(renewed.len()));
+    for lease in renewed {
+        if lease.account_id == WEBHOOKS {
+            webhooks = Some(lease.fence);
+        } else {
+            held.push(lease);
+        }
+    }
+    if webhooks.is_none() {
+        webhooks = take(conn, WEBHOOKS, node_id, now, now + ttl_ms)?;
+    }
     let mut taken = Vec::new();
     if held.len() < fair_share {
         let free: Vec<String> = conn
@@ -98,6 +116,7 @@ pub fn tick(
     }
     Ok(Tick {
         held,
+        webhooks,
         taken,
         live_nodes,
         fair_share,
@@ -223,10 +242,12 @@ mod tests {
         let a = tick(&conn, "A", 1_000, 300, false).unwrap();
         assert_eq!((a.live_nodes, a.fair_share, a.held.len()), (1, 5, 5));
         assert!(a.held.iter().all(|h| h.fence == 1));
+        assert_eq!(a.webhooks, Some(1), "the first node sends the webhooks");
         // A second node finds nothing free until A gives up what is above
         // its share (the engine sheds; here by hand).
         let b = tick(&conn, "B", 1_100, 300, false).unwrap();
         assert_eq!((b.live_nodes, b.fair_share, b.held.len()), (2, 3, 0));
+        assert_eq!(b.webhooks, None);
         release(&conn, "A", &a.held[3..]).unwrap();
         let b = tick(&conn, "B", 1_200, 300, false).unwrap();
         assert_eq!(ids(&b), ["a4", "a5"]);
@@ -238,6 +259,14 @@ mod tests {
         let a = tick(&conn, "A", 1_600, 300, false).unwrap();
         assert_eq!(a.live_nodes, 1);
         assert_eq!(a.taken, ["a4", "a5"]);
+        assert_eq!(a.webhooks, Some(1));
+        // B comes back and takes the webhooks only once A's lease on them
+        // expired (A stopped ticking).
+        assert_eq!(tick(&conn, "B", 1_700, 300, false).unwrap().webhooks, None);
+        assert_eq!(
+            tick(&conn, "B", 2_000, 300, false).unwrap().webhooks,
+            Some(2)
+        );
         assert_eq!(
             a.held.iter().map(|h| h.fence).collect::<Vec<_>>(),
             [1, 1, 1, 3, 3]

@@ -120,11 +120,21 @@ impl Dispatcher {
         }
     }
 
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Send what is due until `shutdown`, while `active()` says this node
+    /// is the one that sends (several nodes on PostgreSQL take turns through
+    /// a lease; a delivery in flight when the turn moves is made again by
+    /// the next node, with the same `webhook-id`).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        active: impl Fn() -> bool,
+    ) {
         tokio::pin!(shutdown);
         loop {
-            if let Err(e) = self.dispatch_due().await {
-                tracing::warn!(error = %e, "webhook dispatcher cannot read due deliveries");
+            if active() {
+                if let Err(e) = self.dispatch_due().await {
+                    tracing::warn!(error = %e, "webhook dispatcher cannot read due deliveries");
+                }
             }
             tokio::select! {
                 _ = &mut shutdown => return,
