@@ -279,6 +279,11 @@ pub fn render(
                 "The most leases a node should hold: accounts over live nodes, rounded up.",
                 l.fair_share,
             ),
+            (
+                "whatan_webhook_dispatcher",
+                "1 on the node that sends the status webhooks (one at a time), 0 on the others.",
+                u64::from(l.webhooks),
+            ),
         ] {
             gauge(name, help, &["node"])?
                 .with_label_values(&node)
