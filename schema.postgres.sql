@@ -214,3 +214,4 @@ CREATE TABLE nodes (
 );
 ALTER TABLE sandbox_handoffs ADD COLUMN node_id TEXT;
 ALTER TABLE sandbox_handoffs ADD COLUMN fence BIGINT;
+ALTER TABLE sandbox_handoffs ADD COLUMN refused BIGINT NOT NULL DEFAULT 0;

@@ -307,6 +307,8 @@ CREATE TABLE nodes (
     seen_at  INTEGER NOT NULL
 );
 -- Which node (and under which fence) handed a message to the sandbox
--- network: how the failover test sees a stale node's send.
+-- network, and whether the network refused it (a fence no longer
+-- current): how the failover test sees a stale node's attempt to send.
 ALTER TABLE sandbox_handoffs ADD COLUMN node_id TEXT;
 ALTER TABLE sandbox_handoffs ADD COLUMN fence INTEGER;
+ALTER TABLE sandbox_handoffs ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;

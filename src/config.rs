@@ -334,9 +334,9 @@ impl Config {
             c.cluster.node_id = Some(node_id("cluster.node_id", v)?);
         }
         set!("cluster"."lease_ttl", duration, c.cluster.lease_ttl);
-        if c.cluster.lease_ttl < Duration::from_secs(1) {
+        if c.cluster.lease_ttl < crate::store::db::IDLE_IN_TRANSACTION_TIMEOUT {
             return Err(ConfigError(format!(
-                "cluster.lease_ttl ({}) is below 1s: a node would spend its time renewing",
+                "cluster.lease_ttl ({}) is below 2s: a node would spend its time renewing, and a frozen node could stall renewals for longer than a lease",
                 format_duration(c.cluster.lease_ttl)
             )));
         }

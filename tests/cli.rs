@@ -1436,10 +1436,8 @@ fn migrate_from_sqlite_copies_everything_and_the_copy_serves_on() {
         assert!(waited < 400, "the three sends never went out");
         std::thread::sleep(Duration::from_millis(25));
     }
-    assert_eq!(sigterm_and_wait(first).code(), Some(0));
-    let outbox = outbox_of(sqlite_args(), Vec::new());
-
-    // Copy into an empty PostgreSQL database.
+    // Copy into an empty PostgreSQL database; not while a server writes the
+    // file.
     let url = database::fresh_postgres(&server);
     let pg_env = || vec![("WHATAN_DATABASE_URL".to_string(), url.clone())];
     let copy = |expect_success: bool| {
@@ -1457,6 +1455,12 @@ fn migrate_from_sqlite_copies_everything_and_the_copy_serves_on() {
         );
         out
     };
+    let refused = copy(false);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("being served"), "{err}");
+    assert_eq!(sigterm_and_wait(first).code(), Some(0));
+    let outbox = outbox_of(sqlite_args(), Vec::new());
+
     let copied: Value = serde_json::from_slice(&copy(true).stdout).unwrap();
     assert!(copied["version"].as_i64().unwrap() >= 9);
     assert_eq!(copied["copied"]["send_attempts"], 3);

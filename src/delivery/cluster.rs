@@ -26,7 +26,7 @@ use crate::store::leases::{Held, Tick};
 pub enum Leases {
     /// The only node (the SQLite file): every account, no fence.
     Solo,
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 pub struct Cluster {
@@ -35,6 +35,9 @@ pub struct Cluster {
     held: Mutex<HashMap<String, Lease>>,
     /// The webhooks lease (`store::leases::WEBHOOKS`): fence, valid until.
     webhooks: Mutex<Option<(i64, Instant)>>,
+    /// Held by a tick from its write to its last change here, and by the
+    /// node's goodbye, which sets it: no tick takes leases after it.
+    pub ticking: tokio::sync::Mutex<bool>,
     pub stats: LeaseStats,
 }
 
@@ -79,12 +82,13 @@ impl Hold<'_> {
         self.lease.as_ref().map(|l| l.fence)
     }
 
-    /// Whether the lease is still valid here: checked just before the
-    /// driver call, the point of no return.
+    /// Whether the lease this hand-off holds (the same fence) is still
+    /// valid here: checked before the claim and just before the driver
+    /// call, the point of no return.
     pub fn still_valid(&self) -> bool {
         match self.leases {
             Leases::Solo => true,
-            Leases::Cluster(c) => c.valid(&self.account_id).is_some(),
+            Leases::Cluster(c) => c.valid(&self.account_id) == self.fence(),
         }
     }
 }
@@ -94,7 +98,8 @@ impl Hold<'_> {
 pub struct Changes {
     /// Leases held now that were not valid here before: start their pacers.
     pub gained: Vec<String>,
-    /// Leases valid here before and not held now: stop their pacers.
+    /// Leases held here before (valid or lapsed) that are not held now,
+    /// or only under another fence: stop their pacers.
     pub lost: Vec<String>,
 }
 
@@ -109,13 +114,14 @@ impl Leases {
     }
 
     pub fn cluster(node_id: String, ttl: Duration) -> Leases {
-        Leases::Cluster(Cluster {
+        Leases::Cluster(Box::new(Cluster {
             node_id: node_id.into(),
             ttl,
             held: Mutex::new(HashMap::new()),
             webhooks: Mutex::new(None),
+            ticking: tokio::sync::Mutex::new(false),
             stats: LeaseStats::default(),
-        })
+        }))
     }
 
     /// Whether this node may drive the account now.
@@ -195,6 +201,10 @@ impl Cluster {
         let mut next = HashMap::with_capacity(tick.held.len());
         for Held { account_id, fence } in &tick.held {
             let before = held.remove(account_id);
+            if before.as_ref().is_some_and(|l| l.fence != *fence) {
+                // It moved away and came back: the old hand-offs are over.
+                changes.lost.push(account_id.clone());
+            }
             let was_valid = before
                 .as_ref()
                 .is_some_and(|l| l.fence == *fence && l.valid_until > now);
@@ -211,11 +221,8 @@ impl Cluster {
                 },
             );
         }
-        changes.lost = held
-            .drain()
-            .filter(|(_, l)| l.valid_until > now)
-            .map(|(id, _)| id)
-            .collect();
+        // What is left was not renewed, lapsed here or not: it moved on.
+        changes.lost.extend(held.drain().map(|(id, _)| id));
         *held = next;
         let s = &self.stats;
         s.held.store(held.len() as u64, Ordering::Relaxed);
@@ -334,6 +341,13 @@ mod tests {
             (vec!["d".to_string()], vec!["c".to_string()])
         );
         assert!(!hold.still_valid());
+        drop(hold);
+        // "d" moves away and comes back under a new fence between two
+        // ticks: a hold taken under the old fence is no longer valid.
+        let old = leases.begin("d").unwrap();
+        let changes = c.apply(&tick(&[("d", 5)]), Instant::now());
+        assert_eq!(changes.lost, ["d"]);
+        assert!(leases.holds("d") && !old.still_valid());
     }
 
     #[test]
@@ -351,5 +365,9 @@ mod tests {
         assert!(!leases.holds("a"));
         assert!(leases.begin("a").is_none());
         assert!(matches!(Leases::Solo.begin("a"), Some(h) if h.fence().is_none()));
+        // The next tick finds it gone (another node took it while this one
+        // was frozen): lost, though it had lapsed here already.
+        let changes = c.apply(&tick(&[]), Instant::now());
+        assert_eq!(changes.lost, ["a"]);
     }
 }

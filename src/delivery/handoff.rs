@@ -69,6 +69,10 @@ impl Engine {
         if self.shutting_down() {
             return Err(Interrupted::Shutdown);
         }
+        // The preparation (a media fetch) may have outlasted the lease.
+        if !hold.still_valid() {
+            return Err(Interrupted::LeaseLost);
+        }
         let gap = draw_gap(
             &mut rand::thread_rng(),
             self.inner.pacing.min_delay,
@@ -103,9 +107,20 @@ impl Engine {
             return Ok(());
         };
         // The last look before the point of no return: a node that paused
-        // past its lease stops here (the attempt stays `sending`, and the
-        // lease's new holder hands it off again with the same message id).
+        // past its lease stops here. The attempt certainly did not go, so
+        // it is marked so, if the fence still allows the write; otherwise
+        // the new holder finds it `sending` and hands it off again with the
+        // same message id (as after a crash at this point).
         if !hold.still_valid() {
+            let (attempt_id, account_id) = (attempt.id.clone(), account.id.clone());
+            let _ = self
+                .inner
+                .store
+                .write(move |c| {
+                    leases::guard(c, &account_id, fence)?;
+                    attempts::mark_handoff_unsent(c, &attempt_id)
+                })
+                .await;
             return Err(Interrupted::LeaseLost);
         }
 

@@ -497,6 +497,10 @@ impl Engine {
         let ttl_ms = cluster.ttl.as_millis() as i64;
         let mut first = true;
         loop {
+            let left = cluster.ticking.lock().await;
+            if *left {
+                return;
+            }
             let started = std::time::Instant::now();
             let (node, now) = (cluster.node_id.clone(), self.inner.clock.now_ms());
             let tick = self
@@ -541,6 +545,7 @@ impl Engine {
                     tracing::warn!(error = %e, "could not renew leases; they lapse here before they expire");
                 }
             }
+            drop(left);
             tokio::select! {
                 _ = tokio::time::sleep(cluster.period()) => {}
                 _ = self.inner.tick_now.notified() => {}
@@ -556,6 +561,9 @@ impl Engine {
         let Leases::Cluster(cluster) = &self.inner.leases else {
             return;
         };
+        // After any tick in progress, and before the next could start.
+        let mut left = cluster.ticking.lock().await;
+        *left = true;
         self.release(cluster.release_all()).await;
         let node = cluster.node_id.clone();
         let _ = self

@@ -249,7 +249,7 @@ fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutco
                  WHERE id = ?3 AND NOT EXISTS (SELECT 1 FROM existing)
              ), counted AS (
                  INSERT INTO daily_counters (account_id, day, count)
-                 SELECT ?3, ?14, 1 FROM account WHERE account.status = 'connected' AND ?15 > 0
+                 SELECT ?3, ?14, 1 FROM account WHERE account.status = 'connected' AND CAST(?15 AS BIGINT) > 0
                  ON CONFLICT (account_id, day) DO UPDATE SET count = daily_counters.count + 1
                      WHERE daily_counters.count < ?15
                  RETURNING 1

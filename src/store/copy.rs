@@ -1,6 +1,7 @@
 //! `whatan migrate --from-sqlite FILE`: copy a SQLite database, every table
 //! the two schemas share, into an empty PostgreSQL database, in one
-//! transaction, so a failed copy leaves the target empty.
+//! transaction, so a failed copy leaves the target empty. The file is read
+//! in one snapshot, under its `serve` lock (a running server is refused).
 //!
 //! Tables are copied in the order `schema.postgres.sql` creates them, which
 //! puts every referenced table before the tables that reference it. Rows
@@ -35,12 +36,22 @@ pub fn from_sqlite_file(store: &Store, file: &Path) -> Result<Copied, StoreError
                 .into(),
         ));
     };
+    // No `serve` may write the file meanwhile: its lock is held for the copy.
+    let _serving = super::lock::ServeLock::acquire(file).map_err(|e| match e {
+        super::lock::LockError::Held { .. } => StoreError::Conflict(format!(
+            "{} is being served by a running whatan; stop it before copying",
+            file.display()
+        )),
+        e => StoreError::Invalid(e.to_string()),
+    })?;
     // On a thread of its own: the blocking client must not run on an async
     // runtime's thread.
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut source = super::open_connection(file)?;
             super::migrate(&mut source)?;
+            // One snapshot of the file for every table.
+            source.execute_batch("BEGIN")?;
             let target = store.location.connect()?;
             copy_from_sqlite(&source, &target)
         })

@@ -26,9 +26,10 @@ use std::fmt;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
 
 /// How long PostgreSQL lets a whatan session sit idle inside a transaction
-/// before it ends the session (see [`PgConn::connect`]); below the default
-/// `cluster.lease_ttl`, so a frozen node cannot delay a take-over.
-pub const IDLE_IN_TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// before it ends the session (see [`PgConn::connect`]): at most the
+/// smallest `cluster.lease_ttl`, so a frozen node stalls the others' writes
+/// (renewals included) for less than a lease.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A value crossing the seam, borrowed from a parameter or a row.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -47,7 +47,8 @@ pub fn record(
 /// Log one hand-off as the network received it, duplicates included, with
 /// the node and fence it came under. A hand-off under a fence that is no
 /// longer the account's current one is refused in the same statement (the
-/// network only hears the linked device of the lease's holder): false.
+/// network only hears the linked device of the lease's holder), logged as
+/// refused: false.
 pub fn record_handoff(
     conn: &Conn,
     message_id: &str,
@@ -60,15 +61,15 @@ pub fn record_handoff(
         Some(l) => (Some(&*l.node_id), Some(l.fence)),
         None => (None, None),
     };
-    let n = conn
+    let refused: i64 = conn
         .prepare_cached(
-            "INSERT INTO sandbox_handoffs (message_id, account_id, redelivery, received_at, node_id, fence)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6
-             WHERE CAST(?6 AS BIGINT) IS NULL
-                OR EXISTS (SELECT 1 FROM leases WHERE account_id = ?2 AND fence = ?6)",
+            "INSERT INTO sandbox_handoffs (message_id, account_id, redelivery, received_at, node_id, fence, refused)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN CAST(?6 AS BIGINT) IS NULL
+                 OR EXISTS (SELECT 1 FROM leases WHERE account_id = ?2 AND fence = ?6) THEN 0 ELSE 1 END)
+             RETURNING refused",
         )?
-        .execute(params![message_id, account_id, redelivery, now, node_id, fence])?;
-    Ok(n > 0)
+        .query_row(params![message_id, account_id, redelivery, now, node_id, fence], |r| r.get(0))?;
+    Ok(refused == 0)
 }
 
 pub fn list(conn: &Conn) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -238,7 +238,11 @@ async fn a_scrape_after_sends_has_every_family_of_the_spec_with_its_type() {
         assert_eq!(get(&s, "whatan_lease_fair_share", &[]), held);
         assert_eq!(get(&s, "whatan_cluster_nodes", &[]), 1.0);
         typed("whatan_webhook_dispatcher", gauge);
-        assert_eq!(get(&s, "whatan_webhook_dispatcher", &[]), 1.0, "alone, it sends them");
+        assert_eq!(
+            get(&s, "whatan_webhook_dispatcher", &[]),
+            1.0,
+            "alone, it sends them"
+        );
         assert_eq!(get(&s, "whatan_leases_lost_total", &[]), 0.0);
     } else {
         assert!(

@@ -72,9 +72,16 @@ impl WebDriver {
     /// disconnects (when called inside a tokio runtime).
     pub fn start(config: &Config, store: &Store, events: EventSink) -> Arc<WebDriver> {
         let driver = Arc::new(WebDriver::new(&config.database.path, events));
+        // With several nodes on PostgreSQL, another node may hold an
+        // account's session file: one missing here says nothing about it.
+        let shared_database = config.database.url.is_some();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(driver.clone().reconnect_linked_accounts(store.clone()));
+                runtime.spawn(
+                    driver
+                        .clone()
+                        .reconnect_linked_accounts(store.clone(), shared_database),
+                );
                 runtime.spawn(stop_held_devices(Arc::downgrade(&driver), store.clone()));
             }
             Err(_) => tracing::warn!("no runtime: linked accounts connect at their first send"),
@@ -82,7 +89,7 @@ impl WebDriver {
         driver
     }
 
-    async fn reconnect_linked_accounts(self: Arc<Self>, store: Store) {
+    async fn reconnect_linked_accounts(self: Arc<Self>, store: Store, shared_database: bool) {
         let accounts = match store.read(admin::list_accounts).await {
             Ok(accounts) => accounts,
             Err(e) => {
@@ -101,6 +108,8 @@ impl WebDriver {
                 .unwrap_or(false);
             let outcome = if linked {
                 self.connect_device(&account.id).await.map(|_| ())
+            } else if shared_database {
+                continue;
             } else {
                 Err(WebError::NotLinked("no linked session".into()))
             };
@@ -381,7 +390,11 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let driver = Arc::new(WebDriver::new(&db, tx));
 
-        runtime.block_on(driver.clone().reconnect_linked_accounts(store.clone()));
+        runtime.block_on(
+            driver
+                .clone()
+                .reconnect_linked_accounts(store.clone(), false),
+        );
 
         drop(driver);
         let mut events = Vec::new();
