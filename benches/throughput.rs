@@ -194,6 +194,26 @@ impl Server {
         db: &Path,
         env: &[(&str, &str)],
     ) -> Result<(Server, Option<FirstRun>), String> {
+        let mut cmd = Server::command(dir);
+        cmd.arg("--db").arg(db).envs(env.iter().copied());
+        Server::spawn(cmd)
+    }
+
+    /// A node on the PostgreSQL database at `url`.
+    fn start_postgres(
+        dir: &Path,
+        url: &str,
+        node_id: &str,
+    ) -> Result<(Server, Option<FirstRun>), String> {
+        let mut cmd = Server::command(dir);
+        cmd.env("WHATAN_DATABASE_URL", url)
+            .env("WHATAN_CLUSTER_NODE_ID", node_id);
+        Server::spawn(cmd)
+    }
+
+    /// `whatan serve` in `dir` with the benchmark's settings (daily limit
+    /// lifted, pacing out of the way) and none of the caller's `WHATAN_*`.
+    fn command(dir: &Path) -> Command {
         // `BENCH_BIN`: another build of whatan to measure with this same
         // client (an A/B against an older commit).
         let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
@@ -204,39 +224,8 @@ impl Server {
             }
         }
         cmd.current_dir(dir)
-            .arg("--db")
-            .arg(db)
             .arg("--json")
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("WHATAN_PACING_DAILY_LIMIT", "100000000")
-            .env("WHATAN_PACING_MIN_DELAY", "1h")
-            .env("WHATAN_PACING_MAX_DELAY", "1h")
-            .env("WHATAN_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        Server::spawn(cmd)
-    }
-
-    /// A node on the PostgreSQL database at `url`.
-    fn start_postgres(
-        dir: &Path,
-        url: &str,
-        node_id: &str,
-    ) -> Result<(Server, Option<FirstRun>), String> {
-        let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_string());
-        let mut cmd = Command::new(bin);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("WHATAN_") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.current_dir(dir)
-            .arg("--json")
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("WHATAN_DATABASE_URL", url)
-            .env("WHATAN_CLUSTER_NODE_ID", node_id)
             .env("WHATAN_PACING_DAILY_LIMIT", "100000000")
             .env("WHATAN_PACING_MIN_DELAY", "1h")
             .env("WHATAN_PACING_MAX_DELAY", "1h")
@@ -244,7 +233,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        Server::spawn(cmd)
+        cmd
     }
 
     /// The ceiling: this benchmark's own bare hyper server

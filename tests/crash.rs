@@ -7,7 +7,9 @@
 #[allow(dead_code)]
 #[path = "support/database.rs"]
 mod database;
-use std::io::{BufRead, BufReader, Read, Write};
+#[allow(dead_code)]
+#[path = "support/serve.rs"]
+mod serve;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,8 +32,8 @@ fn start(db: &Path) -> (Child, String, Option<String>) {
 
 #[allow(clippy::zombie_processes)] // every caller kills and waits
 fn start_with(db: &Path, env: &[(&str, &str)]) -> (Child, String, Option<String>) {
-    let mut child = Command::new(BIN)
-        .args(database::cli_args(db))
+    let mut cmd = Command::new(BIN);
+    cmd.args(database::cli_args(db))
         .envs(database::cli_env(db))
         .envs(env.iter().copied())
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
@@ -43,43 +45,14 @@ fn start_with(db: &Path, env: &[(&str, &str)]) -> (Child, String, Option<String>
         // delivery and the commit of its result.
         .env("WHATAN_SANDBOX_ACK_DELAY", "4ms")
         .current_dir(db.parent().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut token = None;
-    loop {
-        let line = lines.next().expect("serve prints its address").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if let Some(t) = v["firstRun"]["token"].as_str() {
-            token = Some(t.to_string());
-        }
-        if let Some(addr) = v["listening"].as_str() {
-            return (child, addr.to_string(), token);
-        }
-    }
+        .stderr(Stdio::null());
+    serve::spawn(cmd)
 }
 
 /// One POST; `Some(id)` only for a 202 whose body arrived whole.
 fn send(addr: &str, token: &str, key: &str, n: usize) -> Option<String> {
     let body = format!(r#"{{"to":"+9179997{n:05}","type":"text","text":"crash test {n}"}}"#);
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let req = format!(
-        "POST /api/v1/messages/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).ok()?;
-    if !out.starts_with("HTTP/1.1 202") {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()?;
-    Some(v["sendAttemptId"].as_str()?.to_string())
+    serve::post_send(addr, token, key, &body)
 }
 
 /// `count` client threads, each sending until `stop` or `limit` sends; a

@@ -17,9 +17,11 @@
 #[allow(dead_code)]
 #[path = "support/database.rs"]
 mod database;
+#[allow(dead_code)]
+#[path = "support/serve.rs"]
+mod serve;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,34 +68,21 @@ fn pacing_env(url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-#[allow(clippy::zombie_processes)] // the test kills and waits for every node
+#[allow(clippy::zombie_processes)] // a Node is stopped when dropped
 fn start_node(url: &str, id: &str, dir: &std::path::Path) -> (Node, Option<String>) {
-    let mut child = Command::new(BIN)
-        .envs(pacing_env(url))
+    let mut cmd = Command::new(BIN);
+    cmd.envs(pacing_env(url))
         .env("WHATAN_CLUSTER_NODE_ID", id)
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut token = None;
-    loop {
-        let line = lines.next().expect("serve prints its address").unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap();
-        if let Some(t) = v["firstRun"]["token"].as_str() {
-            token = Some(t.to_string());
-        }
-        if let Some(addr) = v["listening"].as_str() {
-            let node = Node {
-                id: id.to_string(),
-                child,
-                addr: addr.to_string(),
-            };
-            return (node, token);
-        }
-    }
+        .stderr(Stdio::null());
+    let (child, addr, token) = serve::spawn(cmd);
+    let node = Node {
+        id: id.to_string(),
+        child,
+        addr,
+    };
+    (node, token)
 }
 
 fn cli(url: &str, args: &[&str]) -> Value {
@@ -120,25 +109,10 @@ fn signal(node: &Node, sig: &str) {
         .success());
 }
 
-/// One POST; `Some(id)` only for a 202 whose body arrived whole.
+/// One send from client `client`'s account; `Some(id)` only for a 202.
 fn send(addr: &str, token: &str, key: &str, client: usize, n: usize) -> Option<String> {
     let body = format!(r#"{{"to":"+91799{client:02}{n:05}","type":"text","text":"failover {n}"}}"#);
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let req = format!(
-        "POST /api/v1/messages/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).ok()?;
-    if !out.starts_with("HTTP/1.1 202") {
-        return None;
-    }
-    let v: Value = serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()?;
-    Some(v["sendAttemptId"].as_str()?.to_string())
+    serve::post_send(addr, token, key, &body)
 }
 
 /// The test's own connection to the database, on a thread of its own.

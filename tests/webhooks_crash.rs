@@ -6,8 +6,10 @@
 #[allow(dead_code)]
 #[path = "support/database.rs"]
 mod database;
+#[allow(dead_code)]
+#[path = "support/serve.rs"]
+mod serve;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -47,29 +49,15 @@ fn start(db: &Path) -> (Child, String, Option<String>) {
 /// `serve` with more settings and its stderr where the test wants it.
 #[allow(clippy::zombie_processes)] // the caller kills and waits
 fn start_with(db: &Path, more: &[(&str, &str)], stderr: Stdio) -> (Child, String, Option<String>) {
-    let mut child = Command::new(BIN)
-        .args(database::cli_args(db))
+    let mut cmd = Command::new(BIN);
+    cmd.args(database::cli_args(db))
         .envs(database::cli_env(db))
         .args(["--json", "serve", "--listen", "127.0.0.1:0"])
         .envs(env())
         .envs(more.iter().copied())
         .current_dir(db.parent().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut token = None;
-    loop {
-        let line = lines.next().expect("serve prints its address").unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap();
-        if let Some(t) = v["firstRun"]["token"].as_str() {
-            token = Some(t.to_string());
-        }
-        if let Some(addr) = v["listening"].as_str() {
-            return (child, addr.to_string(), token);
-        }
-    }
+        .stderr(stderr);
+    serve::spawn(cmd)
 }
 
 fn cli(db: &Path, args: &[&str]) -> Value {

@@ -27,11 +27,7 @@ impl Engine {
         let redelivery = attempt.status == AttemptStatus::Sending && !attempt.handoff_unsent;
         // Held until the settlement is written: the lease is not given up
         // mid-way, and every write below carries its fence.
-        let hold = self
-            .inner
-            .leases
-            .begin(&account.id)
-            .ok_or(Interrupted::LeaseLost)?;
+        let hold = self.hold(&account.id)?;
         let fence = hold.fence();
         let Some(driver) = self.inner.drivers.get(account.driver_kind()) else {
             let message = format!(

@@ -455,12 +455,16 @@ impl Engine {
         }
     }
 
-    async fn fail_offline(&self, account: &Account) -> Result<(), Interrupted> {
-        let hold = self
-            .inner
+    /// Hold the account's lease for one hand-off or offline failure.
+    fn hold(&self, account_id: &str) -> Result<cluster::Hold<'_>, Interrupted> {
+        self.inner
             .leases
-            .begin(&account.id)
-            .ok_or(Interrupted::LeaseLost)?;
+            .begin(account_id)
+            .ok_or(Interrupted::LeaseLost)
+    }
+
+    async fn fail_offline(&self, account: &Account) -> Result<(), Interrupted> {
+        let hold = self.hold(&account.id)?;
         let fence = hold.fence();
         let message = format!(
             "the WhatsApp account {} stayed offline for more than {}",
