@@ -297,6 +297,17 @@ fn bad_input_fails_with_one_line_and_writes_nothing() {
         ),
         (vec!["token", "revoke", "tok_nope"], "unknown token"),
         (vec!["workspace", "create", ""], "workspace name"),
+        (
+            vec![
+                "token",
+                "create",
+                "--user",
+                &st.owner,
+                "--name",
+                "crm\u{7}bot",
+            ],
+            "token name",
+        ),
     ];
     for (args, needle) in cases {
         let err = fails(&db.path, &args);

@@ -345,7 +345,12 @@ pub fn set_account_status_at(
                                   ELSE COALESCE(offline_since, ?4) END
          WHERE id = ?1 AND (held_by_operator = 0 OR ?2 IN ('logged_out', 'banned'))",
     )?
-    .execute(params![id, status.as_str(), detail, now])?;
+    .execute(params![
+        id,
+        status.as_str(),
+        detail.map(super::storable_text).as_deref(),
+        now
+    ])?;
     let account = get_account(conn, id)?
         .ok_or_else(|| StoreError::NotFound(format!("unknown account {id}")))?;
     if before != Some(account.status) {
@@ -450,6 +455,14 @@ pub fn create_token(
             holder.role
         )));
     }
+    let name = match name.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(n) if n.chars().any(char::is_control) || n.chars().count() > 100 => {
+            return Err(StoreError::Invalid(
+                "token name must be at most 100 characters with no control characters".into(),
+            ))
+        }
+        other => other,
+    };
     let id = new_id("tok");
     conn.prepare_cached(
         "INSERT INTO tokens (id, user_id, kind, name, secret_hash, hint, created_at, expires_at)

@@ -512,6 +512,8 @@ pub fn transition(
         allowed.join(", ")
     );
     let mut statement = conn.prepare_cached(&sql)?;
+    // A driver's words: storable on both engines.
+    let error_message = fields.error_message.map(super::storable_text);
     let base = params![
         value,
         next.as_str(),
@@ -519,7 +521,7 @@ pub fn transition(
         fields.remote_jid,
         fields.message_id,
         fields.error_code,
-        fields.error_message
+        error_message.as_deref()
     ];
     let moved = match account {
         None => statement.query_row(base, attempt_from_row).optional()?,

@@ -452,6 +452,16 @@ pub fn time_ordered_uuid(now_ms: i64) -> uuid::Uuid {
     uuid::Builder::from_unix_timestamp_millis(now_ms.max(0) as u64, &rand::random()).into_uuid()
 }
 
+/// Text a driver or a remote service reported, as both stores keep it:
+/// PostgreSQL's TEXT cannot hold U+0000, so it becomes U+FFFD on both.
+pub fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// A fresh random id with a readable prefix: `ws_3f9a0c...` (96 random bits).
 pub fn new_id(prefix: &str) -> String {
     let bytes: [u8; 12] = rand::random();
@@ -461,6 +471,13 @@ pub fn new_id(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_from_drivers_loses_only_its_nul_characters() {
+        assert_eq!(storable_text("timed out"), "timed out");
+        assert!(matches!(storable_text("ok"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(storable_text("bad\0byte\0"), "bad\u{FFFD}byte\u{FFFD}");
+    }
 
     #[test]
     fn schema_splits_into_numbered_migrations_starting_at_one() {

@@ -89,6 +89,15 @@ pub async fn add(
             format!("description is longer than {MAX_DESCRIPTION} characters"),
         ));
     }
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
+    {
+        return Err(ManageError::Invalid(
+            "description",
+            "description must not contain control characters (other than newlines and tabs)".into(),
+        ));
+    }
     let (secret, key) = new_secret();
     let (workspace, url) = (workspace.to_string(), url.to_string());
     let endpoint = store

@@ -183,6 +183,11 @@ async fn only_owners_and_admins_manage_endpoints_of_their_own_workspace() {
         ),
         (json!({"events": []}), "url"),
         (json!({"url": receiver.url(), "secret": "mine"}), "secret"),
+        // PostgreSQL's TEXT cannot hold U+0000; both stores refuse it alike.
+        (
+            json!({"url": receiver.url(), "description": "CRM\u{0}"}),
+            "description",
+        ),
     ] {
         let r = call(
             &app,
