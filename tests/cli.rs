@@ -1521,3 +1521,69 @@ fn migrate_from_sqlite_copies_everything_and_the_copy_serves_on() {
     }
     assert_eq!(sigterm_and_wait(moved).code(), Some(0));
 }
+
+#[test]
+fn postgres_over_tls_verifies_the_server_certificate() {
+    let Some(server) = database::postgres_only("TLS to PostgreSQL") else {
+        return;
+    };
+    // `scripts/test-postgres` serves TLS with a throwaway CA for 127.0.0.1.
+    let ca = std::env::var("WHATAN_TEST_POSTGRES_CA")
+        .expect("the PostgreSQL pass names the server's CA (WHATAN_TEST_POSTGRES_CA)");
+    let url = database::fresh_postgres(&server);
+    let with = |query: &str| format!("{url}?{query}");
+    let migrate = |url: &str| {
+        Command::new(BIN)
+            .env("WHATAN_DATABASE_URL", url)
+            .args(["--json", "migrate"])
+            .output()
+            .unwrap()
+    };
+
+    // Verified against the CA the URL names: the schema is created over TLS.
+    let tls_url = with(&format!("sslmode=verify-full&sslrootcert={ca}"));
+    let out = migrate(&tls_url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn_url = tls_url.clone();
+    let encrypted: bool = std::thread::spawn(move || {
+        let conn = whatan::store::db::PgConn::connect(&conn_url).unwrap();
+        let conn = whatan::store::Conn::Pg(Box::new(conn));
+        conn.query_row(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            (),
+            |r| r.get(0),
+        )
+        .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(encrypted, "the session is encrypted");
+
+    // Not trusted (Mozilla's roots do not know the test CA), or not the
+    // name in the certificate: refused, with one line.
+    for (url, says) in [
+        (with("sslmode=require"), "certificate"),
+        (
+            format!(
+                "{}?sslmode=verify-full&sslrootcert={ca}",
+                url.replace("127.0.0.1", "localhost")
+            ),
+            "certificate",
+        ),
+        (with("sslmode=prefer"), "sslmode=prefer"),
+        (
+            with("sslmode=require&sslrootcert=/nonexistent/ca.pem"),
+            "/nonexistent/ca.pem",
+        ),
+    ] {
+        let out = migrate(&url);
+        assert!(!out.status.success(), "{url} should be refused");
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.to_lowercase().contains(says), "{url}: {err}");
+    }
+}

@@ -275,14 +275,12 @@ pub(super) fn postgres_url(key: &str, v: &Value) -> Result<String, ConfigError> 
             "{key}: must be a postgres:// or postgresql:// URL"
         )));
     }
-    let parsed: postgres::Config = raw
+    let target =
+        crate::store::pg_url::parse(raw).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+    let _: postgres::Config = target
+        .url
         .parse()
         .map_err(|e| ConfigError(format!("{key}: not a PostgreSQL URL: {e}")))?;
-    if parsed.get_ssl_mode() == postgres::config::SslMode::Require {
-        return Err(ConfigError(format!(
-            "{key}: sslmode=require is not supported yet (whatan connects without TLS); use a loopback or private network, or an SSH/stunnel tunnel, with sslmode=disable or prefer"
-        )));
-    }
     Ok(raw.to_string())
 }
 

@@ -51,6 +51,8 @@ pub enum Error {
     Decode(String),
     /// A value cannot be sent as the type PostgreSQL expects.
     Encode(String),
+    /// The connection settings cannot be used (a TLS root file).
+    Config(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,10 +63,20 @@ impl fmt::Display for Error {
             Error::Sqlite(e) => e.fmt(f),
             Error::Pg(e) => match e.as_db_error() {
                 Some(db) => write!(f, "{}: {}", db.code().code(), db.message()),
-                None => e.fmt(f),
+                // The cause says what went wrong ("error performing TLS
+                // handshake: invalid peer certificate: UnknownIssuer").
+                None => {
+                    e.fmt(f)?;
+                    let mut source = std::error::Error::source(e);
+                    while let Some(cause) = source {
+                        write!(f, ": {cause}")?;
+                        source = cause.source();
+                    }
+                    Ok(())
+                }
             },
             Error::NoRows => f.write_str("query returned no rows"),
-            Error::Decode(m) | Error::Encode(m) => f.write_str(m),
+            Error::Decode(m) | Error::Encode(m) | Error::Config(m) => f.write_str(m),
         }
     }
 }
@@ -546,7 +558,11 @@ pub struct PgConn {
 
 impl PgConn {
     pub fn connect(url: &str) -> Result<PgConn> {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        let target = super::pg_url::parse(url).map_err(Error::Config)?;
+        let mut client = super::pg_url::connect(&target).map_err(|e| match e {
+            super::pg_url::ConnectError::Pg(e) => Error::Pg(e),
+            super::pg_url::ConnectError::Tls(m) => Error::Config(m),
+        })?;
         // A node that stops in the middle of a transaction (frozen, paused,
         // cut off) holds the writers' lock and row locks until the server
         // ends its session: at most this long, so the other nodes' writes

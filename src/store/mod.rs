@@ -20,6 +20,7 @@ pub mod leases;
 pub mod listing;
 pub mod lock;
 pub mod outbox;
+pub mod pg_url;
 pub mod postgres;
 pub mod retention;
 mod types;
