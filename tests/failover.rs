@@ -293,6 +293,29 @@ fn three_nodes_one_killed_one_paused_every_202_delivered_once_and_paced() {
         },
     );
     let after_kill = leases(&url);
+    // Balanced over the two left: never above the fair share (6) plus one,
+    // and at the fair share each once settled.
+    let per_node = |l: &BTreeMap<String, (String, i64, i64, i64)>, node: &str| {
+        l.values().filter(|(n, ..)| n == node).count()
+    };
+    let mut most = 0;
+    wait_for(
+        "6 leases each on the two nodes left",
+        Duration::from_secs(30),
+        || {
+            let l = leases(&url);
+            let (a, b) = (
+                per_node(&l, &nodes[(victim + 1) % 3].id),
+                per_node(&l, &nodes[(victim + 2) % 3].id),
+            );
+            most = most.max(a).max(b);
+            a == 6 && b == 6
+        },
+    );
+    assert!(
+        most <= ACCOUNTS / 2 + 1,
+        "a node held {most} of {ACCOUNTS} leases with two nodes up"
+    );
     wait_for(
         "a live node sends the webhooks",
         Duration::from_secs(30),
