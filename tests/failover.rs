@@ -298,7 +298,11 @@ fn three_nodes_one_killed_one_paused_every_202_delivered_once_and_paced() {
     let per_node = |l: &BTreeMap<String, (String, i64, i64, i64)>, node: &str| {
         l.values().filter(|(n, ..)| n == node).count()
     };
-    let mut most = 0;
+    let mut most = nodes
+        .iter()
+        .map(|n| per_node(&after_kill, &n.id))
+        .max()
+        .unwrap();
     wait_for(
         "6 leases each on the two nodes left",
         Duration::from_secs(30),

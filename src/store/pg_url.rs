@@ -8,8 +8,9 @@
 //!   certificate is always verified, host name included (rustls has no
 //!   unverified mode; libpq's `require` alone would not verify). The roots
 //!   are Mozilla's, or the PEM file `sslrootcert` names;
-//! - `prefer` and `allow` are refused: they fall back to plain text
-//!   silently, which is never what a production store wants;
+//! - `prefer`: TLS, verified the same way, when the server offers it, and
+//!   plain text when it does not (libpq's meaning); `allow` (plain text
+//!   first) is refused;
 //! - client certificates (`sslcert`, `sslkey`) are not supported yet.
 
 use std::path::PathBuf;
@@ -35,50 +36,73 @@ pub enum Tls {
 }
 
 /// Read `url` (a `postgres://` or `postgresql://` URL); the error says what
-/// is wrong in one line.
+/// is wrong in one line. Only the TLS parameters of the query are read and
+/// replaced; everything else (user, password, hosts, other parameters) is
+/// handed on byte for byte.
 pub fn parse(url: &str) -> Result<Target, String> {
-    let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let (mut mode, mut root_cert, mut rest) = (None, None, Vec::new());
-    for (key, value) in parsed.query_pairs() {
-        match key.as_ref() {
-            "sslmode" => mode = Some(value.into_owned()),
-            "sslrootcert" => root_cert = Some(value.into_owned()),
-            "sslcert" | "sslkey" | "sslpassword" | "sslcrl" => {
+    for piece in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+        let value = || percent_decode(value);
+        match percent_decode(key)?.as_str() {
+            "sslmode" => mode = Some(value()?),
+            "sslrootcert" => root_cert = Some(value()?),
+            key @ ("sslcert" | "sslkey" | "sslpassword" | "sslcrl") => {
                 return Err(format!(
                     "{key}: client certificates are not supported yet; authenticate with a password"
                 ))
             }
-            _ => rest.push((key.into_owned(), value.into_owned())),
+            _ => rest.push(piece.to_string()),
         }
     }
-    let tls = match mode.as_deref() {
-        None | Some("disable") => Tls::Off,
-        Some("require" | "verify-ca" | "verify-full") => Tls::Verified {
-            root_cert: root_cert
-                .filter(|r| r != "system")
-                .map(PathBuf::from),
-        },
-        Some(m @ ("prefer" | "allow")) => {
+    let (tls, handed_on) = match mode.as_deref() {
+        None | Some("disable") => (Tls::Off, "disable"),
+        Some(m @ ("prefer" | "require" | "verify-ca" | "verify-full")) => (
+            Tls::Verified {
+                root_cert: root_cert.filter(|r| r != "system").map(PathBuf::from),
+            },
+            // prefer: TLS (verified) when the server offers it, plain text
+            // when it does not, as libpq does.
+            if m == "prefer" { "prefer" } else { "require" },
+        ),
+        Some("allow") => {
+            return Err(
+                "sslmode=allow tries plain text first; use sslmode=verify-full (or require) for TLS, or disable on a private network"
+                    .into(),
+            )
+        }
+        Some(m) => {
             return Err(format!(
-                "sslmode={m} may fall back to an unencrypted connection without saying so; use sslmode=verify-full (or require) for TLS, or disable on a private network"
+                "sslmode={m} is not one of disable, prefer, require, verify-ca, verify-full"
             ))
         }
-        Some(m) => return Err(format!("sslmode={m} is not one of disable, require, verify-ca, verify-full")),
     };
-    rest.push((
-        "sslmode".into(),
-        if tls == Tls::Off {
-            "disable"
-        } else {
-            "require"
-        }
-        .into(),
-    ));
-    parsed.query_pairs_mut().clear().extend_pairs(rest);
+    rest.push(format!("sslmode={handed_on}"));
     Ok(Target {
-        url: parsed.to_string(),
+        url: format!("{base}?{}", rest.join("&")),
         tls,
     })
+}
+
+/// `%XX` escapes undone (and nothing else: `+` stays a plus, as
+/// tokio-postgres reads it).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' && tail.len() >= 2 {
+            let hex = std::str::from_utf8(&tail[..2]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                bytes.push(v);
+                rest = &tail[2..];
+                continue;
+            }
+        }
+        bytes.push(b);
+        rest = tail;
+    }
+    String::from_utf8(bytes).map_err(|_| "the URL's query is not UTF-8".to_string())
 }
 
 /// Connect to `target` with the blocking client.
@@ -147,13 +171,13 @@ mod tests {
         assert_eq!(plain.tls, Tls::Off);
         assert_eq!(plain.url, "postgres://u:p@db:5432/whatan?sslmode=disable");
         let full = parse(
-            "postgresql://u@db/whatan?application_name=w&sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            "postgresql://u@db/whatan?application_name=w&sslmode=verify-full&sslrootcert=%2Fetc%2Fca+x.pem",
         )
         .unwrap();
         assert_eq!(
             full.tls,
             Tls::Verified {
-                root_cert: Some("/etc/ca.pem".into())
+                root_cert: Some("/etc/ca+x.pem".into())
             }
         );
         assert_eq!(
@@ -166,9 +190,11 @@ mod tests {
                 .tls,
             Tls::Verified { root_cert: None }
         );
+        let prefer = parse("postgres://db/w?sslmode=prefer").unwrap();
+        assert_eq!(prefer.tls, Tls::Verified { root_cert: None });
+        assert!(prefer.url.ends_with("sslmode=prefer"));
         for (url, says) in [
-            ("postgres://db/w?sslmode=prefer", "fall back"),
-            ("postgres://db/w?sslmode=allow", "fall back"),
+            ("postgres://db/w?sslmode=allow", "plain text first"),
             ("postgres://db/w?sslmode=sometimes", "not one of"),
             (
                 "postgres://db/w?sslmode=require&sslcert=c.pem",
@@ -177,6 +203,25 @@ mod tests {
         ] {
             let err = parse(url).unwrap_err();
             assert!(err.contains(says), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn everything_but_the_tls_parameters_is_handed_on_byte_for_byte() {
+        for url in [
+            "postgres://u:p%40ss%2Fw0rd@h1:5432,h2:5433/db?options=-c%20statement_timeout%3D5s&application_name=my%20app",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/db",
+            "postgresql://u:a+b@db/w?host=%2Ftmp&connect_timeout=3",
+        ] {
+            let target = parse(url).unwrap();
+            let before: postgres::Config = format!(
+                "{url}{}sslmode=disable",
+                if url.contains('?') { "&" } else { "?" }
+            )
+            .parse()
+            .unwrap();
+            let after: postgres::Config = target.url.parse().unwrap();
+            assert_eq!(format!("{before:?}"), format!("{after:?}"), "{url}");
         }
     }
 

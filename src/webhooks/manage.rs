@@ -89,13 +89,14 @@ pub async fn add(
             format!("description is longer than {MAX_DESCRIPTION} characters"),
         ));
     }
-    if description
-        .as_ref()
-        .is_some_and(|d| d.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
-    {
+    if description.as_ref().is_some_and(|d| {
+        d.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    }) {
         return Err(ManageError::Invalid(
             "description",
-            "description must not contain control characters (other than newlines and tabs)".into(),
+            "description must not contain control characters (other than line breaks and tabs)"
+                .into(),
         ));
     }
     let (secret, key) = new_secret();
