@@ -4,6 +4,9 @@
 #[allow(dead_code)]
 #[path = "support/database.rs"]
 mod database;
+#[allow(dead_code)]
+#[path = "support/serve.rs"]
+mod serve;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -1436,17 +1439,13 @@ fn migrate_from_sqlite_copies_everything_and_the_copy_serves_on() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     // Wait until all three reached the network, then stop.
-    let mut waited = 0;
-    while outbox_of(sqlite_args(), Vec::new())
-        .as_array()
-        .unwrap()
-        .len()
-        < 3
-    {
-        waited += 1;
-        assert!(waited < 400, "the three sends never went out");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    serve::wait_for("the three sends to go out", Duration::from_secs(10), || {
+        outbox_of(sqlite_args(), Vec::new())
+            .as_array()
+            .unwrap()
+            .len()
+            >= 3
+    });
     // Copy into an empty PostgreSQL database; not while a server writes the
     // file.
     let url = database::fresh_postgres(&server);
@@ -1513,12 +1512,11 @@ fn migrate_from_sqlite_copies_everything_and_the_copy_serves_on() {
         r#"{"to": "+917999709798", "type": "text", "text": "after the move"}"#,
     );
     assert_eq!(status, 202, "{body}");
-    let mut waited = 0;
-    while outbox_of(Vec::new(), pg_env()).as_array().unwrap().len() < 4 {
-        waited += 1;
-        assert!(waited < 400, "the send after the move never went out");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    serve::wait_for(
+        "the send after the move to go out",
+        Duration::from_secs(10),
+        || outbox_of(Vec::new(), pg_env()).as_array().unwrap().len() >= 4,
+    );
     assert_eq!(sigterm_and_wait(moved).code(), Some(0));
 }
 

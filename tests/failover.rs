@@ -20,12 +20,13 @@ mod database;
 #[allow(dead_code)]
 #[path = "support/serve.rs"]
 mod serve;
+use serve::wait_for;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -147,27 +148,11 @@ fn webhooks_node(url: &str) -> Option<String> {
     query(url, |c| {
         c.query_opt(
             "SELECT node_id FROM leases WHERE account_id = '~webhooks' AND expires_at > $1",
-            &[&now_ms()],
+            &[&whatan::clock::now_ms()],
         )
         .unwrap()
         .map(|r| r.get(0))
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// Poll `check` every 20 ms until it holds; panics with `what` after `limit`.
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -282,7 +267,7 @@ fn three_nodes_one_killed_one_paused_every_202_delivered_once_and_paced() {
     let before_kill = leases(&url);
     up.lock().unwrap().retain(|a| *a != nodes[victim].addr);
     signal(&nodes[victim], "-KILL");
-    let killed_at = now_ms();
+    let killed_at = whatan::clock::now_ms();
     let _ = nodes[victim].child.wait();
     wait_for(
         "the killed node's accounts taken over",
@@ -364,7 +349,7 @@ fn three_nodes_one_killed_one_paused_every_202_delivered_once_and_paced() {
     assert!(!fences_of_paused.is_empty());
     up.lock().unwrap().retain(|a| *a != nodes[paused].addr);
     signal(&nodes[paused], "-STOP");
-    let paused_at = now_ms();
+    let paused_at = whatan::clock::now_ms();
     wait_for(
         "the paused node's accounts taken over",
         Duration::from_secs(30),
@@ -393,7 +378,7 @@ fn three_nodes_one_killed_one_paused_every_202_delivered_once_and_paced() {
         },
     );
     signal(&nodes[paused], "-CONT");
-    let resumed_at = now_ms();
+    let resumed_at = whatan::clock::now_ms();
     up.lock().unwrap().push(nodes[paused].addr.clone());
     wait_for("sends after the pause", Duration::from_secs(60), || {
         count.load(Ordering::SeqCst) >= 400

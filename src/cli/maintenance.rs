@@ -40,13 +40,13 @@ pub fn prune(ctx: &Context, older_than: &str) -> Result<Output, CliError> {
 /// the version, after copying FILE in if asked.
 pub fn migrate(ctx: &Context, from_sqlite: Option<&Path>) -> Result<Output, CliError> {
     let copied = match from_sqlite {
-        Some(file) => Some(copy::from_sqlite_file(&ctx.store, file)?),
+        Some(file) => Some((file, copy::from_sqlite_file(&ctx.store, file)?)),
         None => None,
     };
     let version = ctx.store.read_blocking(crate::store::schema_version)?;
     let mut json = json!({ "version": version });
     let mut human = format!("the database schema is at version {version}");
-    if let Some(copied) = copied {
+    if let Some((file, copied)) = copied {
         let rows: u64 = copied.iter().map(|(_, n)| n).sum();
         json["copied"] = copied
             .iter()
@@ -56,7 +56,7 @@ pub fn migrate(ctx: &Context, from_sqlite: Option<&Path>) -> Result<Output, CliE
         human.push_str(&format!(
             "; copied {rows} rows from {} tables of {}",
             copied.len(),
-            from_sqlite.unwrap_or(Path::new("")).display()
+            file.display()
         ));
     }
     Ok(Output::new(json, human))

@@ -44,7 +44,6 @@ pub struct Cluster {
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct LeaseStats {
-    pub held: AtomicU64,
     pub live_nodes: AtomicU64,
     pub fair_share: AtomicU64,
     pub acquired: AtomicU64,
@@ -183,6 +182,11 @@ impl Cluster {
             .map(|l| l.fence)
     }
 
+    /// How many account leases this node holds now.
+    pub fn held_count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// How often the loop ticks: a third of the TTL.
     pub fn period(&self) -> Duration {
         self.ttl / 3
@@ -225,7 +229,6 @@ impl Cluster {
         changes.lost.extend(held.drain().map(|(id, _)| id));
         *held = next;
         let s = &self.stats;
-        s.held.store(held.len() as u64, Ordering::Relaxed);
         s.live_nodes
             .store(tick.live_nodes as u64, Ordering::Relaxed);
         s.fair_share
@@ -260,7 +263,6 @@ impl Cluster {
                 })
             })
             .collect();
-        self.stats.held.store(held.len() as u64, Ordering::Relaxed);
         self.stats
             .released
             .fetch_add(shed.len() as u64, Ordering::Relaxed);
@@ -289,7 +291,6 @@ impl Cluster {
                 fence,
             });
         }
-        self.stats.held.store(0, Ordering::Relaxed);
         all
     }
 }

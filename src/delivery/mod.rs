@@ -137,6 +137,17 @@ impl From<StoreError> for Interrupted {
     }
 }
 
+/// Notify the account's pacer if one runs; whether one does.
+fn notify_running(pacers: &HashMap<String, Arc<Notify>>, account_id: &str) -> bool {
+    match pacers.get(account_id) {
+        Some(notify) => {
+            notify.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
 /// Exponential back-off for a pacer that meets store errors.
 struct Backoff(Duration);
 
@@ -207,8 +218,7 @@ impl Engine {
             return;
         }
         let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = pacers.get(account_id) {
-            notify.notify_one();
+        if notify_running(&pacers, account_id) {
             return;
         }
         let notify = Arc::new(Notify::new());
@@ -239,7 +249,7 @@ impl Engine {
         let s = &c.stats;
         Some(crate::metrics::LeaseGauges {
             node_id: c.node_id.to_string(),
-            held: get(&s.held),
+            held: c.held_count() as u64,
             live_nodes: get(&s.live_nodes),
             fair_share: get(&s.fair_share),
             acquired: get(&s.acquired),
@@ -253,10 +263,10 @@ impl Engine {
     /// Wake an account's pacer only if it runs (so a pacer whose lease went
     /// away sees it and stops).
     fn nudge(&self, account_id: &str) {
-        let pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = pacers.get(account_id) {
-            notify.notify_one();
-        }
+        notify_running(
+            &self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner()),
+            account_id,
+        );
     }
 
     /// Wait until no hand-off is in flight (after shutdown was signalled),

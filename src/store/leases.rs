@@ -196,17 +196,6 @@ pub fn guard(conn: &Conn, account_id: &str, fence: Option<i64>) -> Result<(), St
     Ok(())
 }
 
-/// Every lease, for `/metrics` and tests: `(account, node, expires_at, fence)`.
-pub fn all(conn: &Conn) -> Result<Vec<(String, String, i64, i64)>, StoreError> {
-    let rows = conn
-        .prepare_cached(
-            "SELECT account_id, node_id, expires_at, fence FROM leases ORDER BY account_id",
-        )?
-        .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,16 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Poll `check` every 20 ms until it holds; panics with `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// Start `cmd` (a `whatan --json serve` command) with its stdout piped and
 /// read up to its `{"listening": ...}` line: the child, its address, and
