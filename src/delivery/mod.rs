@@ -30,7 +30,7 @@ pub mod settle;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ struct Inner {
     pacing: PacingConfig,
     clock: Clock,
     stats: Arc<EngineStats>,
-    pacers: Mutex<HashMap<String, Arc<Notify>>>,
+    pacers: Mutex<HashMap<String, Arc<Pacer>>>,
     shutdown: watch::Receiver<bool>,
     handoff_done: Notify,
     leases: Leases,
@@ -137,11 +137,19 @@ impl From<StoreError> for Interrupted {
     }
 }
 
+/// A running pacer: how to wake it, and whether it waits for work (no
+/// pending send, or a ban) rather than for a time.
+#[derive(Default)]
+struct Pacer {
+    notify: Notify,
+    idle: AtomicBool,
+}
+
 /// Notify the account's pacer if one runs; whether one does.
-fn notify_running(pacers: &HashMap<String, Arc<Notify>>, account_id: &str) -> bool {
+fn notify_running(pacers: &HashMap<String, Arc<Pacer>>, account_id: &str) -> bool {
     match pacers.get(account_id) {
-        Some(notify) => {
-            notify.notify_one();
+        Some(pacer) => {
+            pacer.notify.notify_one();
             true
         }
         None => false,
@@ -221,9 +229,28 @@ impl Engine {
         if notify_running(&pacers, account_id) {
             return;
         }
-        let notify = Arc::new(Notify::new());
-        pacers.insert(account_id.to_string(), notify.clone());
-        tokio::spawn(self.clone().supervise(account_id.to_string(), notify));
+        self.start_pacer(&mut pacers, account_id);
+    }
+
+    /// [`Engine::wake`] for an account known to have pending sends: a pacer
+    /// that waits for a time (its next slot, the offline grace) already
+    /// knows, so only a missing or idle one is woken.
+    fn wake_for_pending(&self, account_id: &str) {
+        if !self.inner.leases.holds(account_id) {
+            return;
+        }
+        let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
+        match pacers.get(account_id) {
+            Some(pacer) if pacer.idle.load(Ordering::SeqCst) => pacer.notify.notify_one(),
+            Some(_) => {}
+            None => self.start_pacer(&mut pacers, account_id),
+        }
+    }
+
+    fn start_pacer(&self, pacers: &mut HashMap<String, Arc<Pacer>>, account_id: &str) {
+        let pacer = Arc::new(Pacer::default());
+        pacers.insert(account_id.to_string(), pacer.clone());
+        tokio::spawn(self.clone().supervise(account_id.to_string(), pacer));
     }
 
     /// Hand-offs between their claim and their settlement right now.
@@ -342,24 +369,27 @@ impl Engine {
                 .inner
                 .store
                 .read(move |c| {
-                    let mut ids: Vec<String> = admin::accounts_changed_since(c, window_start)?
+                    let changed: Vec<String> = admin::accounts_changed_since(c, window_start)?
                         .into_iter()
                         .map(|a| a.id)
                         .collect();
-                    let mut unleased = false;
+                    let (mut pending, mut unleased) = (Vec::new(), false);
                     if clustered {
                         // Sends another node answered 202 for accounts held
                         // here; accounts nobody holds (new, or a dead node's).
-                        ids.extend(attempts::accounts_with_pending(c)?);
+                        pending = attempts::accounts_with_pending(c)?;
                         unleased = leases::any_free(c, now)?;
                     }
-                    Ok((ids, unleased))
+                    Ok((changed, pending, unleased))
                 })
                 .await
             {
-                Ok((ids, unleased)) => {
-                    for id in ids {
+                Ok((changed, pending, unleased)) => {
+                    for id in changed {
                         self.wake(&id);
+                    }
+                    for id in pending {
+                        self.wake_for_pending(&id);
                     }
                     if unleased {
                         self.inner.tick_now.notify_one();
@@ -372,9 +402,9 @@ impl Engine {
 
     /// Run the account's pacer, starting it again if it panics; unlist it
     /// when it ends for good, so that the next wake starts a new one.
-    async fn supervise(self, account_id: String, notify: Arc<Notify>) {
+    async fn supervise(self, account_id: String, pacer: Arc<Pacer>) {
         loop {
-            let run = AssertUnwindSafe(self.run_pacer(&account_id, &notify));
+            let run = AssertUnwindSafe(self.run_pacer(&account_id, &pacer));
             match run.catch_unwind().await {
                 Ok(()) => break,
                 Err(_) => {
@@ -393,13 +423,14 @@ impl Engine {
         let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
         if pacers
             .get(&account_id)
-            .is_some_and(|n| Arc::ptr_eq(n, &notify))
+            .is_some_and(|p| Arc::ptr_eq(p, &pacer))
         {
             pacers.remove(&account_id);
         }
     }
 
-    async fn run_pacer(&self, account_id: &str, notify: &Notify) {
+    async fn run_pacer(&self, account_id: &str, pacer: &Pacer) {
+        let notify = &pacer.notify;
         let mut backoff = Backoff::new();
         loop {
             if self.shutting_down() || !self.inner.leases.holds(account_id) {
@@ -432,10 +463,12 @@ impl Engine {
             let now = self.inner.clock.now_ms();
             let outcome = match decide(now, view, next.is_some(), self.inner.pacing.offline_grace) {
                 Decision::Idle => {
+                    pacer.idle.store(true, Ordering::SeqCst);
                     tokio::select! {
                         _ = notify.notified() => {}
                         _ = self.stopping() => {}
                     }
+                    pacer.idle.store(false, Ordering::SeqCst);
                     Ok(())
                 }
                 Decision::WaitUntil(at) => {
