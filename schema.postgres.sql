@@ -215,3 +215,15 @@ CREATE TABLE nodes (
 ALTER TABLE sandbox_handoffs ADD COLUMN node_id TEXT;
 ALTER TABLE sandbox_handoffs ADD COLUMN fence BIGINT;
 ALTER TABLE sandbox_handoffs ADD COLUMN refused BIGINT NOT NULL DEFAULT 0;
+
+-- migration: 11
+
+CREATE TABLE web_session_rows (
+    account_id  TEXT NOT NULL,
+    kind        BIGINT NOT NULL,
+    row_key     BYTEA NOT NULL,
+    value       BYTEA NOT NULL,
+    ts          BIGINT NOT NULL,
+    PRIMARY KEY (account_id, kind, row_key)
+);
+CREATE INDEX web_session_rows_by_ts ON web_session_rows(account_id, kind, ts);

@@ -312,3 +312,21 @@ CREATE TABLE nodes (
 ALTER TABLE sandbox_handoffs ADD COLUMN node_id TEXT;
 ALTER TABLE sandbox_handoffs ADD COLUMN fence INTEGER;
 ALTER TABLE sandbox_handoffs ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
+
+-- migration: 11
+
+-- Linked-device (web) sessions as rows, on PostgreSQL: whichever node holds
+-- an account's lease loads its WhatsApp Web state from here, so an account
+-- moves to another node without pairing again. One row per entry of the
+-- library's stores (`kind` numbers them, `row_key` is the entry's key as
+-- bytes, `ts` what some entries expire by). The SQLite file keeps its
+-- sessions in `web-sessions/` files, and this table stays empty there.
+CREATE TABLE web_session_rows (
+    account_id  TEXT NOT NULL,
+    kind        INTEGER NOT NULL,
+    row_key     BLOB NOT NULL,
+    value       BLOB NOT NULL,
+    ts          INTEGER NOT NULL,
+    PRIMARY KEY (account_id, kind, row_key)
+);
+CREATE INDEX web_session_rows_by_ts ON web_session_rows(account_id, kind, ts);

@@ -63,6 +63,7 @@ impl Links {
     }
 
     /// Claim the account for a new pairing: false if one is running.
+    #[cfg(any(feature = "web", test))]
     fn begin(&self, account: &str) -> bool {
         let mut states = self.lock();
         if states.get(account).is_some_and(LinkState::is_running) {
@@ -89,7 +90,7 @@ pub fn start_web(state: &AppState, account: Account, pair_code: bool) {
     if !links.begin(&account.id) {
         return;
     }
-    let (store, config) = (state.store.clone(), state.config.clone());
+    let store = state.store.clone();
     tokio::spawn(async move {
         let id = account.id.clone();
         let shown = links.clone();
@@ -106,7 +107,7 @@ pub fn start_web(state: &AppState, account: Account, pair_code: bool) {
             };
             shown.set(&id, next);
         };
-        let result = crate::driver::web::link_account(&config, &account, pair_code, show).await;
+        let result = crate::driver::web::link_account(&store, &account, pair_code, show).await;
         let id = account.id.clone();
         let outcome = match result {
             Ok(detail) => {

@@ -563,6 +563,7 @@ impl Engine {
                         tracing::warn!(account = %id, "lease lost to another node");
                         self.nudge(id);
                     }
+                    self.inner.drivers.leases_lost(&changes.lost);
                     if !tick.taken.is_empty() {
                         tracing::info!(
                             accounts = tick.taken.len(),
@@ -574,6 +575,13 @@ impl Engine {
                     for id in &changes.gained {
                         self.wake(id);
                     }
+                    let gained: Vec<(String, i64)> = tick
+                        .held
+                        .iter()
+                        .filter(|h| changes.gained.contains(&h.account_id))
+                        .map(|h| (h.account_id.clone(), h.fence))
+                        .collect();
+                    self.inner.drivers.leases_gained(&gained);
                     let shed = cluster.shed(tick.fair_share);
                     if !shed.is_empty() {
                         for lease in &shed {
@@ -584,7 +592,9 @@ impl Engine {
                             fair_share = tick.fair_share,
                             "giving leases to other nodes"
                         );
+                        let ids: Vec<String> = shed.iter().map(|l| l.account_id.clone()).collect();
                         self.release(shed).await;
+                        self.inner.drivers.leases_lost(&ids);
                     }
                 }
                 Err(e) => {
@@ -611,7 +621,10 @@ impl Engine {
         // After any tick in progress, and before the next could start.
         let mut left = cluster.ticking.lock().await;
         *left = true;
-        self.release(cluster.release_all()).await;
+        let all = cluster.release_all();
+        let ids: Vec<String> = all.iter().map(|l| l.account_id.clone()).collect();
+        self.release(all).await;
+        self.inner.drivers.leases_lost(&ids);
         let node = cluster.node_id.clone();
         let _ = self
             .inner

@@ -198,6 +198,17 @@ pub trait WhatsAppDriver: Send + Sync {
     /// Close connections gracefully when the server stops (after the engine
     /// drained). Drivers that hold no connection keep the default.
     async fn shutdown(&self) {}
+
+    /// Several nodes on PostgreSQL: this node now holds the leases of these
+    /// accounts (any driver's), under these fences. A driver that keeps a
+    /// connection per account opens it here. Must not block: the lease loop
+    /// calls it.
+    fn leases_gained(&self, _accounts: &[(String, i64)]) {}
+
+    /// This node no longer holds these accounts' leases: close what is
+    /// open for them, so that only the new holder is connected. Must not
+    /// block.
+    fn leases_lost(&self, _account_ids: &[String]) {}
 }
 
 /// The drivers of one process, by kind.
@@ -214,6 +225,25 @@ impl Drivers {
 
     pub fn get(&self, kind: DriverKind) -> Option<Arc<dyn WhatsAppDriver>> {
         self.by_kind.get(&kind).cloned()
+    }
+
+    /// Tell every driver about gained leases
+    /// ([`WhatsAppDriver::leases_gained`]).
+    pub fn leases_gained(&self, accounts: &[(String, i64)]) {
+        if !accounts.is_empty() {
+            self.by_kind
+                .values()
+                .for_each(|d| d.leases_gained(accounts));
+        }
+    }
+
+    /// Tell every driver about lost leases ([`WhatsAppDriver::leases_lost`]).
+    pub fn leases_lost(&self, account_ids: &[String]) {
+        if !account_ids.is_empty() {
+            self.by_kind
+                .values()
+                .for_each(|d| d.leases_lost(account_ids));
+        }
     }
 
     /// Shut every driver down (see [`WhatsAppDriver::shutdown`]).

@@ -24,6 +24,7 @@ pub mod pg_url;
 pub mod postgres;
 pub mod retention;
 mod types;
+pub mod web_sessions;
 pub mod webhooks;
 mod writer;
 

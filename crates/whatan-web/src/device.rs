@@ -12,7 +12,6 @@
 //! send waiting for it, or reports it as [`WebEvent::ServerAck`] when it
 //! comes too late. Receipts and connection changes are reported as they come.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -31,7 +30,7 @@ use crate::mapping::{ack_result, after_run, restart_backoff, AfterRun, OwnIds};
 use crate::net::Net;
 use crate::reach::Reach;
 use crate::router::{OnEvent, Router, RouterHandle};
-use crate::session::{remove_session, session_exists};
+use crate::session::Session;
 use crate::{lock, phone_user, WebError, WebEvent};
 
 /// How long a send waits for WhatsApp's ack of its message.
@@ -54,7 +53,7 @@ pub struct LinkedDevice {
 }
 
 struct Shared {
-    path: PathBuf,
+    session: Session,
     net: Net,
     /// Why the last connection attempt failed, if it did.
     reach: Arc<Reach>,
@@ -65,7 +64,7 @@ struct Shared {
 }
 
 impl LinkedDevice {
-    /// Connect the linked session stored at `path`, reporting what happens
+    /// Connect the linked `session`, reporting what happens
     /// through `on_event` (called on the library's dispatch path: keep it
     /// quick, e.g. push to a channel). Fails with [`WebError::NotLinked`],
     /// touching nothing, when there is no linked session there.
@@ -75,31 +74,30 @@ impl LinkedDevice {
     /// out), once per cause, and keeps trying.
     pub async fn connect(
         net: &Net,
-        path: &Path,
+        session: &Session,
         on_event: impl Fn(WebEvent) + Send + Sync + 'static,
     ) -> Result<LinkedDevice, WebError> {
-        Self::connect_with(net.clone(), path, Arc::new(on_event), ACK_TIMEOUT).await
+        Self::connect_with(net.clone(), session, Arc::new(on_event), ACK_TIMEOUT).await
     }
 
     pub(crate) async fn connect_with(
         net: Net,
-        path: &Path,
+        session: &Session,
         on_event: OnEvent,
         ack_timeout: Duration,
     ) -> Result<LinkedDevice, WebError> {
-        if !session_exists(path) {
+        if !session.exists().await? {
             return Err(WebError::NotLinked(format!(
-                "no linked session at {}",
-                path.display()
+                "no linked session at {session}"
             )));
         }
         let router = Arc::new(Router::new(on_event));
         let reach = Reach::new();
-        let bot = build_linked_bot(&net, path, &router, &reach).await?;
+        let bot = build_linked_bot(&net, session, &router, &reach).await?;
         router.emit(WebEvent::Connecting);
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            path: path.to_path_buf(),
+            session: session.clone(),
             net,
             reach,
             router,
@@ -286,25 +284,24 @@ pub(crate) fn send_error(error: SendError) -> WebError {
     }
 }
 
-/// Build a bot on the session at `path` and check that it is linked.
+/// Build a bot on `session` and check that it is linked.
 async fn build_linked_bot(
     net: &Net,
-    path: &Path,
+    session: &Session,
     router: &Arc<Router>,
     reach: &Arc<Reach>,
 ) -> Result<Bot, WebError> {
     let bot = net
-        .observed_builder(path, reach)
+        .observed_builder(session, reach)
         .await?
         .with_event_handler(RouterHandle(router.clone()))
         .build()
         .await
-        .map_err(|e| WebError::Store(format!("cannot load {}: {e}", path.display())))?;
+        .map_err(|e| WebError::Store(format!("cannot load {session}: {e}")))?;
     let client = bot.client();
     let Some(phone) = client.pn() else {
         return Err(WebError::NotLinked(format!(
-            "the session at {} was never linked (pairing did not finish)",
-            path.display()
+            "the session at {session} was never linked (pairing did not finish)"
         )));
     };
     router.set_own(OwnIds {
@@ -352,12 +349,9 @@ async fn supervise(shared: Arc<Shared>, first: Bot) {
             AfterRun::Stop {
                 remove_session: true,
             } => {
-                if let Err(e) = remove_session(&shared.path) {
+                if let Err(e) = shared.session.remove().await {
                     shared.router.emit(WebEvent::LoggedOut {
-                        reason: format!(
-                            "logged out, but the session file {} could not be removed: {e}",
-                            shared.path.display()
-                        ),
+                        reason: format!("logged out, but the session was not removed: {e}"),
                     });
                 }
                 return;
@@ -380,7 +374,9 @@ async fn supervise(shared: Arc<Shared>, first: Bot) {
         }
         shared.router.emit(WebEvent::Connecting);
         bot = loop {
-            match build_linked_bot(&shared.net, &shared.path, &shared.router, &shared.reach).await {
+            match build_linked_bot(&shared.net, &shared.session, &shared.router, &shared.reach)
+                .await
+            {
                 Ok(bot) => break bot,
                 Err(WebError::NotLinked(reason)) => {
                     shared.router.emit(WebEvent::LoggedOut { reason });
@@ -438,8 +434,10 @@ mod tests {
     async fn connecting_without_a_session_file_fails_and_creates_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web-sessions").join("acc_1.db");
+        let session = Session::File(path);
         let result =
-            LinkedDevice::connect_with(Net::offline(), &path, Arc::new(|_| {}), ACK_TIMEOUT).await;
+            LinkedDevice::connect_with(Net::offline(), &session, Arc::new(|_| {}), ACK_TIMEOUT)
+                .await;
         assert!(matches!(result, Err(WebError::NotLinked(_))));
         assert!(!dir.path().join("web-sessions").exists());
     }
@@ -447,23 +445,23 @@ mod tests {
     #[tokio::test]
     async fn connecting_an_unfinished_pairing_fails_as_not_linked() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("acc_1.db");
+        let session = Session::File(dir.path().join("acc_1.db"));
         // A store that exists but was never paired.
         drop(
             Net::offline()
-                .builder(&path)
+                .builder(&session)
                 .await
                 .unwrap()
                 .build()
                 .await
                 .unwrap(),
         );
-        assert!(session_exists(&path));
+        assert!(session.exists().await.unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let result = LinkedDevice::connect_with(
             Net::offline(),
-            &path,
+            &session,
             Arc::new(move |e| lock(&sink).push(e)),
             ACK_TIMEOUT,
         )

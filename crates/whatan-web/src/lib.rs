@@ -8,8 +8,11 @@
 //! events and account states.
 //!
 //! Code map:
-//! - [`session`]: where a linked session lives on disk (one SQLite file per
-//!   account) and how it is removed.
+//! - [`session`]: where a linked session lives ([`Session`]: one SQLite file
+//!   per account, or rows in the caller's database) and how it is removed.
+//! - [`rows`]: a session as keyed rows ([`SessionRows`], implemented by the
+//!   caller); `backend` the library's storage backend over them
+//!   ([`RowBackend`]); `conformance` the tests both backends pass.
 //! - [`render`]: the pairing QR code as terminal text, the pair code as shown.
 //! - [`mapping`]: pure decisions on the library's events: connection changes,
 //!   what to do after a connection ends, server acks, receipts.
@@ -26,6 +29,9 @@
 //! every result is reported in this crate's own small types ([`WebEvent`],
 //! [`WebError`]) and the caller decides.
 
+mod backend;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod device;
 pub mod mapping;
 mod net;
@@ -33,18 +39,21 @@ pub mod pairing;
 mod reach;
 pub mod render;
 mod router;
+pub mod rows;
 pub mod session;
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+pub use backend::RowBackend;
 pub use device::{Ack, LinkedDevice};
 pub use mapping::ReceiptKind;
 pub use net::Net;
 pub use pairing::{linked_phone, pair, Linked, PairMode, PairingPrompt};
 pub use render::{format_pair_code, render_qr, QrStyle};
-pub use session::{remove_session, session_exists, session_path, sessions_dir};
+pub use rows::{Kind, Op, Row, SessionRows};
+pub use session::{remove_session, session_exists, session_path, sessions_dir, Session};
 
 /// What a linked device reports while it runs, in whatan's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]

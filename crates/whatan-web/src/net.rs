@@ -4,16 +4,14 @@
 //! WebSocket server for whatan's tests; an offline transport in this crate's
 //! tests, so that no test ever reaches the network.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use whatsapp_rust::bot::{Bot, BotBuilder, Provided};
 use whatsapp_rust::http::{HttpClient, UreqHttpClient};
 use whatsapp_rust::transport::{TokioWebSocketTransportFactory, TransportFactory};
-use whatsapp_rust_sqlite_storage::SqliteStore;
 
 use crate::reach::{Observed, Reach};
-use crate::session::store_url;
+use crate::session::Session;
 use crate::WebError;
 #[cfg(test)]
 use whatsapp_rust::transport::{Transport, TransportEvent};
@@ -47,31 +45,18 @@ impl Net {
         }
     }
 
-    /// A bot builder on the session store at `path` (created if missing).
-    pub(crate) async fn builder(&self, path: &Path) -> Result<Builder, WebError> {
-        self.observed_builder(path, &Reach::new()).await
+    /// A bot builder on `session` (an empty file is created if missing).
+    pub(crate) async fn builder(&self, session: &Session) -> Result<Builder, WebError> {
+        self.observed_builder(session, &Reach::new()).await
     }
 
     /// [`Net::builder`], reporting connection failures to `reach`.
     pub(crate) async fn observed_builder(
         &self,
-        path: &Path,
+        session: &Session,
         reach: &Arc<Reach>,
     ) -> Result<Builder, WebError> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                create_private_dir(dir).map_err(|e| {
-                    WebError::Store(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
-        }
-        // The session holds the device's keys: created owner-only before the
-        // store opens it (SQLite gives its -wal/-shm the same mode).
-        create_private_file(path)
-            .map_err(|e| WebError::Store(format!("cannot create {}: {e}", path.display())))?;
-        let store = SqliteStore::new(store_url(path)?)
-            .await
-            .map_err(|e| WebError::Store(format!("cannot open {}: {e}", path.display())))?;
+        let store = session.backend().await?;
         let transport: Arc<dyn TransportFactory> = match &self.transport {
             Some(transport) => transport.clone(),
             None => Arc::new(TokioWebSocketTransportFactory::new()),
@@ -80,7 +65,7 @@ impl Net {
         // History is of no use to a sending API; skipping it keeps the first
         // connection light.
         let mut builder = Bot::builder()
-            .with_backend(store)
+            .with_backend_arc(store)
             .skip_history_sync()
             .with_transport_factory(Observed {
                 inner: transport,
@@ -104,29 +89,6 @@ impl Net {
             transport: Some(Arc::new(OfflineTransport)),
             version: Some(FIXED_VERSION),
         }
-    }
-}
-
-/// Session files hold the account's keys: a folder created for them is
-/// readable by its owner only.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Create `path` with mode 0600 if it does not exist; an existing session
-/// file is left as it is.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(()),
     }
 }
 
@@ -161,7 +123,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web-sessions").join("acc_1.db");
 
-        let _builder = Net::offline().builder(&path).await.unwrap();
+        let _builder = Net::offline()
+            .builder(&Session::File(path.clone()))
+            .await
+            .unwrap();
 
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the session holds the device's keys");

@@ -9,7 +9,6 @@
 //! session file behind. A phone whose number is not the account's is unlinked
 //! again at once: an account must send from its own number.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use whatsapp_rust::types::events::{Event, EventHandler, EventInterest, EventKind
 use crate::mapping::{connection_change, is_same_number, web_event};
 use crate::net::Net;
 use crate::reach::Reach;
-use crate::session::{remove_session, session_exists};
+use crate::session::Session;
 use crate::{phone_user, WebError, WebEvent};
 
 /// How to link.
@@ -54,73 +53,70 @@ pub struct Linked {
     pub phone_user: String,
 }
 
-/// The number linked in the session at `path`, if it is linked. Reads the
-/// session file only; never connects.
-pub async fn linked_phone(path: &Path) -> Result<Option<String>, WebError> {
-    linked_phone_with(&Net::default(), path).await
+/// The number linked in `session`, if it is linked. Reads the session
+/// only; never connects.
+pub async fn linked_phone(session: &Session) -> Result<Option<String>, WebError> {
+    linked_phone_with(&Net::default(), session).await
 }
 
-async fn linked_phone_with(net: &Net, path: &Path) -> Result<Option<String>, WebError> {
-    if !session_exists(path) {
+async fn linked_phone_with(net: &Net, session: &Session) -> Result<Option<String>, WebError> {
+    if !session.exists().await? {
         return Ok(None);
     }
     let bot = net
-        .builder(path)
+        .builder(session)
         .await?
         .build()
         .await
-        .map_err(|e| WebError::Store(format!("cannot load {}: {e}", path.display())))?;
+        .map_err(|e| WebError::Store(format!("cannot load {session}: {e}")))?;
     Ok(bot.client().pn().map(|jid| jid.user.to_string()))
 }
 
-/// Link the phone of `account_e164` to a new session at `path`, showing
+/// Link the phone of `account_e164` to a new `session`, showing
 /// codes through `on_prompt`, within `timeout`. Refuses to overwrite a linked
 /// session. Ends early with [`WebError::Unreachable`] naming the cause when
 /// WhatsApp cannot be reached: at the first failed connection, or after
 /// [`REACH_TIMEOUT`] without an answer.
 pub async fn pair(
     net: &Net,
-    path: &Path,
+    session: &Session,
     account_e164: &str,
     mode: PairMode,
     on_prompt: impl Fn(PairingPrompt) + Send + Sync + 'static,
     timeout: Duration,
 ) -> Result<Linked, WebError> {
-    pair_with(net, path, account_e164, mode, &on_prompt, timeout).await
+    pair_with(net, session, account_e164, mode, &on_prompt, timeout).await
 }
 
 pub(crate) async fn pair_with(
     net: &Net,
-    path: &Path,
+    session: &Session,
     account_e164: &str,
     mode: PairMode,
     on_prompt: &(dyn Fn(PairingPrompt) + Send + Sync),
     timeout: Duration,
 ) -> Result<Linked, WebError> {
     let phone = phone_user(account_e164)?;
-    if let Some(linked) = linked_phone_with(net, path).await? {
+    if let Some(linked) = linked_phone_with(net, session).await? {
         return Err(WebError::PairingFailed(format!(
-            "the session at {} is already linked to +{linked}",
-            path.display()
+            "the session at {session} is already linked to +{linked}"
         )));
     }
     let deadline = Instant::now() + timeout;
-    let result = pair_until_linked(net, path, &phone, mode, on_prompt, deadline).await;
+    let result = pair_until_linked(net, session, &phone, mode, on_prompt, deadline).await;
     let result = match result {
         Err(WebError::PairingTimedOut(_)) => Err(WebError::PairingTimedOut(timeout)),
         other => other,
     };
     if result.is_err()
-        && session_exists(path)
-        && !matches!(linked_phone_with(net, path).await, Ok(Some(_)))
+        && session.exists().await.unwrap_or(true)
+        && !matches!(linked_phone_with(net, session).await, Ok(Some(_)))
     {
         // Nothing linked: leave no half-made session for `serve` to find.
-        remove_session(path).map_err(|e| {
-            WebError::Store(format!(
-                "pairing failed and {} could not be removed: {e}",
-                path.display()
-            ))
-        })?;
+        session
+            .remove()
+            .await
+            .map_err(|e| WebError::Store(format!("pairing failed, and then: {e}")))?;
     }
     result
 }
@@ -144,7 +140,7 @@ enum Round {
 
 async fn pair_until_linked(
     net: &Net,
-    path: &Path,
+    session: &Session,
     phone: &str,
     mode: PairMode,
     on_prompt: &(dyn Fn(PairingPrompt) + Send + Sync),
@@ -163,7 +159,7 @@ async fn pair_until_linked(
     loop {
         let (tx, mut events) = mpsc::unbounded_channel();
         let mut builder = net
-            .observed_builder(path, &reach)
+            .observed_builder(session, &reach)
             .await?
             .with_event_handler(Forward(tx));
         if mode == PairMode::PairCode {
@@ -172,7 +168,7 @@ async fn pair_until_linked(
         let bot = builder
             .build()
             .await
-            .map_err(|e| WebError::Store(format!("cannot load {}: {e}", path.display())))?;
+            .map_err(|e| WebError::Store(format!("cannot load {session}: {e}")))?;
         let mut handle = bot.spawn();
         let client = handle.client();
         let mut linked_user: Option<String> = None;
@@ -290,9 +286,7 @@ async fn pair_until_linked(
             Round::WrongPhone(user) => {
                 client.logout().await;
                 handle.shutdown().await;
-                remove_session(path).map_err(|e| {
-                    WebError::Store(format!("cannot remove {}: {e}", path.display()))
-                })?;
+                session.remove().await?;
                 return Err(WebError::PairingFailed(format!(
                     "the phone that was linked is +{user}, not this account's number +{phone}; \
                      it was unlinked again. Link the phone of +{phone}"
@@ -349,21 +343,22 @@ mod tests {
     async fn a_session_that_does_not_exist_is_not_linked_and_is_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("acc_1.db");
-        assert_eq!(linked_phone_with(&Net::offline(), &path).await, Ok(None));
+        let session = Session::File(path.clone());
+        assert_eq!(linked_phone_with(&Net::offline(), &session).await, Ok(None));
         assert!(!path.exists());
     }
 
     #[tokio::test]
     async fn pairing_that_cannot_reach_whatsapp_says_why_at_once_and_leaves_no_session() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("web-sessions").join("acc_1.db");
+        let session = Session::File(dir.path().join("web-sessions").join("acc_1.db"));
         let prompts = Arc::new(Mutex::new(Vec::new()));
         let seen = prompts.clone();
         let started = std::time::Instant::now();
         // The whole 5-minute window is allowed; the first failure ends it.
         let result = pair_with(
             &Net::offline(),
-            &path,
+            &session,
             "+917000000001",
             PairMode::Qr,
             &move |p| seen.lock().unwrap().push(p),
@@ -388,7 +383,7 @@ mod tests {
         }
         assert!(prompts.lock().unwrap().is_empty());
         assert!(
-            !session_exists(&path),
+            !session.exists().await.unwrap(),
             "an unfinished pairing leaves nothing"
         );
         #[cfg(unix)]
@@ -409,7 +404,7 @@ mod tests {
         let path = dir.path().join("acc_1.db");
         let result = pair_with(
             &Net::offline(),
-            &path,
+            &Session::File(path.clone()),
             "not a number",
             PairMode::PairCode,
             &|_| {},

@@ -1,13 +1,116 @@
-//! Where linked sessions live: one SQLite file per account,
+//! Where linked sessions live ([`Session`]): one SQLite file per account,
 //! `<database dir>/web-sessions/<account id>.db`, next to whatan's own
-//! database so that backing up that directory keeps the links. The file holds
-//! the device's keys (whoever has it can read and send as the account):
-//! it is created readable by its owner only (0600, in a 0700 folder).
+//! database so that backing up that directory keeps the links; or rows in
+//! the caller's database ([`crate::rows`]), so that another machine can
+//! drive the account without pairing again. Either holds the device's keys
+//! (whoever has them can read and send as the account): a file is created
+//! readable by its owner only (0600, in a 0700 folder).
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use whatsapp_rust::wacore::store::traits::Backend;
+use whatsapp_rust_sqlite_storage::SqliteStore;
+
+use crate::backend::RowBackend;
+use crate::rows::{Kind, SessionRows};
 use crate::WebError;
+
+/// Where one account's linked session is kept.
+#[derive(Clone)]
+pub enum Session {
+    /// The library's own SQLite file.
+    File(PathBuf),
+    /// Rows in the caller's database; `name` says which, in messages.
+    Rows {
+        name: String,
+        rows: Arc<dyn SessionRows>,
+    },
+}
+
+impl Session {
+    /// Whether a session is stored (linked, or a pairing left unfinished:
+    /// [`crate::linked_phone`] tells them apart).
+    pub async fn exists(&self) -> Result<bool, WebError> {
+        match self {
+            Session::File(path) => Ok(session_exists(path)),
+            Session::Rows { rows, .. } => rows
+                .scan(Kind::Device, b"")
+                .await
+                .map(|device| !device.is_empty())
+                .map_err(|e| WebError::Store(format!("cannot read {self}: {e}"))),
+        }
+    }
+
+    /// Remove the session (missing is fine).
+    pub async fn remove(&self) -> Result<(), WebError> {
+        let removed = match self {
+            Session::File(path) => remove_session(path).map_err(|e| e.to_string()),
+            Session::Rows { rows, .. } => rows.clear().await,
+        };
+        removed.map_err(|e| WebError::Store(format!("cannot remove {self}: {e}")))
+    }
+
+    /// The library's storage backend on this session, creating an empty
+    /// file (owner-only) when there is none.
+    pub(crate) async fn backend(&self) -> Result<Arc<dyn Backend>, WebError> {
+        match self {
+            Session::File(path) => {
+                if let Some(dir) = path.parent() {
+                    if !dir.as_os_str().is_empty() {
+                        create_private_dir(dir).map_err(|e| {
+                            WebError::Store(format!("cannot create {}: {e}", dir.display()))
+                        })?;
+                    }
+                }
+                // The session holds the device's keys: created owner-only
+                // before the store opens it (SQLite gives its -wal/-shm the
+                // same mode).
+                create_private_file(path).map_err(|e| {
+                    WebError::Store(format!("cannot create {}: {e}", path.display()))
+                })?;
+                let store = SqliteStore::new(store_url(path)?)
+                    .await
+                    .map_err(|e| WebError::Store(format!("cannot open {self}: {e}")))?;
+                Ok(Arc::new(store))
+            }
+            Session::Rows { rows, .. } => Ok(Arc::new(RowBackend::new(rows.clone()))),
+        }
+    }
+}
+
+impl std::fmt::Display for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Session::File(path) => write!(f, "{}", path.display()),
+            Session::Rows { name, .. } => f.write_str(name),
+        }
+    }
+}
+
+/// Session files hold the account's keys: a folder created for them is
+/// readable by its owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Create `path` with mode 0600 if it does not exist; an existing session
+/// file is left as it is.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
 
 /// The folder, next to whatan's database, that holds the session files.
 pub const SESSIONS_DIR: &str = "web-sessions";
@@ -59,7 +162,7 @@ pub fn remove_session(path: &Path) -> io::Result<()> {
 
 /// The store URL the library wants (a plain path), refusing paths that are
 /// not valid UTF-8 rather than mangling them.
-pub(crate) fn store_url(path: &Path) -> Result<&str, WebError> {
+fn store_url(path: &Path) -> Result<&str, WebError> {
     path.to_str()
         .ok_or_else(|| WebError::Store(format!("{} is not a UTF-8 path", path.display())))
 }

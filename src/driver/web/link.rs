@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use whatan_web::{PairMode, PairingPrompt, QrStyle};
 
-use crate::config::Config;
+use super::Sessions;
 use crate::store::admin::Account;
+use crate::store::Store;
 
 /// How long `account connect` waits for the phone.
 pub const PAIRING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -19,7 +20,7 @@ pub const PAIRING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Returns the status detail to store; an account whose session is already
 /// linked is not paired again.
 pub fn link_account_blocking(
-    config: &Config,
+    store: &Store,
     account: &Account,
     pair_code: bool,
     json: bool,
@@ -30,7 +31,7 @@ pub fn link_account_blocking(
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let printer = PromptPrinter::new(json, account.phone.clone());
-    runtime.block_on(link_account(config, account, pair_code, move |p| {
+    runtime.block_on(link_account(store, account, pair_code, move |p| {
         printer.show(p)
     }))
 }
@@ -40,14 +41,15 @@ pub fn link_account_blocking(
 /// the status detail to store; an account whose session is already linked
 /// is not paired again.
 pub async fn link_account(
-    config: &Config,
+    store: &Store,
     account: &Account,
     pair_code: bool,
     show: impl Fn(PairingPrompt) + Send + Sync + 'static,
 ) -> Result<String, String> {
-    let sessions = whatan_web::sessions_dir(&config.database.path);
-    let path = whatan_web::session_path(&sessions, &account.id).map_err(|e| e.to_string())?;
-    if let Some(user) = whatan_web::linked_phone(&path)
+    let session = Sessions::of(store)
+        .session(&account.id, None)
+        .map_err(|e| e.to_string())?;
+    if let Some(user) = whatan_web::linked_phone(&session)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -62,7 +64,7 @@ pub async fn link_account(
     };
     let linked = whatan_web::pair(
         &super::network(),
-        &path,
+        &session,
         &account.phone,
         mode,
         show,

@@ -4,11 +4,16 @@
 //! linked device)".
 //!
 //! - Pairing is the admin CLI's job (`account connect ID [--pair-code]`,
-//!   [`link_account_blocking`] in `link.rs`); it leaves one session file per
-//!   account in `<database dir>/web-sessions/<account id>.db`.
-//! - `serve` reconnects every account whose session file exists
-//!   ([`WebDriver::start`]); an account linked while `serve` runs is
-//!   connected at its first send.
+//!   [`link_account_blocking`] in `link.rs`) or the dashboard's; it leaves
+//!   the account's session where [`Sessions`] says (`sessions.rs`): one
+//!   file per account in `<database dir>/web-sessions/<account id>.db`, or
+//!   rows in PostgreSQL.
+//! - `serve` on the SQLite file reconnects every account whose session
+//!   exists ([`WebDriver::start`]). With several nodes on PostgreSQL a node
+//!   connects the accounts whose leases it gains and stops those it loses
+//!   ([`WhatsAppDriver::leases_gained`]); a device writes its session under
+//!   its lease's fence. An account linked while `serve` runs is connected
+//!   at its first send.
 //! - The linked device reports connection changes, late server acks and
 //!   receipts; [`driver_events`] (`mapping.rs`, pure) turns them into
 //!   [`DriverEvent`]s, which the engine writes to the store (statuses never
@@ -19,9 +24,9 @@
 mod cache;
 mod link;
 mod mapping;
+mod sessions;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -31,11 +36,11 @@ use whatan_web::{LinkedDevice, Net, WebError, WebEvent};
 pub use self::cache::OnWhatsAppCache;
 pub use self::link::{link_account, link_account_blocking, prompt_text, PAIRING_TIMEOUT};
 pub use self::mapping::{driver_events, send_error};
+pub use self::sessions::{DbRows, Sessions};
 use super::{
     Accepted, DriverEvent, EventSink, MediaPayload, OutgoingContent, OutgoingMessage, SendError,
     WhatsAppDriver,
 };
-use crate::config::Config;
 use crate::domain::error_codes::SEND_FAILED;
 use crate::domain::{AccountStatus, DriverKind};
 use crate::store::admin::{self, Account};
@@ -50,46 +55,87 @@ const HOLD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct WebDriver {
     net: whatan_web::Net,
-    sessions_dir: PathBuf,
+    sessions: Sessions,
     events: EventSink,
-    devices: tokio::sync::Mutex<HashMap<String, Arc<LinkedDevice>>>,
+    devices: tokio::sync::Mutex<HashMap<String, Running>>,
     on_whatsapp: Mutex<OnWhatsAppCache>,
+    /// Lease changes, carried out in order by [`follow_leases`].
+    lease_changes: Option<tokio::sync::mpsc::UnboundedSender<LeaseChange>>,
+}
+
+/// A running device, with the fence its session writes carry (PostgreSQL).
+type Running = (Option<i64>, Arc<LinkedDevice>);
+
+/// A lease change to carry out (several nodes on PostgreSQL).
+enum LeaseChange {
+    Gained(Vec<(String, i64)>),
+    Lost(Vec<String>),
 }
 
 impl WebDriver {
-    pub fn new(database_path: &Path, events: EventSink) -> WebDriver {
+    pub fn new(sessions: Sessions, events: EventSink) -> WebDriver {
         WebDriver {
             net: network(),
-            sessions_dir: whatan_web::sessions_dir(database_path),
+            sessions,
             events,
             devices: tokio::sync::Mutex::new(HashMap::new()),
             on_whatsapp: Mutex::new(OnWhatsAppCache::default()),
+            lease_changes: None,
         }
     }
 
     /// The driver for `serve`: reconnects every linked account in the
-    /// background, and stops the device of an account an administrator
-    /// disconnects (when called inside a tokio runtime).
-    pub fn start(config: &Config, store: &Store, events: EventSink) -> Arc<WebDriver> {
-        let driver = Arc::new(WebDriver::new(&config.database.path, events));
-        // With several nodes on PostgreSQL, another node may hold an
-        // account's session file: one missing here says nothing about it.
-        let shared_database = config.database.url.is_some();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(
+    /// background (on PostgreSQL, those whose leases this node gains), and
+    /// stops the device of an account an administrator disconnects (when
+    /// called inside a tokio runtime).
+    pub fn start(store: &Store, events: EventSink) -> Arc<WebDriver> {
+        let driver = WebDriver::new(Sessions::of(store), events);
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::warn!("no runtime: linked accounts connect at their first send");
+            return Arc::new(driver);
+        }
+        driver.run(store)
+    }
+
+    /// Start the background work of [`WebDriver::start`] (on a runtime).
+    fn run(mut self, store: &Store) -> Arc<WebDriver> {
+        let changes = match self.sessions {
+            Sessions::Database(_) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                self.lease_changes = Some(tx);
+                Some(rx)
+            }
+            Sessions::Files(_) => None,
+        };
+        let driver = Arc::new(self);
+        match changes {
+            Some(changes) => {
+                tokio::spawn(follow_leases(
+                    Arc::downgrade(&driver),
+                    store.clone(),
+                    changes,
+                ));
+            }
+            None => {
+                tokio::spawn(
                     driver
                         .clone()
-                        .reconnect_linked_accounts(store.clone(), shared_database),
+                        .reconnect_linked_accounts(store.clone(), None),
                 );
-                runtime.spawn(stop_held_devices(Arc::downgrade(&driver), store.clone()));
             }
-            Err(_) => tracing::warn!("no runtime: linked accounts connect at their first send"),
         }
+        tokio::spawn(stop_held_devices(Arc::downgrade(&driver), store.clone()));
         driver
     }
 
-    async fn reconnect_linked_accounts(self: Arc<Self>, store: Store, shared_database: bool) {
+    /// Connect the linked devices of the web accounts that have a session
+    /// (all of them, or those of `only`, with their fences), and mark those
+    /// without one disconnected.
+    async fn reconnect_linked_accounts(
+        self: Arc<Self>,
+        store: Store,
+        only: Option<HashMap<String, i64>>,
+    ) {
         let accounts = match store.read(admin::list_accounts).await {
             Ok(accounts) => accounts,
             Err(e) => {
@@ -102,16 +148,24 @@ impl WebDriver {
             if account.driver_kind() != DriverKind::Web || account.held_by_operator {
                 continue;
             }
-            let linked = self
-                .session_path(&account.id)
-                .map(|p| whatan_web::session_exists(&p))
-                .unwrap_or(false);
-            let outcome = if linked {
-                self.connect_device(&account.id).await.map(|_| ())
-            } else if shared_database {
-                continue;
-            } else {
-                Err(WebError::NotLinked("no linked session".into()))
+            let fence = match &only {
+                Some(only) => match only.get(&account.id) {
+                    Some(fence) => Some(*fence),
+                    None => continue,
+                },
+                None => None,
+            };
+            let linked = match self.sessions.session(&account.id, fence) {
+                Ok(session) => session.exists().await,
+                Err(e) => Err(e),
+            };
+            let outcome = match linked {
+                Ok(true) => self.connect_device(&account.id, fence).await.map(|_| ()),
+                Ok(false) => Err(WebError::NotLinked("no linked session".into())),
+                Err(e) => {
+                    tracing::warn!(account = %account.id, error = %e, "cannot read the linked session");
+                    continue;
+                }
             };
             match outcome {
                 Ok(()) => tracing::info!(account = %account.id, "reconnecting linked device"),
@@ -137,44 +191,48 @@ impl WebDriver {
     }
 
     /// Stop the running devices of `account_ids` (gracefully: the library
-    /// flushes its state). Their session files stay: `account connect`
-    /// brings them back without pairing again.
-    async fn stop_devices(&self, account_ids: &[String]) {
+    /// flushes its state). Their sessions stay: `account connect` (or the
+    /// node that takes the lease) brings them back without pairing again.
+    async fn stop_devices(&self, account_ids: &[String], why: &str) {
         let stopping: Vec<_> = {
             let mut devices = self.devices.lock().await;
             account_ids
                 .iter()
-                .filter_map(|id| devices.remove(id).map(|device| (id, device)))
+                .filter_map(|id| devices.remove(id).map(|(_, device)| (id, device)))
                 .collect()
         };
         for (account_id, device) in stopping {
             device.shutdown().await;
-            tracing::info!(account = %account_id, "linked device stopped: disconnected by an administrator");
+            tracing::info!(account = %account_id, "linked device stopped: {why}");
         }
-    }
-
-    fn session_path(&self, account_id: &str) -> Result<PathBuf, WebError> {
-        whatan_web::session_path(&self.sessions_dir, account_id)
     }
 
     fn emit(&self, event: DriverEvent) {
         let _ = self.events.send(event);
     }
 
-    /// The running device of an account, connecting it if its session file
+    /// The running device of an account, connecting it if its session
     /// exists (an account linked while `serve` runs, or one taken over by
-    /// another client and connected again by an administrator).
-    async fn connect_device(&self, account_id: &str) -> Result<Arc<LinkedDevice>, WebError> {
+    /// another client and connected again by an administrator). `fence`:
+    /// the lease its session writes carry (PostgreSQL); a device started
+    /// under another fence is stopped and started again.
+    async fn connect_device(
+        &self,
+        account_id: &str,
+        fence: Option<i64>,
+    ) -> Result<Arc<LinkedDevice>, WebError> {
         let mut devices = self.devices.lock().await;
-        if let Some(device) = devices.get(account_id) {
-            if device.is_running() {
+        if let Some((started_under, device)) = devices.get(account_id) {
+            if device.is_running() && *started_under == fence {
                 return Ok(device.clone());
             }
-            devices.remove(account_id);
+            if let Some((_, device)) = devices.remove(account_id) {
+                device.shutdown().await;
+            }
         }
-        let path = self.session_path(account_id)?;
+        let session = self.sessions.session(account_id, fence)?;
         let (sink, id) = (self.events.clone(), account_id.to_string());
-        let device = LinkedDevice::connect(&self.net, &path, move |event| {
+        let device = LinkedDevice::connect(&self.net, &session, move |event| {
             // One line per cause: the device reports a failure to reach
             // WhatsApp once, not at each of the library's retries.
             if let WebEvent::Disconnected { reason } = &event {
@@ -186,7 +244,7 @@ impl WebDriver {
         })
         .await?;
         let device = Arc::new(device);
-        devices.insert(account_id.to_string(), device.clone());
+        devices.insert(account_id.to_string(), (fence, device.clone()));
         Ok(device)
     }
 
@@ -231,8 +289,9 @@ impl WhatsAppDriver for WebDriver {
                 account.id
             )));
         }
+        let fence = message.lease.as_ref().map(|lease| lease.fence);
         let device = self
-            .connect_device(&account.id)
+            .connect_device(&account.id, fence)
             .await
             .map_err(|e| match e {
                 WebError::NotLinked(m) => SendError::NotConnected(format!(
@@ -283,8 +342,54 @@ impl WhatsAppDriver for WebDriver {
     }
 
     async fn shutdown(&self) {
-        let devices: Vec<_> = self.devices.lock().await.drain().map(|(_, d)| d).collect();
+        let devices: Vec<_> = self
+            .devices
+            .lock()
+            .await
+            .drain()
+            .map(|(_, (_, d))| d)
+            .collect();
         futures_util::future::join_all(devices.iter().map(|d| d.shutdown())).await;
+    }
+
+    fn leases_gained(&self, accounts: &[(String, i64)]) {
+        if let Some(changes) = &self.lease_changes {
+            let _ = changes.send(LeaseChange::Gained(accounts.to_vec()));
+        }
+    }
+
+    fn leases_lost(&self, account_ids: &[String]) {
+        if let Some(changes) = &self.lease_changes {
+            let _ = changes.send(LeaseChange::Lost(account_ids.to_vec()));
+        }
+    }
+}
+
+/// Carry out lease changes in the order they came: stop the devices of
+/// accounts this node lost, connect those of accounts it gained. Ends with
+/// the driver.
+async fn follow_leases(
+    driver: Weak<WebDriver>,
+    store: Store,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<LeaseChange>,
+) {
+    while let Some(change) = changes.recv().await {
+        let Some(driver) = driver.upgrade() else {
+            return;
+        };
+        match change {
+            LeaseChange::Lost(ids) => {
+                driver
+                    .stop_devices(&ids, "its lease went to another node")
+                    .await
+            }
+            LeaseChange::Gained(accounts) => {
+                let only = accounts.into_iter().collect();
+                driver
+                    .reconnect_linked_accounts(store.clone(), Some(only))
+                    .await
+            }
+        }
     }
 }
 
@@ -316,7 +421,11 @@ async fn stop_held_devices(driver: Weak<WebDriver>, store: Store) {
             .read(|c| admin::held_account_ids(c, DriverKind::Web))
             .await
         {
-            Ok(held) => driver.stop_devices(&held).await,
+            Ok(held) => {
+                driver
+                    .stop_devices(&held, "disconnected by an administrator")
+                    .await
+            }
             Err(e) => tracing::warn!(error = %e, "cannot read which accounts are held offline"),
         }
     }
@@ -346,7 +455,7 @@ mod tests {
     #[test]
     fn message_ids_are_whatsapp_web_style() {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = WebDriver::new(Path::new("/tmp/whatan.db"), tx);
+        let driver = WebDriver::new(Sessions::Files("/tmp/web-sessions".into()), tx);
         let id = driver.new_message_id();
         assert!(id.starts_with("3EB0") && id.len() == 22, "{id}");
         assert_eq!(driver.kind(), DriverKind::Web);
@@ -388,12 +497,12 @@ mod tests {
                 .unwrap()
         });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = Arc::new(WebDriver::new(&db, tx));
+        let driver = Arc::new(WebDriver::new(Sessions::of(&store), tx));
 
         runtime.block_on(
             driver
                 .clone()
-                .reconnect_linked_accounts(store.clone(), false),
+                .reconnect_linked_accounts(store.clone(), None),
         );
 
         drop(driver);
@@ -451,11 +560,121 @@ mod tests {
         driver.send(&account, &message).await
     }
 
+    /// A web account of a new workspace, with `status`.
+    fn web_account(c: &crate::store::Conn, phone: &str, status: AccountStatus) -> String {
+        let ws = admin::create_workspace(c, "Acme").unwrap();
+        let user = admin::add_user(c, &ws.id, "Ana", crate::domain::Role::Owner).unwrap();
+        let account = admin::add_account(
+            c,
+            &ws.id,
+            &user.id,
+            phone,
+            DriverKind::Web,
+            &serde_json::json!({}),
+        )
+        .unwrap();
+        admin::set_account_status(c, &account.id, status, None).unwrap();
+        account.id
+    }
+
+    /// Wait until `f` holds, checking every few milliseconds.
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_in_the_database_follow_the_leases_this_node_gains_and_loses() {
+        use whatan_web::conformance::seed_device;
+        use whatan_web::Session;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("whatan.db")).unwrap();
+        let (linked, unpaired, absent, other) = store
+            .write(|c| {
+                Ok((
+                    web_account(c, "+917000000001", AccountStatus::Connected),
+                    web_account(c, "+917000000002", AccountStatus::Connected),
+                    web_account(c, "+917000000003", AccountStatus::Connected),
+                    web_account(c, "+917000000004", AccountStatus::Connected),
+                ))
+            })
+            .await
+            .unwrap();
+        let sessions = Sessions::Database(store.clone());
+        // A linked session (a device with its phone number) and one whose
+        // pairing never finished, as rows; none for the others.
+        let rows = |id: &str| match sessions.session(id, None).unwrap() {
+            Session::Rows { rows, .. } => rows,
+            Session::File(_) => unreachable!(),
+        };
+        seed_device(rows(&linked), Some("917000000001")).await;
+        seed_device(rows(&unpaired), None).await;
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut driver = WebDriver::new(sessions, tx);
+        // A closed loopback port stands in for WhatsApp.
+        driver.net = Net::server("ws://127.0.0.1:9/ws/chat");
+        let driver = driver.run(&store);
+
+        driver.leases_gained(&[
+            (linked.clone(), 3),
+            (unpaired.clone(), 3),
+            (absent.clone(), 3),
+        ]);
+
+        let mut offline = HashMap::new();
+        while offline.len() < 2 {
+            let event = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .expect("the driver reports the accounts it cannot connect")
+                .unwrap();
+            if let DriverEvent::Connection {
+                account_id,
+                status: AccountStatus::Disconnected,
+                detail: Some(detail),
+            } = event
+            {
+                if account_id != linked {
+                    offline.insert(account_id, detail);
+                }
+            }
+        }
+        assert!(offline[&unpaired].contains("never linked"), "{offline:?}");
+        assert!(
+            offline[&absent].contains("no linked session"),
+            "{offline:?}"
+        );
+        assert!(!offline.contains_key(&other), "not this node's account");
+        // The linked one runs, its session writes under the lease's fence.
+        until("the linked device", || {
+            driver
+                .devices
+                .try_lock()
+                .is_ok_and(|d| d.get(&linked).is_some_and(|(fence, _)| *fence == Some(3)))
+        })
+        .await;
+
+        driver.leases_lost(std::slice::from_ref(&linked));
+        until("the device to stop", || {
+            driver.devices.try_lock().is_ok_and(|d| d.is_empty())
+        })
+        .await;
+        let session = Sessions::Database(store.clone()).session(&linked, None);
+        assert!(
+            session.unwrap().exists().await.unwrap(),
+            "the session stays for the next holder"
+        );
+    }
+
     #[test]
     fn sends_before_linking_report_the_account_offline() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = WebDriver::new(&dir.path().join("whatan.db"), tx);
+        let driver = WebDriver::new(Sessions::Files(dir.path().join("web-sessions")), tx);
         let runtime = current_thread();
         let result = runtime.block_on(send_hi(&driver, false));
         assert!(
@@ -473,9 +692,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("whatan.db");
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = WebDriver::new(&db, tx);
+        let driver = WebDriver::new(Sessions::Files(whatan_web::sessions_dir(&db)), tx);
         // A session file is there: without the hold, the send would load it.
-        let session = driver.session_path(ACC).unwrap();
+        let session = whatan_web::session_path(&whatan_web::sessions_dir(&db), ACC).unwrap();
         std::fs::create_dir_all(session.parent().unwrap()).unwrap();
         std::fs::write(&session, b"").unwrap();
         let runtime = current_thread();
