@@ -45,7 +45,7 @@ pub fn build_drivers(config: &Config, store: &Store, events: EventSink) -> Drive
     // must be built inside the runtime. Without the feature, web accounts
     // stay disconnected.
     #[cfg(feature = "web")]
-    let drivers = drivers.with(crate::driver::web::WebDriver::start(store, events));
+    let drivers = drivers.with(crate::driver::web::WebDriver::start(config, store, events));
     #[cfg(not(feature = "web"))]
     leave_web_accounts_disconnected(store, events);
     // Without its HTTP client the cloud driver is left out; the engine then

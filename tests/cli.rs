@@ -1471,7 +1471,50 @@ fn migrate_from_sqlite_copies_everything_and_the_copy_serves_on() {
     assert_eq!(sigterm_and_wait(first).code(), Some(0));
     let outbox = outbox_of(sqlite_args(), Vec::new());
 
+    // A linked web account beside it: its session file moves into the
+    // database's rows.
+    #[cfg(feature = "web")]
+    let web_account = {
+        let store = whatan::store::Store::open(&source.path).unwrap();
+        let account = store
+            .write_blocking(|c| {
+                let ws = whatan::store::admin::list_workspaces(c)?.remove(0);
+                let member =
+                    whatan::store::admin::add_user(c, &ws.id, "Web", whatan::domain::Role::Member)?;
+                whatan::store::admin::add_account(
+                    c,
+                    &ws.id,
+                    &member.id,
+                    "+917000000009",
+                    whatan::domain::DriverKind::Web,
+                    &serde_json::json!({}),
+                )
+            })
+            .unwrap();
+        drop(store);
+        let dir = whatan_web::sessions_dir(&source.path);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = whatan_web::session_path(&dir, &account.id).unwrap();
+        tokio::runtime::Runtime::new().unwrap().block_on(
+            whatan_web::conformance::seed_file_device(&file, Some("917000000009")),
+        );
+        account.id
+    };
+
     let copied: Value = serde_json::from_slice(&copy(true).stdout).unwrap();
+    #[cfg(feature = "web")]
+    {
+        assert!(
+            copied["sessions"][&web_account].as_u64().unwrap() >= 1,
+            "{copied}"
+        );
+        let store = whatan::store::Store::open_postgres(&url).unwrap();
+        let rows = whatan::driver::web::DbRows::new(store, &web_account, None);
+        let phone = tokio::runtime::Runtime::new().unwrap().block_on(
+            whatan_web::conformance::device_phone(std::sync::Arc::new(rows)),
+        );
+        assert_eq!(phone.as_deref(), Some("917000000009"), "linked as it was");
+    }
     assert!(copied["version"].as_i64().unwrap() >= 9);
     assert_eq!(copied["copied"]["send_attempts"], 3);
     assert_eq!(copied["copied"]["workspaces"], 1);

@@ -17,8 +17,11 @@ use whatan::store::Store;
 use whatan_web::conformance::{self, Subject};
 use whatan_web::{Kind, Op, RowBackend, SessionRows};
 
-/// Each fresh backend is a new account's rows in one store.
+/// Each fresh backend is a new account's rows in one store; reopening
+/// opens the store again (a new connection, as after a restart) on the
+/// last account made.
 struct OnStore {
+    path: std::path::PathBuf,
     store: Store,
     accounts: AtomicU64,
 }
@@ -33,17 +36,20 @@ impl Subject for OnStore {
         RowBackend::new(Arc::new(rows))
     }
 
-    async fn reopen(&self, backend: &RowBackend) -> RowBackend {
-        RowBackend::new(backend.rows())
+    async fn reopen(&self, _backend: &RowBackend) -> RowBackend {
+        let last = self.accounts.load(Ordering::Relaxed) - 1;
+        let store = database::open_store(&self.path);
+        RowBackend::new(Arc::new(DbRows::new(store, &format!("acc_{last}"), None)))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_in_the_database_pass_the_file_stores_tests() {
     let dir = tempfile::tempdir().unwrap();
-    let store = database::open_store(&dir.path().join("whatan.db"));
+    let path = dir.path().join("whatan.db");
     let subject = OnStore {
-        store,
+        store: database::open_store(&path),
+        path,
         accounts: AtomicU64::new(0),
     };
     conformance::run(&subject).await;

@@ -239,8 +239,14 @@ fn connect(ctx: &Context, id: String, pair_code: bool) -> Result<Output, CliErro
         // pair code shown here; the running server picks the session up).
         #[cfg(feature = "web")]
         DriverKind::Web => Some(
-            crate::driver::web::link_account_blocking(&ctx.store, &account, pair_code, ctx.json)
-                .map_err(|reason| CliError(format!("account {id}: {reason}")))?,
+            crate::driver::web::link_account_blocking(
+                &ctx.config,
+                &ctx.store,
+                &account,
+                pair_code,
+                ctx.json,
+            )
+            .map_err(|reason| CliError(format!("account {id}: {reason}")))?,
         ),
         #[cfg(not(feature = "web"))]
         DriverKind::Web => {

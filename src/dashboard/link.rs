@@ -90,7 +90,7 @@ pub fn start_web(state: &AppState, account: Account, pair_code: bool) {
     if !links.begin(&account.id) {
         return;
     }
-    let store = state.store.clone();
+    let (store, config) = (state.store.clone(), state.config.clone());
     tokio::spawn(async move {
         let id = account.id.clone();
         let shown = links.clone();
@@ -107,7 +107,8 @@ pub fn start_web(state: &AppState, account: Account, pair_code: bool) {
             };
             shown.set(&id, next);
         };
-        let result = crate::driver::web::link_account(&store, &account, pair_code, show).await;
+        let result =
+            crate::driver::web::link_account(&config, &store, &account, pair_code, show).await;
         let id = account.id.clone();
         let outcome = match result {
             Ok(detail) => {

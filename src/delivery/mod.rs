@@ -575,10 +575,12 @@ impl Engine {
                     for id in &changes.gained {
                         self.wake(id);
                     }
+                    let gained_ids: std::collections::HashSet<&String> =
+                        changes.gained.iter().collect();
                     let gained: Vec<(String, i64)> = tick
                         .held
                         .iter()
-                        .filter(|h| changes.gained.contains(&h.account_id))
+                        .filter(|h| gained_ids.contains(&h.account_id))
                         .map(|h| (h.account_id.clone(), h.fence))
                         .collect();
                     self.inner.drivers.leases_gained(&gained);
@@ -593,8 +595,11 @@ impl Engine {
                             "giving leases to other nodes"
                         );
                         let ids: Vec<String> = shed.iter().map(|l| l.account_id.clone()).collect();
+                        self.inner
+                            .drivers
+                            .leases_releasing(&ids, cluster.ttl / 6)
+                            .await;
                         self.release(shed).await;
-                        self.inner.drivers.leases_lost(&ids);
                     }
                 }
                 Err(e) => {
@@ -623,8 +628,11 @@ impl Engine {
         *left = true;
         let all = cluster.release_all();
         let ids: Vec<String> = all.iter().map(|l| l.account_id.clone()).collect();
+        self.inner
+            .drivers
+            .leases_releasing(&ids, cluster.ttl / 6)
+            .await;
         self.release(all).await;
-        self.inner.drivers.leases_lost(&ids);
         let node = cluster.node_id.clone();
         let _ = self
             .inner

@@ -209,6 +209,12 @@ pub trait WhatsAppDriver: Send + Sync {
     /// open for them, so that only the new holder is connected. Must not
     /// block.
     fn leases_lost(&self, _account_ids: &[String]) {}
+
+    /// This node is about to give these accounts' leases up (rebalancing,
+    /// leaving): close what is open for them and return once closed, while
+    /// the lease still covers their last writes. The engine bounds the
+    /// wait.
+    async fn leases_releasing(&self, _account_ids: &[String]) {}
 }
 
 /// The drivers of one process, by kind.
@@ -235,6 +241,19 @@ impl Drivers {
                 .values()
                 .for_each(|d| d.leases_gained(accounts));
         }
+    }
+
+    /// Let every driver close what it holds for leases about to be given up
+    /// ([`WhatsAppDriver::leases_releasing`]), waiting at most `bound`.
+    pub async fn leases_releasing(&self, account_ids: &[String], bound: std::time::Duration) {
+        if account_ids.is_empty() {
+            return;
+        }
+        let closing = self
+            .by_kind
+            .values()
+            .map(|d| d.leases_releasing(account_ids));
+        let _ = tokio::time::timeout(bound, futures_util::future::join_all(closing)).await;
     }
 
     /// Tell every driver about lost leases ([`WhatsAppDriver::leases_lost`]).

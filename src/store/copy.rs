@@ -23,7 +23,12 @@ pub type Copied = Vec<(String, u64)>;
 
 /// Copy the SQLite file at `file` into the store's PostgreSQL database. The
 /// file is migrated to this whatan's schema first, as any command would.
-pub fn from_sqlite_file(store: &Store, file: &Path) -> Result<Copied, StoreError> {
+/// The file stays locked against `serve` while the returned lock lives, so
+/// the caller can copy what lies beside it (linked sessions) unchanged.
+pub fn from_sqlite_file(
+    store: &Store,
+    file: &Path,
+) -> Result<(Copied, super::lock::ServeLock), StoreError> {
     if !file.is_file() {
         return Err(StoreError::NotFound(format!(
             "no SQLite database at {}",
@@ -37,7 +42,7 @@ pub fn from_sqlite_file(store: &Store, file: &Path) -> Result<Copied, StoreError
         ));
     };
     // No `serve` may write the file meanwhile: its lock is held for the copy.
-    let _serving = super::lock::ServeLock::acquire(file).map_err(|e| match e {
+    let serving = super::lock::ServeLock::acquire(file).map_err(|e| match e {
         super::lock::LockError::Held { .. } => StoreError::Conflict(format!(
             "{} is being served by a running whatan; stop it before copying",
             file.display()
@@ -46,7 +51,7 @@ pub fn from_sqlite_file(store: &Store, file: &Path) -> Result<Copied, StoreError
     })?;
     // On a thread of its own: the blocking client must not run on an async
     // runtime's thread.
-    std::thread::scope(|s| {
+    let copied = std::thread::scope(|s| {
         s.spawn(|| {
             let mut source = super::open_connection(file)?;
             super::migrate(&mut source)?;
@@ -57,7 +62,8 @@ pub fn from_sqlite_file(store: &Store, file: &Path) -> Result<Copied, StoreError
         })
         .join()
         .map_err(|_| StoreError::Internal("copying panicked".into()))?
-    })
+    })?;
+    Ok((copied, serving))
 }
 
 /// Copy every shared table of the SQLite file `source` (already migrated to

@@ -79,6 +79,38 @@ pub fn put(
     Ok(())
 }
 
+/// Set the `ts` of one row, if it exists (never inserts).
+pub fn set_ts(
+    conn: &Conn,
+    account_id: &str,
+    kind: i64,
+    key: &[u8],
+    ts: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE web_session_rows SET ts = ?4 WHERE account_id = ?1 AND kind = ?2 AND row_key = ?3",
+    )?
+    .execute(params![account_id, kind, key, ts])?;
+    Ok(())
+}
+
+/// Remove one row and return its value and ts, in one statement.
+pub fn take(
+    conn: &Conn,
+    account_id: &str,
+    kind: i64,
+    key: &[u8],
+) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "DELETE FROM web_session_rows WHERE account_id = ?1 AND kind = ?2 AND row_key = ?3
+         RETURNING value, ts",
+    )?;
+    let mut rows = stmt.query_map(params![account_id, kind, key], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    Ok(rows.next().transpose()?)
+}
+
 /// Remove the rows of `kind` whose key starts with `prefix` (one row when
 /// `exact`). Returns how many went.
 pub fn delete(
@@ -135,14 +167,6 @@ pub fn clear(conn: &Conn, account_id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The accounts that have a stored session.
-pub fn accounts(conn: &Conn) -> Result<Vec<String>, StoreError> {
-    let rows = conn
-        .prepare_cached("SELECT DISTINCT account_id FROM web_session_rows ORDER BY account_id")?
-        .query_map((), |r| r.get::<_, String>(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// The smallest key greater than every key that starts with `prefix`, or
 /// None when there is none (an empty prefix, or all 0xFF).
 fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -196,6 +220,23 @@ mod tests {
             Some((b"other kind".to_vec(), 0))
         );
 
+        set_ts(&conn, "acc", 4, b"a\0z", 9).unwrap();
+        set_ts(&conn, "acc", 4, b"gone", 9).unwrap();
+        assert_eq!(
+            get(&conn, "acc", 4, b"a\0z").unwrap(),
+            Some((b"other kind".to_vec(), 9))
+        );
+        assert_eq!(
+            get(&conn, "acc", 4, b"gone").unwrap(),
+            None,
+            "set_ts never inserts"
+        );
+        assert_eq!(
+            take(&conn, "acc", 4, b"a\0z").unwrap(),
+            Some((b"other kind".to_vec(), 9))
+        );
+        assert_eq!(take(&conn, "acc", 4, b"a\0z").unwrap(), None, "taken once");
+
         put(&conn, "acc", 3, b"t1", b"", 10).unwrap();
         put(&conn, "acc", 3, b"t2", b"", 20).unwrap();
         assert_eq!(delete_expired(&conn, "acc", 3, 10).unwrap(), 1);
@@ -203,6 +244,6 @@ mod tests {
 
         clear(&conn, "acc").unwrap();
         assert!(scan(&conn, "acc", 3, b"").unwrap().is_empty());
-        assert_eq!(accounts(&conn).unwrap(), vec!["other".to_string()]);
+        assert!(get(&conn, "other", 3, b"a\0z").unwrap().is_some());
     }
 }

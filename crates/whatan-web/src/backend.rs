@@ -5,10 +5,12 @@
 //!
 //! Semantics follow the library's file store (`whatsapp-rust-sqlite-storage`)
 //! method by method; [`crate::conformance`] checks both with the same tests.
-//! A read-modify-write (tc tokens, LID mappings, message secrets, taking a
-//! sent message, marking prekeys uploaded) runs under this backend's write
-//! lock; one account's session is driven by one backend at a time (whatan's
-//! leases), so that lock is what makes them atomic.
+//! Marking prekeys uploaded and taking a sent message are single row
+//! operations ([`Op::SetTs`], [`SessionRows::take`]), atomic in the store.
+//! The other read-modify-writes (tc tokens, LID mappings, message secrets,
+//! creating the device) run under this backend's write lock: a session has
+//! one backend ([`crate::Session`] keeps it), and one account's session is
+//! driven by one node at a time (whatan's leases).
 //!
 //! Structured values are JSON: it reads rows written by an older version of
 //! a type with fields added since (they have serde defaults).
@@ -141,21 +143,6 @@ fn prekey_id(key: &[u8]) -> Result<u32> {
         .map_err(|_| StoreError::Validation(format!("a prekey id of {} bytes", key.len())))
 }
 
-/// A prekey's stored value: the "uploaded" byte, then the record.
-fn prekey_value(record: &[u8], uploaded: bool) -> Vec<u8> {
-    let mut value = Vec::with_capacity(record.len() + 1);
-    value.push(u8::from(uploaded));
-    value.extend_from_slice(record);
-    value
-}
-
-fn prekey_record(value: &[u8]) -> Result<Bytes> {
-    match value.split_first() {
-        Some((_, record)) => Ok(Bytes::copy_from_slice(record)),
-        None => Err(StoreError::Validation("an empty prekey row".into())),
-    }
-}
-
 fn msg_secret_key(chat: &str, sender: &str, msg_id: &str) -> Vec<u8> {
     key(&[chat.as_bytes(), sender.as_bytes(), msg_id.as_bytes()])
 }
@@ -267,8 +254,13 @@ impl SignalStore for RowBackend {
     }
 
     async fn store_prekey(&self, id: u32, record: &[u8], uploaded: bool) -> Result<()> {
-        self.put(Kind::PreKey, prekey_key(id), prekey_value(record, uploaded))
-            .await
+        let op = put(
+            Kind::PreKey,
+            prekey_key(id),
+            record.to_vec(),
+            i64::from(uploaded),
+        );
+        self.apply(vec![op]).await.map(drop)
     }
 
     async fn store_prekeys_batch(&self, keys: &[(u32, Bytes)], uploaded: bool) -> Result<()> {
@@ -278,8 +270,8 @@ impl SignalStore for RowBackend {
                 put(
                     Kind::PreKey,
                     prekey_key(*id),
-                    prekey_value(record, uploaded),
-                    0,
+                    record.to_vec(),
+                    i64::from(uploaded),
                 )
             })
             .collect();
@@ -287,10 +279,10 @@ impl SignalStore for RowBackend {
     }
 
     async fn load_prekey(&self, id: u32) -> Result<Option<Bytes>> {
-        match self.value(Kind::PreKey, &prekey_key(id)).await? {
-            Some(value) => prekey_record(&value).map(Some),
-            None => Ok(None),
-        }
+        Ok(self
+            .value(Kind::PreKey, &prekey_key(id))
+            .await?
+            .map(Bytes::from))
     }
 
     async fn load_prekeys_batch(&self, ids: &[u32]) -> Result<Vec<(u32, Bytes)>> {
@@ -303,28 +295,20 @@ impl SignalStore for RowBackend {
         let mut loaded = Vec::with_capacity(found.len());
         for (id, row) in ids.iter().zip(found) {
             if let Some(row) = row {
-                loaded.push((*id, prekey_record(&row.value)?));
+                loaded.push((*id, Bytes::from(row.value)));
             }
         }
         Ok(loaded)
     }
 
+    /// Only rows still there: a key consumed meanwhile stays deleted.
     async fn mark_prekeys_uploaded(&self, ids: &[u32]) -> Result<()> {
-        let _write = self.write_lock.lock().await;
-        let keys: Vec<_> = ids.iter().map(|id| prekey_key(*id)).collect();
-        let found = self
-            .rows
-            .get_many(Kind::PreKey, keys.clone())
-            .await
-            .map_err(database)?;
-        // Only rows still there: a key consumed meanwhile stays deleted.
-        let ops = keys
-            .into_iter()
-            .zip(found)
-            .filter_map(|(key, row)| {
-                let mut value = row?.value;
-                *value.first_mut()? = 1;
-                Some(put(Kind::PreKey, key, value, 0))
+        let ops = ids
+            .iter()
+            .map(|id| Op::SetTs {
+                kind: Kind::PreKey,
+                key: prekey_key(*id),
+                ts: 1,
             })
             .collect();
         self.apply(ops).await.map(drop)
@@ -393,20 +377,23 @@ impl SignalStore for RowBackend {
 
 #[async_trait]
 impl AppSyncStore for RowBackend {
+    /// A key that does not decode reads as absent, as in the file store.
     async fn get_sync_key(&self, key_id: &[u8]) -> Result<Option<AppStateSyncKey>> {
-        self.json(Kind::SyncKey, key_id).await
+        Ok(self.json(Kind::SyncKey, key_id).await.unwrap_or(None))
     }
 
     async fn set_sync_key(&self, key_id: &[u8], key: AppStateSyncKey) -> Result<()> {
         self.put_json(Kind::SyncKey, key_id.to_vec(), &key).await
     }
 
-    /// A collection never synced is at version 0 (the default state).
+    /// A collection never synced is at version 0 (the default state); so is
+    /// one whose state does not decode, as in the file store (it syncs
+    /// again from the start).
     async fn get_version(&self, name: &str) -> Result<HashState> {
-        Ok(self
-            .json(Kind::Version, name.as_bytes())
-            .await?
-            .unwrap_or_default())
+        match self.value(Kind::Version, name.as_bytes()).await? {
+            Some(value) => Ok(decode(&value).unwrap_or_default()),
+            None => Ok(HashState::default()),
+        }
     }
 
     async fn set_version(&self, name: &str, state: HashState) -> Result<()> {
@@ -566,10 +553,12 @@ impl ProtocolStore for RowBackend {
                 latest = Some((row.ts, key[phone_prefix.len()..].to_vec()));
             }
         }
-        match latest {
-            Some((_, lid)) => self.json(Kind::LidMapping, &lid).await,
-            None => Ok(None),
-        }
+        let Some((_, lid)) = latest else {
+            return Ok(None);
+        };
+        // Read apart from the index: a mapping moved meanwhile is a miss.
+        let mapping: Option<LidPnMappingEntry> = self.json(Kind::LidMapping, &lid).await?;
+        Ok(mapping.filter(|m| m.phone_number == phone))
     }
 
     async fn put_lid_mapping(&self, entry: &LidPnMappingEntry) -> Result<()> {
@@ -785,13 +774,9 @@ impl ProtocolStore for RowBackend {
     }
 
     async fn take_sent_message(&self, chat_jid: &str, message_id: &str) -> Result<Option<Vec<u8>>> {
-        let _write = self.write_lock.lock().await;
         let key = key(&[chat_jid.as_bytes(), message_id.as_bytes()]);
-        let Some(payload) = self.value(Kind::SentMessage, &key).await? else {
-            return Ok(None);
-        };
-        self.delete(Kind::SentMessage, key).await?;
-        Ok(Some(payload))
+        let taken = self.rows.take(Kind::SentMessage, &key).await;
+        Ok(taken.map_err(database)?.map(|row| row.value))
     }
 
     /// Older than the cutoff, strictly (the file store's rule).
@@ -977,8 +962,15 @@ impl DeviceStore for RowBackend {
     }
 
     /// A new, unpaired device (fresh keys), saved at once as the file
-    /// store does. One device per account: its id is always 1.
+    /// store does; like it, refused when there is a device already. One
+    /// device per account: its id is always 1.
     async fn create(&self) -> Result<i32> {
+        let _write = self.write_lock.lock().await;
+        if self.exists().await? {
+            return Err(StoreError::Validation(
+                "the session has a device already".into(),
+            ));
+        }
         self.save(&Device::new()).await?;
         Ok(1)
     }

@@ -61,6 +61,24 @@ pub async fn seed_device(rows: Arc<dyn crate::SessionRows>, phone_user: Option<&
     backend.save(&device).await.expect("seed a device");
 }
 
+/// [`seed_device`] for the library's session file at `path`.
+pub async fn seed_file_device(path: &std::path::Path, phone_user: Option<&str>) {
+    let file = whatsapp_rust_sqlite_storage::SqliteStore::new(path.to_str().expect("UTF-8"))
+        .await
+        .expect("open the session file");
+    file.create().await.expect("create the device");
+    let mut device = file.load().await.expect("load").expect("created");
+    device.pn = phone_user.map(Jid::pn);
+    file.save(&device).await.expect("seed a device");
+}
+
+/// The phone number (digits) of the device stored in `rows`, if one is
+/// stored and linked.
+pub async fn device_phone(rows: Arc<dyn crate::SessionRows>) -> Option<String> {
+    let device = crate::RowBackend::new(rows).load().await.expect("load")?;
+    device.pn.map(|jid| jid.user.to_string())
+}
+
 /// Every check, in order; panics (with the check's name) at the first failure.
 pub async fn run<S: Subject>(subject: &S) {
     // SignalStore.

@@ -12,7 +12,8 @@
 //!   per account, or rows in the caller's database) and how it is removed.
 //! - [`rows`]: a session as keyed rows ([`SessionRows`], implemented by the
 //!   caller); `backend` the library's storage backend over them
-//!   ([`RowBackend`]); `conformance` the tests both backends pass.
+//!   ([`RowBackend`]); `conformance` the tests both backends pass; `copy`
+//!   a session file moved into rows ([`copy_file_session`]).
 //! - [`render`]: the pairing QR code as terminal text, the pair code as shown.
 //! - [`mapping`]: pure decisions on the library's events: connection changes,
 //!   what to do after a connection ends, server acks, receipts.
@@ -32,6 +33,7 @@
 mod backend;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod copy;
 pub mod device;
 pub mod mapping;
 mod net;
@@ -47,6 +49,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 pub use backend::RowBackend;
+pub use copy::copy_file_session;
 pub use device::{Ack, LinkedDevice};
 pub use mapping::ReceiptKind;
 pub use net::Net;

@@ -109,8 +109,8 @@ pub(crate) async fn pair_with(
         other => other,
     };
     if result.is_err()
-        && session.exists().await.unwrap_or(true)
-        && !matches!(linked_phone_with(net, session).await, Ok(Some(_)))
+        && session.exists().await.unwrap_or(false)
+        && matches!(linked_phone_with(net, session).await, Ok(None))
     {
         // Nothing linked: leave no half-made session for `serve` to find.
         session

@@ -30,6 +30,9 @@ pub enum Op {
         value: Vec<u8>,
         ts: i64,
     },
+    /// Set the `ts` of one row if it exists; never inserts (a row removed
+    /// meanwhile stays removed).
+    SetTs { kind: Kind, key: Vec<u8>, ts: i64 },
     /// Remove one row (no error when it is missing).
     Delete { kind: Kind, key: Vec<u8> },
     /// Remove every row of `kind` whose key starts with `prefix` (all of the
@@ -63,6 +66,9 @@ pub trait SessionRows: Send + Sync {
     /// Apply `ops` in order, in one transaction, durably. Returns how many
     /// rows the deletes removed.
     async fn apply(&self, ops: Vec<Op>) -> Result<u64, String>;
+    /// Remove the row at `(kind, key)` and return it, atomically: of two
+    /// takes of one row, one gets it.
+    async fn take(&self, kind: Kind, key: &[u8]) -> Result<Option<Row>, String>;
     /// Remove every row of the account (an unlinked or abandoned session).
     async fn clear(&self) -> Result<(), String>;
 }
@@ -75,7 +81,7 @@ pub enum Kind {
     Device = 1,
     Identity = 2,
     Session = 3,
-    /// Value: one byte "uploaded" (0/1), then the record.
+    /// `ts`: 1 once uploaded.
     PreKey = 4,
     SignedPreKey = 5,
     SenderKey = 6,
@@ -222,6 +228,11 @@ pub mod memory {
                     } => {
                         rows.insert((kind, key), Row { value, ts });
                     }
+                    Op::SetTs { kind, key, ts } => {
+                        if let Some(row) = rows.get_mut(&(kind, key)) {
+                            row.ts = ts;
+                        }
+                    }
                     Op::Delete { kind, key } => {
                         removed += u64::from(rows.remove(&(kind, key)).is_some());
                     }
@@ -238,6 +249,10 @@ pub mod memory {
                 }
             }
             Ok(removed)
+        }
+
+        async fn take(&self, kind: Kind, key: &[u8]) -> Result<Option<Row>, String> {
+            Ok(crate::lock(&self.rows).remove(&(kind, key.to_vec())))
         }
 
         async fn clear(&self) -> Result<(), String> {

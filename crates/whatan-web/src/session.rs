@@ -23,13 +23,27 @@ pub enum Session {
     /// The library's own SQLite file.
     File(PathBuf),
     /// Rows in the caller's database; `name` says which, in messages.
+    /// Built by [`Session::rows`].
     Rows {
         name: String,
         rows: Arc<dyn SessionRows>,
+        /// The one backend of this session (its write lock is the
+        /// session's).
+        backend: Arc<RowBackend>,
     },
 }
 
 impl Session {
+    /// A session kept in `rows`.
+    pub fn rows(name: String, rows: Arc<dyn SessionRows>) -> Session {
+        let backend = Arc::new(RowBackend::new(rows.clone()));
+        Session::Rows {
+            name,
+            rows,
+            backend,
+        }
+    }
+
     /// Whether a session is stored (linked, or a pairing left unfinished:
     /// [`crate::linked_phone`] tells them apart).
     pub async fn exists(&self) -> Result<bool, WebError> {
@@ -75,7 +89,7 @@ impl Session {
                     .map_err(|e| WebError::Store(format!("cannot open {self}: {e}")))?;
                 Ok(Arc::new(store))
             }
-            Session::Rows { rows, .. } => Ok(Arc::new(RowBackend::new(rows.clone()))),
+            Session::Rows { backend, .. } => Ok(backend.clone()),
         }
     }
 }

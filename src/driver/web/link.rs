@@ -8,6 +8,7 @@ use std::time::Duration;
 use whatan_web::{PairMode, PairingPrompt, QrStyle};
 
 use super::Sessions;
+use crate::config::Config;
 use crate::store::admin::Account;
 use crate::store::Store;
 
@@ -20,6 +21,7 @@ pub const PAIRING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Returns the status detail to store; an account whose session is already
 /// linked is not paired again.
 pub fn link_account_blocking(
+    config: &Config,
     store: &Store,
     account: &Account,
     pair_code: bool,
@@ -31,7 +33,7 @@ pub fn link_account_blocking(
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let printer = PromptPrinter::new(json, account.phone.clone());
-    runtime.block_on(link_account(store, account, pair_code, move |p| {
+    runtime.block_on(link_account(config, store, account, pair_code, move |p| {
         printer.show(p)
     }))
 }
@@ -41,13 +43,15 @@ pub fn link_account_blocking(
 /// the status detail to store; an account whose session is already linked
 /// is not paired again.
 pub async fn link_account(
+    config: &Config,
     store: &Store,
     account: &Account,
     pair_code: bool,
     show: impl Fn(PairingPrompt) + Send + Sync + 'static,
 ) -> Result<String, String> {
-    let session = Sessions::of(store)
-        .session(&account.id, None)
+    let session = Sessions::of(store, &config.database.path)
+        .open(&account.id, None)
+        .await
         .map_err(|e| e.to_string())?;
     if let Some(user) = whatan_web::linked_phone(&session)
         .await

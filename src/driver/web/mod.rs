@@ -36,11 +36,12 @@ use whatan_web::{LinkedDevice, Net, WebError, WebEvent};
 pub use self::cache::OnWhatsAppCache;
 pub use self::link::{link_account, link_account_blocking, prompt_text, PAIRING_TIMEOUT};
 pub use self::mapping::{driver_events, send_error};
-pub use self::sessions::{DbRows, Sessions};
+pub use self::sessions::{copy_sessions_blocking, DbRows, Sessions};
 use super::{
     Accepted, DriverEvent, EventSink, MediaPayload, OutgoingContent, OutgoingMessage, SendError,
     WhatsAppDriver,
 };
+use crate::config::Config;
 use crate::domain::error_codes::SEND_FAILED;
 use crate::domain::{AccountStatus, DriverKind};
 use crate::store::admin::{self, Account};
@@ -61,6 +62,10 @@ pub struct WebDriver {
     on_whatsapp: Mutex<OnWhatsAppCache>,
     /// Lease changes, carried out in order by [`follow_leases`].
     lease_changes: Option<tokio::sync::mpsc::UnboundedSender<LeaseChange>>,
+    /// The fences of the leases this node holds, as the lease loop last
+    /// said (several nodes): a device runs only under its account's
+    /// current fence, and reports only while it is current.
+    fences: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 /// A running device, with the fence its session writes carry (PostgreSQL).
@@ -81,6 +86,7 @@ impl WebDriver {
             devices: tokio::sync::Mutex::new(HashMap::new()),
             on_whatsapp: Mutex::new(OnWhatsAppCache::default()),
             lease_changes: None,
+            fences: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -88,8 +94,9 @@ impl WebDriver {
     /// background (on PostgreSQL, those whose leases this node gains), and
     /// stops the device of an account an administrator disconnects (when
     /// called inside a tokio runtime).
-    pub fn start(store: &Store, events: EventSink) -> Arc<WebDriver> {
-        let driver = WebDriver::new(Sessions::of(store), events);
+    pub fn start(config: &Config, store: &Store, events: EventSink) -> Arc<WebDriver> {
+        let sessions = Sessions::of(store, &config.database.path);
+        let driver = WebDriver::new(sessions, events);
         if tokio::runtime::Handle::try_current().is_err() {
             tracing::warn!("no runtime: linked accounts connect at their first send");
             return Arc::new(driver);
@@ -100,7 +107,7 @@ impl WebDriver {
     /// Start the background work of [`WebDriver::start`] (on a runtime).
     fn run(mut self, store: &Store) -> Arc<WebDriver> {
         let changes = match self.sessions {
-            Sessions::Database(_) => {
+            Sessions::Database { .. } => {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 self.lease_changes = Some(tx);
                 Some(rx)
@@ -155,7 +162,7 @@ impl WebDriver {
                 },
                 None => None,
             };
-            let linked = match self.sessions.session(&account.id, fence) {
+            let linked = match self.sessions.open(&account.id, fence).await {
                 Ok(session) => session.exists().await,
                 Err(e) => Err(e),
             };
@@ -202,8 +209,27 @@ impl WebDriver {
                 .collect()
         };
         for (account_id, device) in stopping {
-            device.shutdown().await;
+            stop(account_id, &device).await;
             tracing::info!(account = %account_id, "linked device stopped: {why}");
+        }
+    }
+
+    /// Whether `fence` is the account's current lease here (always, for
+    /// sessions in files: one node).
+    fn is_current(&self, account_id: &str, fence: Option<i64>) -> bool {
+        match (&self.sessions, fence) {
+            (Sessions::Files(_), _) => true,
+            (Sessions::Database { .. }, Some(fence)) => {
+                lock(&self.fences).get(account_id) == Some(&fence)
+            }
+            (Sessions::Database { .. }, None) => false,
+        }
+    }
+
+    fn forget_fences(&self, account_ids: &[String]) {
+        let mut fences = lock(&self.fences);
+        for id in account_ids {
+            fences.remove(id);
         }
     }
 
@@ -214,25 +240,39 @@ impl WebDriver {
     /// The running device of an account, connecting it if its session
     /// exists (an account linked while `serve` runs, or one taken over by
     /// another client and connected again by an administrator). `fence`:
-    /// the lease its session writes carry (PostgreSQL); a device started
-    /// under another fence is stopped and started again.
+    /// the lease its session writes carry (PostgreSQL), which must be the
+    /// account's current one here; a device started under another fence is
+    /// stopped and started again.
     async fn connect_device(
         &self,
         account_id: &str,
         fence: Option<i64>,
     ) -> Result<Arc<LinkedDevice>, WebError> {
         let mut devices = self.devices.lock().await;
+        if !self.is_current(account_id, fence) {
+            return Err(WebError::NotConnected(
+                "this node no longer holds the account's lease".into(),
+            ));
+        }
         if let Some((started_under, device)) = devices.get(account_id) {
             if device.is_running() && *started_under == fence {
                 return Ok(device.clone());
             }
             if let Some((_, device)) = devices.remove(account_id) {
-                device.shutdown().await;
+                stop(account_id, &device).await;
             }
         }
-        let session = self.sessions.session(account_id, fence)?;
+        let session = self.sessions.open(account_id, fence).await?;
         let (sink, id) = (self.events.clone(), account_id.to_string());
+        let fences = self.fences.clone();
         let device = LinkedDevice::connect(&self.net, &session, move |event| {
+            // A device whose lease moved on says nothing more: the account's
+            // state is its new holder's to report.
+            if let Some(fence) = fence {
+                if lock(&fences).get(&id) != Some(&fence) {
+                    return;
+                }
+            }
             // One line per cause: the device reports a failure to reach
             // WhatsApp once, not at each of the library's retries.
             if let WebEvent::Disconnected { reason } = &event {
@@ -342,6 +382,8 @@ impl WhatsAppDriver for WebDriver {
     }
 
     async fn shutdown(&self) {
+        // No device starts after this for a lease gained meanwhile.
+        lock(&self.fences).clear();
         let devices: Vec<_> = self
             .devices
             .lock()
@@ -354,13 +396,25 @@ impl WhatsAppDriver for WebDriver {
 
     fn leases_gained(&self, accounts: &[(String, i64)]) {
         if let Some(changes) = &self.lease_changes {
+            lock(&self.fences).extend(accounts.iter().cloned());
             let _ = changes.send(LeaseChange::Gained(accounts.to_vec()));
         }
     }
 
     fn leases_lost(&self, account_ids: &[String]) {
         if let Some(changes) = &self.lease_changes {
+            self.forget_fences(account_ids);
             let _ = changes.send(LeaseChange::Lost(account_ids.to_vec()));
+        }
+    }
+
+    /// Stop the devices of accounts whose leases this node gives up, and
+    /// wait for them (their last session writes are still fenced right).
+    async fn leases_releasing(&self, account_ids: &[String]) {
+        if self.lease_changes.is_some() {
+            self.forget_fences(account_ids);
+            self.stop_devices(account_ids, "its lease is given to another node")
+                .await;
         }
     }
 }
@@ -384,12 +438,30 @@ async fn follow_leases(
                     .await
             }
             LeaseChange::Gained(accounts) => {
-                let only = accounts.into_iter().collect();
+                // Only those still held (a loss may have come since).
+                let only: HashMap<String, i64> = accounts
+                    .into_iter()
+                    .filter(|(id, fence)| driver.is_current(id, Some(*fence)))
+                    .collect();
                 driver
                     .reconnect_linked_accounts(store.clone(), Some(only))
                     .await
             }
         }
+    }
+}
+
+/// How long a device may take to stop gracefully (flushing its state)
+/// before it is left behind.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stop a device gracefully, within [`STOP_TIMEOUT`].
+async fn stop(account_id: &str, device: &LinkedDevice) {
+    if tokio::time::timeout(STOP_TIMEOUT, device.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(account = %account_id, "linked device did not stop in time; left behind");
     }
 }
 
@@ -497,7 +569,7 @@ mod tests {
                 .unwrap()
         });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = Arc::new(WebDriver::new(Sessions::of(&store), tx));
+        let driver = Arc::new(WebDriver::new(Sessions::of(&store, &db), tx));
 
         runtime.block_on(
             driver
@@ -588,7 +660,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sessions_in_the_database_follow_the_leases_this_node_gains_and_loses() {
-        use whatan_web::conformance::seed_device;
+        use whatan_web::conformance::{device_phone, seed_device, seed_file_device};
         use whatan_web::Session;
 
         let dir = tempfile::tempdir().unwrap();
@@ -604,18 +676,41 @@ mod tests {
             })
             .await
             .unwrap();
-        let sessions = Sessions::Database(store.clone());
-        // A linked session (a device with its phone number) and one whose
-        // pairing never finished, as rows; none for the others.
+        let sessions = Sessions::Database {
+            store: store.clone(),
+            leftovers: dir.path().join("web-sessions"),
+        };
+        // A linked session left in a file by an earlier version (a device
+        // with its phone number), a pairing that never finished as rows,
+        // nothing for the others.
         let rows = |id: &str| match sessions.session(id, None).unwrap() {
             Session::Rows { rows, .. } => rows,
             Session::File(_) => unreachable!(),
         };
-        seed_device(rows(&linked), Some("917000000001")).await;
+        let leftover = whatan_web::session_path(&dir.path().join("web-sessions"), &linked).unwrap();
+        std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+        seed_file_device(&leftover, Some("917000000001")).await;
         seed_device(rows(&unpaired), None).await;
+        // The node holds these leases, under fence 3.
+        store
+            .write({
+                let ids = [linked.clone(), unpaired.clone(), absent.clone()];
+                move |c| {
+                    for id in &ids {
+                        c.execute(
+                            "INSERT INTO leases (account_id, node_id, expires_at, fence, acquired_at)
+                             VALUES (?1, 'this-node', 9999999999999, 3, 0)",
+                            [id.as_str()],
+                        )?;
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut driver = WebDriver::new(sessions, tx);
+        let mut driver = WebDriver::new(sessions.clone(), tx);
         // A closed loopback port stands in for WhatsApp.
         driver.net = Net::server("ws://127.0.0.1:9/ws/chat");
         let driver = driver.run(&store);
@@ -648,8 +743,6 @@ mod tests {
             offline[&absent].contains("no linked session"),
             "{offline:?}"
         );
-        assert!(!offline.contains_key(&other), "not this node's account");
-        // The linked one runs, its session writes under the lease's fence.
         until("the linked device", || {
             driver
                 .devices
@@ -657,13 +750,33 @@ mod tests {
                 .is_ok_and(|d| d.get(&linked).is_some_and(|(fence, _)| *fence == Some(3)))
         })
         .await;
+        // The linked one runs, its session moved into the database and
+        // written under the lease's fence.
+        assert_eq!(
+            device_phone(rows(&linked)).await.as_deref(),
+            Some("917000000001")
+        );
+        assert!(!leftover.exists(), "the file is renamed once moved");
+        let mut imported = leftover.clone().into_os_string();
+        imported.push(".imported");
+        assert!(std::path::Path::new(&imported).exists());
 
         driver.leases_lost(std::slice::from_ref(&linked));
         until("the device to stop", || {
             driver.devices.try_lock().is_ok_and(|d| d.is_empty())
         })
         .await;
-        let session = Sessions::Database(store.clone()).session(&linked, None);
+        // A send still carrying the lost lease's fence starts nothing.
+        let refused = driver.connect_device(&linked, Some(3)).await;
+        assert!(matches!(refused, Err(WebError::NotConnected(_))));
+        assert!(driver.devices.lock().await.is_empty());
+        // Nor does a lease gained for an account this node never drove.
+        assert!(driver.connect_device(&other, Some(1)).await.is_err());
+        let session = Sessions::Database {
+            store: store.clone(),
+            leftovers: dir.path().join("web-sessions"),
+        }
+        .session(&linked, None);
         assert!(
             session.unwrap().exists().await.unwrap(),
             "the session stays for the next holder"

@@ -8,31 +8,70 @@
 //! no longer write the account's Signal state, as it can no longer claim or
 //! settle its sends. Pairing (the CLI, the dashboard) writes without one:
 //! the account has no linked device running anywhere until it is linked.
+//!
+//! Nodes of earlier versions kept sessions in files on PostgreSQL too: a
+//! node that opens an account's session and finds no rows but such a file
+//! beside its configured `database.path` moves it into the rows first
+//! ([`Sessions::open`]) and renames the file `<id>.db.imported`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use whatan_web::{Kind, Op, Row, Session, SessionRows, WebError};
 
-use crate::store::{leases, web_sessions, Store};
+use crate::store::{admin, leases, web_sessions, Store};
 
 /// Where linked sessions live for one store.
 #[derive(Clone)]
 pub enum Sessions {
     /// A folder of session files (the SQLite file's `web-sessions/`).
     Files(PathBuf),
-    /// Rows in the database (PostgreSQL).
-    Database(Store),
+    /// Rows in the database (PostgreSQL); `leftovers` is where earlier
+    /// versions kept session files.
+    Database { store: Store, leftovers: PathBuf },
 }
 
 impl Sessions {
-    /// Files next to a SQLite file; rows on PostgreSQL.
-    pub fn of(store: &Store) -> Sessions {
+    /// Files next to a SQLite file; rows on PostgreSQL (`database_path`,
+    /// the config's `database.path`, says where earlier versions kept
+    /// files).
+    pub fn of(store: &Store, database_path: &Path) -> Sessions {
         match store.path() {
             Some(path) => Sessions::Files(whatan_web::sessions_dir(path)),
-            None => Sessions::Database(store.clone()),
+            None => Sessions::Database {
+                store: store.clone(),
+                leftovers: whatan_web::sessions_dir(database_path),
+            },
         }
+    }
+
+    /// [`Sessions::session`], after moving a session file an earlier
+    /// version left for this account into the database, if its rows are
+    /// empty.
+    pub async fn open(&self, account_id: &str, fence: Option<i64>) -> Result<Session, WebError> {
+        let session = self.session(account_id, fence)?;
+        let Sessions::Database { leftovers, .. } = self else {
+            return Ok(session);
+        };
+        let file = whatan_web::session_path(leftovers, account_id)?;
+        if !file.is_file() || session.exists().await? {
+            return Ok(session);
+        }
+        let Session::Rows { rows, .. } = &session else {
+            return Ok(session);
+        };
+        let copied = whatan_web::copy_file_session(&file, rows.clone()).await?;
+        let mut imported = file.clone().into_os_string();
+        imported.push(".imported");
+        std::fs::rename(&file, &imported).map_err(|e| {
+            WebError::Store(format!(
+                "moved {} into the database, but: {e}",
+                file.display()
+            ))
+        })?;
+        tracing::info!(account = %account_id, entries = copied, file = %file.display(), "linked session moved from its file into the database");
+        Ok(session)
     }
 
     /// The session of `account_id`; in the database, written under `fence`
@@ -40,12 +79,57 @@ impl Sessions {
     pub fn session(&self, account_id: &str, fence: Option<i64>) -> Result<Session, WebError> {
         match self {
             Sessions::Files(dir) => Ok(Session::File(whatan_web::session_path(dir, account_id)?)),
-            Sessions::Database(store) => Ok(Session::Rows {
-                name: format!("the database's session of {account_id}"),
-                rows: Arc::new(DbRows::new(store.clone(), account_id, fence)),
-            }),
+            Sessions::Database { store, .. } => Ok(Session::rows(
+                format!("the database's session of {account_id}"),
+                Arc::new(DbRows::new(store.clone(), account_id, fence)),
+            )),
         }
     }
+}
+
+/// `migrate --from-sqlite FILE`: copy the linked sessions beside FILE
+/// (`web-sessions/<account id>.db`) into the database's rows, for the
+/// accounts the copy brought along (others are left, with a warning).
+/// Entries copied per account, by account id.
+pub fn copy_sessions_blocking(store: &Store, file: &Path) -> Result<Vec<(String, u64)>, String> {
+    let dir = whatan_web::sessions_dir(file);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            let id = path.file_name()?.to_str()?.strip_suffix(".db")?.to_string();
+            Some((id, path))
+        })
+        .collect();
+    files.sort();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let mut copied = Vec::new();
+    for (account_id, path) in files {
+        let known = {
+            let id = account_id.clone();
+            store
+                .read_blocking(move |c| admin::get_account(c, &id))
+                .map_err(|e| e.to_string())?
+        };
+        if known.is_none() {
+            tracing::warn!(file = %path.display(), "a session file of no copied account: left as it is");
+            continue;
+        }
+        let rows = Arc::new(DbRows::new(store.clone(), &account_id, None));
+        let n = runtime
+            .block_on(whatan_web::copy_file_session(&path, rows))
+            .map_err(|e| {
+                format!("the database was copied, but the linked session of {account_id} was not: {e}; link that account again with `whatan account connect {account_id}`")
+            })?;
+        copied.push((account_id, n));
+    }
+    Ok(copied)
 }
 
 /// One account's session rows in the database. Reads run on the store's
@@ -119,6 +203,9 @@ impl SessionRows for DbRows {
                             value,
                             ts,
                         } => web_sessions::put(c, &id, kind.code(), key, value, *ts).map(|()| 0)?,
+                        Op::SetTs { kind, key, ts } => {
+                            web_sessions::set_ts(c, &id, kind.code(), key, *ts).map(|()| 0)?
+                        }
                         Op::Delete { kind, key } => {
                             web_sessions::delete(c, &id, kind.code(), key, true)?
                         }
@@ -133,6 +220,18 @@ impl SessionRows for DbRows {
                 Ok(removed)
             })
             .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn take(&self, kind: Kind, key: &[u8]) -> Result<Option<Row>, String> {
+        let (id, fence, key) = (self.account_id.clone(), self.fence, key.to_vec());
+        self.store
+            .write(move |c| {
+                leases::guard(c, &id, fence)?;
+                web_sessions::take(c, &id, kind.code(), &key)
+            })
+            .await
+            .map(|row| row.map(|(value, ts)| Row { value, ts }))
             .map_err(|e| e.to_string())
     }
 
