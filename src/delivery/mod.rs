@@ -30,7 +30,7 @@ pub mod settle;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -137,13 +137,22 @@ impl From<StoreError> for Interrupted {
     }
 }
 
-/// A running pacer: how to wake it, and whether it waits for work (no
-/// pending send, or a ban) rather than for a time.
+/// A running pacer: how to wake it, and what it is doing ([`BUSY`],
+/// [`IDLE`], [`WAITING`]).
 #[derive(Default)]
 struct Pacer {
     notify: Notify,
-    idle: AtomicBool,
+    state: AtomicU8,
 }
+
+/// Reading the store or handing off: a wake is kept for its next look.
+const BUSY: u8 = 0;
+/// Waiting for work (no pending send, or a ban).
+const IDLE: u8 = 1;
+/// Waiting for a time (its next slot, the offline grace) after a look that
+/// found pending sends: a new send changes nothing it decides, so a send
+/// does not wake it ([`Engine::wake_for_send`]).
+const WAITING: u8 = 2;
 
 /// Notify the account's pacer if one runs; whether one does.
 fn notify_running(pacers: &HashMap<String, Arc<Pacer>>, account_id: &str) -> bool {
@@ -241,8 +250,25 @@ impl Engine {
         }
         let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
         match pacers.get(account_id) {
-            Some(pacer) if pacer.idle.load(Ordering::SeqCst) => pacer.notify.notify_one(),
+            Some(pacer) if pacer.state.load(Ordering::SeqCst) == IDLE => pacer.notify.notify_one(),
             Some(_) => {}
+            None => self.start_pacer(&mut pacers, account_id),
+        }
+    }
+
+    /// [`Engine::wake`] for a send just queued (committed): a pacer waiting
+    /// for its next slot with sends pending already knows there is work, so
+    /// it is left to sleep instead of reading the store again for every
+    /// send. A busy pacer keeps the wake for its next look, which sees the
+    /// send.
+    pub fn wake_for_send(&self, account_id: &str) {
+        if !self.inner.leases.holds(account_id) {
+            return;
+        }
+        let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
+        match pacers.get(account_id) {
+            Some(pacer) if pacer.state.load(Ordering::SeqCst) == WAITING => {}
+            Some(pacer) => pacer.notify.notify_one(),
             None => self.start_pacer(&mut pacers, account_id),
         }
     }
@@ -463,20 +489,23 @@ impl Engine {
             let now = self.inner.clock.now_ms();
             let outcome = match decide(now, view, next.is_some(), self.inner.pacing.offline_grace) {
                 Decision::Idle => {
-                    pacer.idle.store(true, Ordering::SeqCst);
+                    pacer.state.store(IDLE, Ordering::SeqCst);
                     tokio::select! {
                         _ = notify.notified() => {}
                         _ = self.stopping() => {}
                     }
-                    pacer.idle.store(false, Ordering::SeqCst);
+                    pacer.state.store(BUSY, Ordering::SeqCst);
                     Ok(())
                 }
                 Decision::WaitUntil(at) => {
+                    // Only with pending sends (else `Idle`).
+                    pacer.state.store(WAITING, Ordering::SeqCst);
                     tokio::select! {
                         _ = self.inner.clock.sleep_until(at) => {}
                         _ = notify.notified() => {}
                         _ = self.stopping() => {}
                     }
+                    pacer.state.store(BUSY, Ordering::SeqCst);
                     Ok(())
                 }
                 Decision::FailOffline => self.fail_offline(&account).await,

@@ -196,9 +196,41 @@ fn precheck(raw: &str) -> Result<String, PhoneError> {
     Ok(digits)
 }
 
+/// How many numbers each thread remembers the validation of.
+const REMEMBERED: usize = 4096;
+
+thread_local! {
+    /// Recently validated numbers (as a number: 7 to 15 digits, no leading
+    /// zero, so it is unique) and the answer, per thread: a sender writing
+    /// to the same contacts skips the metadata's regexes, whose shared cache
+    /// is a lock and a SipHash per pattern. Emptied when full.
+    static REMEMBERED_ANSWERS: std::cell::RefCell<std::collections::HashMap<u64, Result<String, PhoneError>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Stage 2: validation against the numbering-plan metadata. `digits` are
 /// 7 to 15 ASCII digits, the first one not `0`. Returns the E.164 form.
+/// A pure function of `digits`, so answers are remembered.
 fn validate(digits: &str) -> Result<String, PhoneError> {
+    let Ok(key) = digits.parse::<u64>() else {
+        return validate_uncached(digits);
+    };
+    if let Some(known) = REMEMBERED_ANSWERS.with(|m| m.borrow().get(&key).cloned()) {
+        return known;
+    }
+    let answer = validate_uncached(digits);
+    REMEMBERED_ANSWERS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= REMEMBERED {
+            m.clear();
+        }
+        m.insert(key, answer.clone());
+    });
+    answer
+}
+
+/// [`validate`], without the memory.
+fn validate_uncached(digits: &str) -> Result<String, PhoneError> {
     let Some((code, national)) = split_country_code(digits) else {
         return Err(PhoneError::new(
             "does not start with a known country calling code",
@@ -269,6 +301,23 @@ mod tests {
     use super::*;
 
     const IN: &str = "+917999709798";
+
+    /// The remembered answer is the answer: for valid and invalid numbers,
+    /// asked once and again.
+    #[test]
+    fn remembered_validations_answer_as_the_metadata_does() {
+        for digits in [
+            "917999709798",
+            "917999709",
+            "14155552671",
+            "4915112345678",
+            "999123456",
+        ] {
+            let fresh = validate_uncached(digits);
+            assert_eq!(validate(digits), fresh, "{digits}");
+            assert_eq!(validate(digits), fresh, "{digits}, remembered");
+        }
+    }
 
     /// Expected outcome of one case: `Ok(e164)` or `Err(exact message)`.
     type Expected = Result<String, String>;
