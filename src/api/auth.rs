@@ -1,9 +1,5 @@
 //! Bearer-token authentication. Every request reads the token row (no
-//! cache), so a token revoked by the CLI fails on the very next request;
-//! the read runs on the request's own worker ([`Store::read_point`]), which
-//! costs less than a cache would save.
-//!
-//! [`Store::read_point`]: crate::store::Store::read_point
+//! cache), so a token revoked by the CLI fails on the very next request.
 //! The secret is hashed once with SHA-256 (tokens carry 256 random bits, so
 //! a slow KDF would add latency and no safety) and looked up by that hash.
 
@@ -44,26 +40,10 @@ pub async fn authenticate_mcp(
         .map(|(principal, ())| principal)
 }
 
-/// Authenticate and, in the same read, run `then` for a valid Send API
-/// token: the handler's next read costs nothing more. `then` never runs for
-/// an unknown, revoked, expired or non-send token. A point read
-/// ([`crate::store::Store::read_point`]): `then` must be a few index
-/// lookups.
+/// Authenticate and, in the same trip to a reader thread, run `then` for a
+/// valid Send API token: the handler's next read costs no second hand-off.
+/// `then` never runs for an unknown, revoked, expired or non-send token.
 pub async fn authenticate_with<T, F>(
-    state: &AppState,
-    headers: &HeaderMap,
-    then: F,
-) -> Result<(Principal, T), ApiError>
-where
-    T: Send + 'static,
-    F: Fn(&Conn, &Principal) -> Result<T, StoreError> + Send + 'static,
-{
-    authenticate_kind(state, headers, TokenKind::Send, then).await
-}
-
-/// [`authenticate_with`] for a `then` that may walk many rows (a list): on
-/// a reader thread.
-pub async fn authenticate_then_walk<T, F>(
     state: &AppState,
     headers: &HeaderMap,
     then: F,
@@ -72,20 +52,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Conn, &Principal) -> Result<T, StoreError> + Send + 'static,
 {
-    let (hash, now) = (bearer_hash(headers)?, state.clock.now_ms());
-    let authenticated = state
-        .store
-        .read(move |c| {
-            let principal = match principal_of(c, &hash, TokenKind::Send, now)? {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(e)),
-            };
-            let extra = then(c, &principal)?;
-            Ok(Ok((principal, extra)))
-        })
-        .await??;
-    super::observe::note_token(&authenticated.0.token_id);
-    Ok(authenticated)
+    authenticate_kind(state, headers, TokenKind::Send, then).await
 }
 
 /// [`authenticate_with`] for a token of kind `kind`.
@@ -97,26 +64,8 @@ async fn authenticate_kind<T, F>(
 ) -> Result<(Principal, T), ApiError>
 where
     T: Send + 'static,
-    F: Fn(&Conn, &Principal) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&Conn, &Principal) -> Result<T, StoreError> + Send + 'static,
 {
-    let (hash, now) = (bearer_hash(headers)?, state.clock.now_ms());
-    let authenticated = state
-        .store
-        .read_point(move |c| {
-            let principal = match principal_of(c, &hash, kind, now)? {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(e)),
-            };
-            let extra = then(c, &principal)?;
-            Ok(Ok((principal, extra)))
-        })
-        .await??;
-    super::observe::note_token(&authenticated.0.token_id);
-    Ok(authenticated)
-}
-
-/// The SHA-256 of the request's bearer token, or why there is none.
-fn bearer_hash(headers: &HeaderMap) -> Result<[u8; 32], ApiError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::unauthorized(
@@ -137,21 +86,24 @@ fn bearer_hash(headers: &HeaderMap) -> Result<[u8; 32], ApiError> {
     if !token::looks_like_token(secret) {
         return Err(ApiError::unauthorized("invalid token"));
     }
-    Ok(token::hash(secret))
-}
-
-/// The token's principal if it is valid for `kind` at `now`; the store's
-/// error, or the 401 to answer.
-fn principal_of(
-    c: &Conn,
-    hash: &[u8; 32],
-    kind: TokenKind,
-    now: i64,
-) -> Result<Result<Principal, ApiError>, StoreError> {
-    Ok(admin::principal_by_hash(c, hash)?
-        .filter(|p| token::hashes_equal(&p.secret_hash, hash))
-        .ok_or_else(|| ApiError::unauthorized("invalid token"))
-        .and_then(|p| check(p, kind, now)))
+    let hash = token::hash(secret);
+    let now = state.clock.now_ms();
+    let authenticated = state
+        .store
+        .read(move |c| {
+            let principal = admin::principal_by_hash(c, &hash)?
+                .filter(|p| token::hashes_equal(&p.secret_hash, &hash))
+                .ok_or_else(|| ApiError::unauthorized("invalid token"));
+            let principal = match principal.and_then(|p| check(p, kind, now)) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            let extra = then(c, &principal)?;
+            Ok(Ok((principal, extra)))
+        })
+        .await??;
+    super::observe::note_token(&authenticated.0.token_id);
+    Ok(authenticated)
 }
 
 /// Revocation, expiry and kind, in that order. A metrics token also needs

@@ -52,7 +52,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     // One trip to a reader thread: the token, then (for a good query) the
     // page. A bad query is reported only once the token is known good.
     let wanted = query.as_ref().ok().cloned();
-    let (_, rows) = auth::authenticate_then_walk(state, req.headers(), move |c, principal| {
+    let (_, rows) = auth::authenticate_with(state, req.headers(), move |c, principal| {
         let Some(q) = wanted else {
             return Ok(Vec::new());
         };

@@ -78,10 +78,10 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
 /// account attached to the token's user.
 pub(crate) fn sender_account(
     from: Option<String>,
-) -> impl Fn(&Conn, &Principal) -> Result<Option<Account>, StoreError> + Send + 'static {
-    move |c, p| match &from {
+) -> impl FnOnce(&Conn, &Principal) -> Result<Option<Account>, StoreError> + Send + 'static {
+    move |c, p| match from {
         Some(phone) if p.role.may_choose_sender() => {
-            admin::account_by_phone_in_workspace(c, &p.workspace_id, phone)
+            admin::account_by_phone_in_workspace(c, &p.workspace_id, &phone)
         }
         Some(_) => Ok(None),
         None => admin::account_of_user(c, &p.user_id),
