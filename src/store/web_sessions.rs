@@ -20,9 +20,24 @@ pub fn get(
     kind: i64,
     key: &[u8],
 ) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    value_and_ts(
+        conn,
         "SELECT value, ts FROM web_session_rows WHERE account_id = ?1 AND kind = ?2 AND row_key = ?3",
-    )?;
+        account_id,
+        kind,
+        key,
+    )
+}
+
+/// The value and ts of the one row `sql` (over account, kind, key) yields.
+fn value_and_ts(
+    conn: &Conn,
+    sql: &str,
+    account_id: &str,
+    kind: i64,
+    key: &[u8],
+) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query_map(params![account_id, kind, key], |r| {
         Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
     })?;
@@ -101,14 +116,14 @@ pub fn take(
     kind: i64,
     key: &[u8],
 ) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    value_and_ts(
+        conn,
         "DELETE FROM web_session_rows WHERE account_id = ?1 AND kind = ?2 AND row_key = ?3
          RETURNING value, ts",
-    )?;
-    let mut rows = stmt.query_map(params![account_id, kind, key], |r| {
-        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    Ok(rows.next().transpose()?)
+        account_id,
+        kind,
+        key,
+    )
 }
 
 /// Remove the rows of `kind` whose key starts with `prefix` (one row when

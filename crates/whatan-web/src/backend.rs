@@ -78,7 +78,9 @@ impl RowBackend {
     }
 
     async fn put(&self, kind: Kind, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        self.apply(vec![put(kind, key, value, 0)]).await.map(drop)
+        self.apply(vec![Op::put(kind, key, value, 0)])
+            .await
+            .map(drop)
     }
 
     async fn delete(&self, kind: Kind, key: Vec<u8>) -> Result<()> {
@@ -107,15 +109,6 @@ impl RowBackend {
 }
 
 use whatsapp_rust::serde;
-
-fn put(kind: Kind, key: Vec<u8>, value: Vec<u8>, ts: i64) -> Op {
-    Op::Put {
-        kind,
-        key,
-        value,
-        ts,
-    }
-}
 
 fn database(message: String) -> StoreError {
     StoreError::Database(message.into())
@@ -185,7 +178,9 @@ impl SignalStore for RowBackend {
     async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> Result<()> {
         let ops = identities
             .iter()
-            .map(|(address, key)| put(Kind::Identity, address.as_bytes().into(), key.to_vec(), 0))
+            .map(|(address, key)| {
+                Op::put(Kind::Identity, address.as_bytes().into(), key.to_vec(), 0)
+            })
             .collect();
         self.apply(ops).await.map(drop)
     }
@@ -221,7 +216,7 @@ impl SignalStore for RowBackend {
         let ops = sessions
             .iter()
             .map(|(address, session)| {
-                put(
+                Op::put(
                     Kind::Session,
                     address.as_bytes().into(),
                     session.to_vec(),
@@ -254,7 +249,7 @@ impl SignalStore for RowBackend {
     }
 
     async fn store_prekey(&self, id: u32, record: &[u8], uploaded: bool) -> Result<()> {
-        let op = put(
+        let op = Op::put(
             Kind::PreKey,
             prekey_key(id),
             record.to_vec(),
@@ -267,7 +262,7 @@ impl SignalStore for RowBackend {
         let ops = keys
             .iter()
             .map(|(id, record)| {
-                put(
+                Op::put(
                     Kind::PreKey,
                     prekey_key(*id),
                     record.to_vec(),
@@ -355,7 +350,7 @@ impl SignalStore for RowBackend {
         let ops = sender_keys
             .iter()
             .map(|(address, record)| {
-                put(
+                Op::put(
                     Kind::SenderKey,
                     address.as_bytes().into(),
                     record.to_vec(),
@@ -410,7 +405,7 @@ impl AppSyncStore for RowBackend {
             .iter()
             .map(|m| {
                 let key = key(&[name.as_bytes(), &m.index_mac]);
-                put(Kind::MutationMac, key, m.value_mac.clone(), 0)
+                Op::put(Kind::MutationMac, key, m.value_mac.clone(), 0)
             })
             .collect();
         self.apply(ops).await.map(drop)
@@ -493,7 +488,7 @@ impl ProtocolStore for RowBackend {
             .iter()
             .map(|(device, has_key)| {
                 let key = key(&[group_jid.as_bytes(), device.as_bytes()]);
-                put(Kind::SenderKeyDevice, key, vec![u8::from(*has_key)], 0)
+                Op::put(Kind::SenderKeyDevice, key, vec![u8::from(*has_key)], 0)
             })
             .collect();
         self.apply(ops).await.map(drop)
@@ -584,13 +579,13 @@ impl ProtocolStore for RowBackend {
                     key: key(&[existing.phone_number.as_bytes(), existing.lid.as_bytes()]),
                 });
             }
-            ops.push(put(
+            ops.push(Op::put(
                 Kind::LidMapping,
                 stored.lid.as_bytes().into(),
                 encode(&stored)?,
                 stored.updated_at,
             ));
-            ops.push(put(
+            ops.push(Op::put(
                 Kind::PnIndex,
                 key(&[stored.phone_number.as_bytes(), stored.lid.as_bytes()]),
                 Vec::new(),
@@ -637,7 +632,7 @@ impl ProtocolStore for RowBackend {
         let ops = records
             .iter()
             .map(|record| {
-                Ok(put(
+                Ok(Op::put(
                     Kind::DeviceList,
                     record.user.as_bytes().into(),
                     encode(record)?,
@@ -763,7 +758,7 @@ impl ProtocolStore for RowBackend {
         payload: &[u8],
     ) -> Result<()> {
         let key = key(&[chat_jid.as_bytes(), message_id.as_bytes()]);
-        self.apply(vec![put(
+        self.apply(vec![Op::put(
             Kind::SentMessage,
             key,
             payload.to_vec(),
@@ -798,7 +793,7 @@ impl ProtocolStore for RowBackend {
         message: &[u8],
     ) -> Result<()> {
         let key = key(&[chat.as_bytes(), sender.as_bytes(), id.as_bytes()]);
-        self.apply(vec![put(
+        self.apply(vec![Op::put(
             Kind::PendingInbound,
             key,
             message.to_vec(),
@@ -844,7 +839,7 @@ impl ProtocolStore for RowBackend {
                     row.sender.as_bytes(),
                     row.id.as_bytes(),
                 ]);
-                put(Kind::PendingInbound, key, row.message.to_vec(), now)
+                Op::put(Kind::PendingInbound, key, row.message.to_vec(), now)
             })
             .collect();
         self.apply(ops).await.map(drop)
@@ -898,7 +893,7 @@ impl MsgSecretStore for RowBackend {
                 None => (entry.expires_at, entry.message_ts),
             };
             staged.insert(key.clone(), (expires_at, message_ts));
-            ops.push(put(
+            ops.push(Op::put(
                 Kind::MsgSecret,
                 key,
                 msg_secret_value(&entry.secret, message_ts),

@@ -117,11 +117,11 @@ pub async fn copy_file_session(path: &Path, rows: Arc<dyn SessionRows>) -> Resul
     let mut timed = Vec::new();
     for (chat, id, payload, at) in listed.sent_messages {
         let key = key(&[chat.as_bytes(), id.as_bytes()]);
-        timed.push(put(Kind::SentMessage, key, payload, at));
+        timed.push(Op::put(Kind::SentMessage, key, payload, at));
     }
     for (chat, sender, id, message, at) in listed.pending_inbound {
         let key = key(&[chat.as_bytes(), sender.as_bytes(), id.as_bytes()]);
-        timed.push(put(Kind::PendingInbound, key, message, at));
+        timed.push(Op::put(Kind::PendingInbound, key, message, at));
     }
     count(timed.len());
     rows.apply(timed).await.map_err(|e| failed("write", &e))?;
@@ -178,15 +178,6 @@ pub async fn copy_file_session(path: &Path, rows: Arc<dyn SessionRows>) -> Resul
     count(secrets.len());
     to.put_msg_secrets(secrets).await.map_err(wrote)?;
     Ok(copied)
-}
-
-fn put(kind: Kind, key: Vec<u8>, value: Vec<u8>, ts: i64) -> Op {
-    Op::Put {
-        kind,
-        key,
-        value,
-        ts,
-    }
 }
 
 /// What the file's tables hold for one device.

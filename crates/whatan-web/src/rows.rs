@@ -42,6 +42,18 @@ pub enum Op {
     DeleteExpired { kind: Kind, up_to: i64 },
 }
 
+impl Op {
+    /// [`Op::Put`].
+    pub fn put(kind: Kind, key: Vec<u8>, value: Vec<u8>, ts: i64) -> Op {
+        Op::Put {
+            kind,
+            key,
+            value,
+            ts,
+        }
+    }
+}
+
 /// One account's session rows in the caller's store.
 ///
 /// Contract: [`SessionRows::apply`] commits all of its ops atomically and

@@ -545,25 +545,10 @@ mod tests {
         let (unlinked, idle) = runtime.block_on(async {
             store
                 .write(|c| {
-                    let ws = admin::create_workspace(c, "Acme")?;
-                    let mut ids = Vec::new();
-                    for (name, phone, status) in [
-                        ("Ana", "+917000000001", AccountStatus::Connected),
-                        ("Bo", "+917000000002", AccountStatus::LoggedOut),
-                    ] {
-                        let user = admin::add_user(c, &ws.id, name, crate::domain::Role::Owner)?;
-                        let account = admin::add_account(
-                            c,
-                            &ws.id,
-                            &user.id,
-                            phone,
-                            DriverKind::Web,
-                            &serde_json::json!({}),
-                        )?;
-                        admin::set_account_status(c, &account.id, status, None)?;
-                        ids.push(account.id);
-                    }
-                    Ok((ids[0].clone(), ids[1].clone()))
+                    Ok((
+                        web_account(c, "+917000000001", AccountStatus::Connected),
+                        web_account(c, "+917000000002", AccountStatus::LoggedOut),
+                    ))
                 })
                 .await
                 .unwrap()
