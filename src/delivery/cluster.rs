@@ -183,6 +183,15 @@ impl Cluster {
     }
 
     /// How many account leases this node holds now.
+    /// The fences under which `account_ids` are held here (those held).
+    pub fn fences_of(&self, account_ids: &[String]) -> Vec<(String, i64)> {
+        let held = self.lock();
+        account_ids
+            .iter()
+            .filter_map(|id| held.get(id).map(|l| (id.clone(), l.fence)))
+            .collect()
+    }
+
     pub fn held_count(&self) -> usize {
         self.lock().len()
     }

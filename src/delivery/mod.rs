@@ -154,17 +154,6 @@ const IDLE: u8 = 1;
 /// does not wake it ([`Engine::wake_for_send`]).
 const WAITING: u8 = 2;
 
-/// Notify the account's pacer if one runs; whether one does.
-fn notify_running(pacers: &HashMap<String, Arc<Pacer>>, account_id: &str) -> bool {
-    match pacers.get(account_id) {
-        Some(pacer) => {
-            pacer.notify.notify_one();
-            true
-        }
-        None => false,
-    }
-}
-
 /// Exponential back-off for a pacer that meets store errors.
 struct Backoff(Duration);
 
@@ -231,29 +220,14 @@ impl Engine {
     /// whose lease another node holds is that node's to drive: it sees the
     /// new work at its next look (see `recover_and_watch`).
     pub fn wake(&self, account_id: &str) {
-        if !self.inner.leases.holds(account_id) {
-            return;
-        }
-        let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
-        if notify_running(&pacers, account_id) {
-            return;
-        }
-        self.start_pacer(&mut pacers, account_id);
+        self.wake_with(account_id, |_| true);
     }
 
     /// [`Engine::wake`] for an account known to have pending sends: a pacer
     /// that waits for a time (its next slot, the offline grace) already
     /// knows, so only a missing or idle one is woken.
     fn wake_for_pending(&self, account_id: &str) {
-        if !self.inner.leases.holds(account_id) {
-            return;
-        }
-        let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
-        match pacers.get(account_id) {
-            Some(pacer) if pacer.state.load(Ordering::SeqCst) == IDLE => pacer.notify.notify_one(),
-            Some(_) => {}
-            None => self.start_pacer(&mut pacers, account_id),
-        }
+        self.wake_with(account_id, |state| state == IDLE);
     }
 
     /// [`Engine::wake`] for a send just queued (committed): a pacer waiting
@@ -262,13 +236,19 @@ impl Engine {
     /// send. A busy pacer keeps the wake for its next look, which sees the
     /// send.
     pub fn wake_for_send(&self, account_id: &str) {
+        self.wake_with(account_id, |state| state != WAITING);
+    }
+
+    /// Start the account's pacer if none runs (and this node holds its
+    /// lease); notify a running one if `needs(its state)`.
+    fn wake_with(&self, account_id: &str, needs: impl Fn(u8) -> bool) {
         if !self.inner.leases.holds(account_id) {
             return;
         }
         let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
         match pacers.get(account_id) {
-            Some(pacer) if pacer.state.load(Ordering::SeqCst) == WAITING => {}
-            Some(pacer) => pacer.notify.notify_one(),
+            Some(pacer) if needs(pacer.state.load(Ordering::SeqCst)) => pacer.notify.notify_one(),
+            Some(_) => {}
             None => self.start_pacer(&mut pacers, account_id),
         }
     }
@@ -316,10 +296,10 @@ impl Engine {
     /// Wake an account's pacer only if it runs (so a pacer whose lease went
     /// away sees it and stops).
     fn nudge(&self, account_id: &str) {
-        notify_running(
-            &self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner()),
-            account_id,
-        );
+        let pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pacer) = pacers.get(account_id) {
+            pacer.notify.notify_one();
+        }
     }
 
     /// Wait until no hand-off is in flight (after shutdown was signalled),
@@ -604,15 +584,9 @@ impl Engine {
                     for id in &changes.gained {
                         self.wake(id);
                     }
-                    let gained_ids: std::collections::HashSet<&String> =
-                        changes.gained.iter().collect();
-                    let gained: Vec<(String, i64)> = tick
-                        .held
-                        .iter()
-                        .filter(|h| gained_ids.contains(&h.account_id))
-                        .map(|h| (h.account_id.clone(), h.fence))
-                        .collect();
-                    self.inner.drivers.leases_gained(&gained);
+                    self.inner
+                        .drivers
+                        .leases_gained(&cluster.fences_of(&changes.gained));
                     let shed = cluster.shed(tick.fair_share);
                     if !shed.is_empty() {
                         for lease in &shed {
@@ -623,11 +597,6 @@ impl Engine {
                             fair_share = tick.fair_share,
                             "giving leases to other nodes"
                         );
-                        let ids: Vec<String> = shed.iter().map(|l| l.account_id.clone()).collect();
-                        self.inner
-                            .drivers
-                            .leases_releasing(&ids, cluster.ttl / 6)
-                            .await;
                         self.release(shed).await;
                     }
                 }
@@ -655,13 +624,7 @@ impl Engine {
         // After any tick in progress, and before the next could start.
         let mut left = cluster.ticking.lock().await;
         *left = true;
-        let all = cluster.release_all();
-        let ids: Vec<String> = all.iter().map(|l| l.account_id.clone()).collect();
-        self.inner
-            .drivers
-            .leases_releasing(&ids, cluster.ttl / 6)
-            .await;
-        self.release(all).await;
+        self.release(cluster.release_all()).await;
         let node = cluster.node_id.clone();
         let _ = self
             .inner
@@ -670,10 +633,22 @@ impl Engine {
             .await;
     }
 
+    /// Give leases up: the drivers close what they hold open for those
+    /// accounts first (waiting at most a sixth of a TTL, while the leases
+    /// still cover their last writes), then the leases are released.
     async fn release(&self, shed: Vec<leases::Held>) {
         let Leases::Cluster(cluster) = &self.inner.leases else {
             return;
         };
+        let ids: Vec<String> = shed
+            .iter()
+            .filter(|l| l.account_id != leases::WEBHOOKS)
+            .map(|l| l.account_id.clone())
+            .collect();
+        self.inner
+            .drivers
+            .leases_releasing(&ids, cluster.ttl / 6)
+            .await;
         let node = cluster.node_id.clone();
         if let Err(e) = self
             .inner

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use whatsapp_rust::async_trait;
 use whatsapp_rust::bytes::Bytes;
+use whatsapp_rust::serde;
 use whatsapp_rust::serde_json;
 use whatsapp_rust::wacore::appstate::hash::HashState;
 use whatsapp_rust::wacore::appstate::processor::AppStateMutationMAC;
@@ -77,6 +78,18 @@ impl RowBackend {
         self.rows.apply(ops).await.map_err(database)
     }
 
+    /// Remove the rows of `kind` under `prefix`.
+    async fn delete_prefix(&self, kind: Kind, prefix: Vec<u8>) -> Result<()> {
+        let op = Op::DeletePrefix { kind, prefix };
+        self.apply(vec![op]).await.map(drop)
+    }
+
+    /// Remove the rows of `kind` with `0 < ts <= up_to`; how many went.
+    async fn expire(&self, kind: Kind, up_to: i64) -> Result<u32> {
+        let removed = self.apply(vec![Op::DeleteExpired { kind, up_to }]).await?;
+        Ok(removed as u32)
+    }
+
     async fn put(&self, kind: Kind, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         self.apply(vec![Op::put(kind, key, value, 0)])
             .await
@@ -107,8 +120,6 @@ impl RowBackend {
         self.put(kind, key, encode(value)?).await
     }
 }
-
-use whatsapp_rust::serde;
 
 fn database(message: String) -> StoreError {
     StoreError::Database(message.into())
@@ -450,12 +461,7 @@ impl AppSyncStore for RowBackend {
 
     async fn clear_mutation_macs(&self, name: &str) -> Result<()> {
         let prefix = prefix(&[name.as_bytes()]);
-        self.apply(vec![Op::DeletePrefix {
-            kind: Kind::MutationMac,
-            prefix,
-        }])
-        .await
-        .map(drop)
+        self.delete_prefix(Kind::MutationMac, prefix).await
     }
 
     /// The greatest key id whose key decodes, as the file store answers.
@@ -496,12 +502,7 @@ impl ProtocolStore for RowBackend {
 
     async fn clear_sender_key_devices(&self, group_jid: &str) -> Result<()> {
         let prefix = prefix(&[group_jid.as_bytes()]);
-        self.apply(vec![Op::DeletePrefix {
-            kind: Kind::SenderKeyDevice,
-            prefix,
-        }])
-        .await
-        .map(drop)
+        self.delete_prefix(Kind::SenderKeyDevice, prefix).await
     }
 
     async fn delete_sender_key_device_rows(&self, device_jids: &[&str]) -> Result<()> {
@@ -526,12 +527,7 @@ impl ProtocolStore for RowBackend {
     }
 
     async fn clear_all_sender_key_devices(&self) -> Result<()> {
-        self.apply(vec![Op::DeletePrefix {
-            kind: Kind::SenderKeyDevice,
-            prefix: Vec::new(),
-        }])
-        .await
-        .map(drop)
+        self.delete_prefix(Kind::SenderKeyDevice, Vec::new()).await
     }
 
     async fn get_lid_mapping(&self, lid: &str) -> Result<Option<LidPnMappingEntry>> {
@@ -776,13 +772,8 @@ impl ProtocolStore for RowBackend {
 
     /// Older than the cutoff, strictly (the file store's rule).
     async fn delete_expired_sent_messages(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let removed = self
-            .apply(vec![Op::DeleteExpired {
-                kind: Kind::SentMessage,
-                up_to: cutoff_timestamp.saturating_sub(1),
-            }])
-            .await?;
-        Ok(removed as u32)
+        self.expire(Kind::SentMessage, cutoff_timestamp.saturating_sub(1))
+            .await
     }
 
     async fn store_pending_inbound(
@@ -820,13 +811,8 @@ impl ProtocolStore for RowBackend {
 
     /// Older than the cutoff, strictly (the file store's rule).
     async fn delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let removed = self
-            .apply(vec![Op::DeleteExpired {
-                kind: Kind::PendingInbound,
-                up_to: cutoff_timestamp.saturating_sub(1),
-            }])
-            .await?;
-        Ok(removed as u32)
+        self.expire(Kind::PendingInbound, cutoff_timestamp.saturating_sub(1))
+            .await
     }
 
     async fn store_pending_inbound_batch(&self, rows: &[PendingInboundRow<'_>]) -> Result<()> {
@@ -932,13 +918,7 @@ impl MsgSecretStore for RowBackend {
 
     /// Rows whose non-zero deadline is at or before the cutoff.
     async fn delete_expired_msg_secrets(&self, cutoff_timestamp: i64) -> Result<u32> {
-        let removed = self
-            .apply(vec![Op::DeleteExpired {
-                kind: Kind::MsgSecret,
-                up_to: cutoff_timestamp,
-            }])
-            .await?;
-        Ok(removed as u32)
+        self.expire(Kind::MsgSecret, cutoff_timestamp).await
     }
 }
 

@@ -30,10 +30,7 @@ pub async fn copy_file_session(path: &Path, rows: Arc<dyn SessionRows>) -> Resul
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         WebError::Store(format!("copying {} ({what}): {e}", path.display()))
     };
-    let url = path
-        .to_str()
-        .ok_or_else(|| WebError::Store(format!("{} is not a UTF-8 path", path.display())))?;
-    let from = SqliteStore::new(url)
+    let from = SqliteStore::new(crate::session::store_url(path)?)
         .await
         .map_err(|e| failed("open", &e))?;
     let Some(device) = from.load().await.map_err(|e| failed("device", &e))? else {

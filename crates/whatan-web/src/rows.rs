@@ -124,7 +124,8 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 19] = [
+    #[cfg(test)]
+    const ALL: [Kind; 19] = [
         Kind::Device,
         Kind::Identity,
         Kind::Session,
@@ -152,7 +153,8 @@ impl Kind {
     }
 
     /// The kind of a stored number.
-    pub fn from_code(code: i64) -> Option<Kind> {
+    #[cfg(test)]
+    fn from_code(code: i64) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.code() == code)
     }
 }
@@ -203,13 +205,9 @@ pub mod memory {
     }
 
     impl MemoryRows {
-        /// How many rows are stored.
-        pub fn len(&self) -> usize {
-            crate::lock(&self.rows).len()
-        }
-
+        /// Whether no row is stored.
         pub fn is_empty(&self) -> bool {
-            self.len() == 0
+            crate::lock(&self.rows).is_empty()
         }
     }
 

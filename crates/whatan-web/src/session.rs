@@ -10,11 +10,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use whatsapp_rust::wacore::store::traits::Backend;
+use whatsapp_rust::wacore::store::traits::{Backend, DeviceStore};
 use whatsapp_rust_sqlite_storage::SqliteStore;
 
 use crate::backend::RowBackend;
-use crate::rows::{Kind, SessionRows};
+use crate::rows::SessionRows;
 use crate::WebError;
 
 /// Where one account's linked session is kept.
@@ -49,10 +49,8 @@ impl Session {
     pub async fn exists(&self) -> Result<bool, WebError> {
         match self {
             Session::File(path) => Ok(session_exists(path)),
-            Session::Rows { rows, .. } => rows
-                .scan(Kind::Device, b"")
+            Session::Rows { backend, .. } => DeviceStore::exists(&**backend)
                 .await
-                .map(|device| !device.is_empty())
                 .map_err(|e| WebError::Store(format!("cannot read {self}: {e}"))),
         }
     }
@@ -176,7 +174,7 @@ pub fn remove_session(path: &Path) -> io::Result<()> {
 
 /// The store URL the library wants (a plain path), refusing paths that are
 /// not valid UTF-8 rather than mangling them.
-fn store_url(path: &Path) -> Result<&str, WebError> {
+pub(crate) fn store_url(path: &Path) -> Result<&str, WebError> {
     path.to_str()
         .ok_or_else(|| WebError::Store(format!("{} is not a UTF-8 path", path.display())))
 }

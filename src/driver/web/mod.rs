@@ -219,9 +219,7 @@ impl WebDriver {
     fn is_current(&self, account_id: &str, fence: Option<i64>) -> bool {
         match (&self.sessions, fence) {
             (Sessions::Files(_), _) => true,
-            (Sessions::Database { .. }, Some(fence)) => {
-                lock(&self.fences).get(account_id) == Some(&fence)
-            }
+            (Sessions::Database { .. }, Some(fence)) => holds(&self.fences, account_id, fence),
             (Sessions::Database { .. }, None) => false,
         }
     }
@@ -268,10 +266,8 @@ impl WebDriver {
         let device = LinkedDevice::connect(&self.net, &session, move |event| {
             // A device whose lease moved on says nothing more: the account's
             // state is its new holder's to report.
-            if let Some(fence) = fence {
-                if lock(&fences).get(&id) != Some(&fence) {
-                    return;
-                }
+            if fence.is_some_and(|fence| !holds(&fences, &id, fence)) {
+                return;
             }
             // One line per cause: the device reports a failure to reach
             // WhatsApp once, not at each of the library's retries.
@@ -512,6 +508,11 @@ fn media_bytes(media: &MediaPayload) -> Result<(&[u8], &str), SendError> {
             message: "the linked-device driver needs the media bytes, not a link".into(),
         }),
     }
+}
+
+/// Whether `fence` is the current lease of `account_id` in `fences`.
+fn holds(fences: &Mutex<HashMap<String, i64>>, account_id: &str, fence: i64) -> bool {
+    lock(fences).get(account_id) == Some(&fence)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

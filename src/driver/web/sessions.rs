@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use whatan_web::{Kind, Op, Row, Session, SessionRows, WebError};
 
-use crate::store::{admin, leases, web_sessions, Store};
+use crate::store::{admin, leases, web_sessions, Conn, Store, StoreError};
 
 /// Where linked sessions live for one store.
 #[derive(Clone)]
@@ -50,18 +50,16 @@ impl Sessions {
     /// version left for this account into the database, if its rows are
     /// empty.
     pub async fn open(&self, account_id: &str, fence: Option<i64>) -> Result<Session, WebError> {
-        let session = self.session(account_id, fence)?;
-        let Sessions::Database { leftovers, .. } = self else {
-            return Ok(session);
+        let Sessions::Database { store, leftovers } = self else {
+            return self.session(account_id, fence);
         };
+        let rows: Arc<dyn SessionRows> = Arc::new(DbRows::new(store.clone(), account_id, fence));
+        let session = rows_session(account_id, rows.clone());
         let file = whatan_web::session_path(leftovers, account_id)?;
         if !file.is_file() || session.exists().await? {
             return Ok(session);
         }
-        let Session::Rows { rows, .. } = &session else {
-            return Ok(session);
-        };
-        let copied = whatan_web::copy_file_session(&file, rows.clone()).await?;
+        let copied = whatan_web::copy_file_session(&file, rows).await?;
         let mut imported = file.clone().into_os_string();
         imported.push(".imported");
         std::fs::rename(&file, &imported).map_err(|e| {
@@ -79,12 +77,17 @@ impl Sessions {
     pub fn session(&self, account_id: &str, fence: Option<i64>) -> Result<Session, WebError> {
         match self {
             Sessions::Files(dir) => Ok(Session::File(whatan_web::session_path(dir, account_id)?)),
-            Sessions::Database { store, .. } => Ok(Session::rows(
-                format!("the database's session of {account_id}"),
+            Sessions::Database { store, .. } => Ok(rows_session(
+                account_id,
                 Arc::new(DbRows::new(store.clone(), account_id, fence)),
             )),
         }
     }
+}
+
+/// The session of `account_id` kept in `rows`.
+fn rows_session(account_id: &str, rows: Arc<dyn SessionRows>) -> Session {
+    Session::rows(format!("the database's session of {account_id}"), rows)
 }
 
 /// `migrate --from-sqlite FILE`: copy the linked sessions beside FILE
@@ -148,6 +151,28 @@ impl DbRows {
             fence,
         }
     }
+
+    /// Run `f` (given the connection and the account id) in one write job,
+    /// after checking the fence this session writes under.
+    async fn fenced<T, F>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Conn, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (id, fence) = (self.account_id.clone(), self.fence);
+        self.store
+            .write(move |c| {
+                leases::guard(c, &id, fence)?;
+                f(c, &id)
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A stored `(value, ts)` as a row.
+fn row((value, ts): (Vec<u8>, i64)) -> Row {
+    Row { value, ts }
 }
 
 #[async_trait]
@@ -157,7 +182,7 @@ impl SessionRows for DbRows {
         self.store
             .read(move |c| web_sessions::get(c, &id, kind.code(), &key))
             .await
-            .map(|row| row.map(|(value, ts)| Row { value, ts }))
+            .map(|found| found.map(row))
             .map_err(|e| e.to_string())
     }
 
@@ -167,8 +192,8 @@ impl SessionRows for DbRows {
             .read(move |c| {
                 keys.iter()
                     .map(|key| {
-                        let row = web_sessions::get(c, &id, kind.code(), key)?;
-                        Ok(row.map(|(value, ts)| Row { value, ts }))
+                        let web_row = web_sessions::get(c, &id, kind.code(), key)?;
+                        Ok(web_row.map(row))
                     })
                     .collect()
             })
@@ -185,64 +210,49 @@ impl SessionRows for DbRows {
             .map_err(|e| e.to_string())?;
         Ok(rows
             .into_iter()
-            .map(|(key, value, ts)| (key, Row { value, ts }))
+            .map(|(key, value, ts)| (key, row((value, ts))))
             .collect())
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<u64, String> {
-        let (id, fence) = (self.account_id.clone(), self.fence);
-        self.store
-            .write(move |c| {
-                leases::guard(c, &id, fence)?;
-                let mut removed = 0;
-                for op in &ops {
-                    removed += match op {
-                        Op::Put {
-                            kind,
-                            key,
-                            value,
-                            ts,
-                        } => web_sessions::put(c, &id, kind.code(), key, value, *ts).map(|()| 0)?,
-                        Op::SetTs { kind, key, ts } => {
-                            web_sessions::set_ts(c, &id, kind.code(), key, *ts).map(|()| 0)?
-                        }
-                        Op::Delete { kind, key } => {
-                            web_sessions::delete(c, &id, kind.code(), key, true)?
-                        }
-                        Op::DeletePrefix { kind, prefix } => {
-                            web_sessions::delete(c, &id, kind.code(), prefix, false)?
-                        }
-                        Op::DeleteExpired { kind, up_to } => {
-                            web_sessions::delete_expired(c, &id, kind.code(), *up_to)?
-                        }
-                    };
-                }
-                Ok(removed)
-            })
-            .await
-            .map_err(|e| e.to_string())
+        self.fenced(move |c, id| {
+            let mut removed = 0;
+            for op in &ops {
+                removed += match op {
+                    Op::Put {
+                        kind,
+                        key,
+                        value,
+                        ts,
+                    } => web_sessions::put(c, id, kind.code(), key, value, *ts).map(|()| 0)?,
+                    Op::SetTs { kind, key, ts } => {
+                        web_sessions::set_ts(c, id, kind.code(), key, *ts).map(|()| 0)?
+                    }
+                    Op::Delete { kind, key } => {
+                        web_sessions::delete(c, id, kind.code(), key, true)?
+                    }
+                    Op::DeletePrefix { kind, prefix } => {
+                        web_sessions::delete(c, id, kind.code(), prefix, false)?
+                    }
+                    Op::DeleteExpired { kind, up_to } => {
+                        web_sessions::delete_expired(c, id, kind.code(), *up_to)?
+                    }
+                };
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     async fn take(&self, kind: Kind, key: &[u8]) -> Result<Option<Row>, String> {
-        let (id, fence, key) = (self.account_id.clone(), self.fence, key.to_vec());
-        self.store
-            .write(move |c| {
-                leases::guard(c, &id, fence)?;
-                web_sessions::take(c, &id, kind.code(), &key)
-            })
-            .await
-            .map(|row| row.map(|(value, ts)| Row { value, ts }))
-            .map_err(|e| e.to_string())
+        let key = key.to_vec();
+        let taken = self
+            .fenced(move |c, id| web_sessions::take(c, id, kind.code(), &key))
+            .await?;
+        Ok(taken.map(row))
     }
 
     async fn clear(&self) -> Result<(), String> {
-        let (id, fence) = (self.account_id.clone(), self.fence);
-        self.store
-            .write(move |c| {
-                leases::guard(c, &id, fence)?;
-                web_sessions::clear(c, &id)
-            })
-            .await
-            .map_err(|e| e.to_string())
+        self.fenced(web_sessions::clear).await
     }
 }
