@@ -166,7 +166,11 @@ pub(crate) async fn submit(
         now,
         response_body: response_body.clone(),
     };
-    let outcome = state.store.write(move |c| attempts::enqueue(c, &new)).await;
+    // Its only effects are its SQL: it may run twice in a batch.
+    let outcome = state
+        .store
+        .write_repeatable(move |c| attempts::enqueue(c, &new))
+        .await;
     match outcome {
         Ok(EnqueueOutcome::Queued) => {
             crate::metrics::attempt_accepted(&account.id);

@@ -291,6 +291,16 @@ impl Store {
         self.writer.write(f).await
     }
 
+    /// [`Store::write`] for a job whose only effects are its SQL (see
+    /// [`Writer::write_repeatable`]): cheaper in the batch.
+    pub async fn write_repeatable<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write_repeatable(f).await
+    }
+
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -24,13 +24,62 @@ use std::time::Duration;
 
 use super::{Conn, Location, StoreError};
 
-/// Sends the outcome to the caller once the batch's commit is decided.
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// Runs the caller's SQL on the writer's connection, or, when the job cannot
-/// run (the batch could not begin, or broke before its turn), gets that
-/// error instead. Says whether it succeeded (else its savepoint is rolled
-/// back) and how to answer the caller after the commit.
-type Job = Box<dyn FnOnce(Result<&Conn, StoreError>) -> (Ran, Completion) + Send>;
+/// A caller's write waiting for its batch: runs the caller's SQL on the
+/// writer's connection (or gets why it cannot run), keeps the outcome, and
+/// answers the caller once the batch's commit is decided.
+trait Job: Send {
+    /// Whether the job's only effects are its SQL, so it may run again
+    /// after its first run was rolled back (see [`run_batch`]).
+    fn repeatable(&self) -> bool;
+    /// Run (again, if repeatable): says whether it succeeded (else its
+    /// savepoint is rolled back).
+    fn run(&mut self, conn: Result<&Conn, StoreError>) -> Ran;
+    /// Answer the caller: the job's outcome if the batch committed, else
+    /// the commit's error.
+    fn answer(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Pending<T, F> {
+    f: F,
+    repeatable: bool,
+    outcome: Option<Result<T, StoreError>>,
+    caller: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: FnMut(&Conn) -> Result<T, StoreError> + Send,
+{
+    fn repeatable(&self) -> bool {
+        self.repeatable
+    }
+
+    fn run(&mut self, conn: Result<&Conn, StoreError>) -> Ran {
+        let outcome = match conn {
+            Ok(conn) => catch_unwind(AssertUnwindSafe(|| (self.f)(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Internal("write job panicked".into()))),
+            Err(e) => Err(e),
+        };
+        let ran = match &outcome {
+            Ok(_) => Ran::Ok,
+            Err(e) if e.is_unavailable() => Ran::Unavailable,
+            Err(_) => Ran::Failed,
+        };
+        self.outcome = Some(outcome);
+        ran
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = match commit {
+            Ok(()) => self
+                .outcome
+                .unwrap_or_else(|| Err(StoreError::Internal("write job never ran".into()))),
+            Err(e) => Err(e),
+        };
+        let _ = self.caller.send(result);
+    }
+}
 
 /// How a job's own SQL went.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -61,7 +110,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
     health: Arc<WriterHealth>,
 }
 
@@ -87,7 +136,7 @@ impl Writer {
     /// Start the writer thread over `conn` (already migrated); a lost
     /// PostgreSQL connection is opened again at `location`.
     pub fn start(conn: Conn, location: Arc<Location>) -> Writer {
-        let (jobs, receiver) = mpsc::channel::<Job>();
+        let (jobs, receiver) = mpsc::channel::<Box<dyn Job>>();
         let health = Arc::new(WriterHealth::default());
         let recorder = health.clone();
         std::thread::Builder::new()
@@ -115,26 +164,28 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let outcome = match conn {
-                Ok(conn) => catch_unwind(AssertUnwindSafe(|| f(conn)))
-                    .unwrap_or_else(|_| Err(StoreError::Internal("write job panicked".into()))),
-                Err(e) => Err(e),
-            };
-            let ran = match &outcome {
-                Ok(_) => Ran::Ok,
-                Err(e) if e.is_unavailable() => Ran::Unavailable,
-                Err(_) => Ran::Failed,
-            };
-            let completion: Completion = Box::new(move |commit| {
-                let result = match commit {
-                    Ok(()) => outcome,
-                    Err(e) => Err(e),
-                };
-                let _ = tx.send(result);
-            });
-            (ran, completion)
+        let mut f = Some(f);
+        self.queue(false, move |conn: &Conn| match f.take() {
+            Some(f) => f(conn),
+            None => Err(StoreError::Internal("a write job ran twice".into())),
+        })
+    }
+
+    fn queue<T, F>(
+        &self,
+        repeatable: bool,
+        f: F,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<T, StoreError>>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (caller, rx) = tokio::sync::oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Pending {
+            f,
+            repeatable,
+            outcome: None,
+            caller,
         });
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         Ok(rx)
@@ -147,6 +198,18 @@ impl Writer {
         F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(f)?.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Writer::write`] for a job whose only effects are its SQL, so that
+    /// it may run a second time after its first run was rolled back: it runs
+    /// at the head of its batch without a savepoint of its own (a savepoint
+    /// copies every page the job touches into its journal first).
+    pub async fn write_repeatable<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.queue(true, f)?.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Blocking form of [`Writer::write`], for the CLI and other non-async callers.
@@ -214,7 +277,7 @@ fn start_checkpointer(conn: &Conn) -> Option<mpsc::SyncSender<()>> {
     Some(wake)
 }
 
-fn run(mut conn: Conn, location: &Location, receiver: mpsc::Receiver<Job>, health: &WriterHealth) {
+fn run(mut conn: Conn, location: &Location, receiver: mpsc::Receiver<Box<dyn Job>>, health: &WriterHealth) {
     let checkpointer = start_checkpointer(&conn);
     if let Some(sqlite) = conn.sqlite() {
         if checkpointer.is_some() {
@@ -233,7 +296,7 @@ fn run(mut conn: Conn, location: &Location, receiver: mpsc::Receiver<Job>, healt
         super::Engine::Sqlite => MAX_BATCH,
         super::Engine::Postgres => MAX_BATCH_POSTGRES,
     };
-    let mut batch: Vec<Job> = Vec::with_capacity(64);
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(64);
     while let Ok(first) = receiver.recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -252,10 +315,7 @@ fn run(mut conn: Conn, location: &Location, receiver: mpsc::Receiver<Job>, healt
                     let error = StoreError::from(e);
                     tracing::error!(error = %error, "writer: cannot reconnect to the database");
                     health.record(&Err(error.clone()));
-                    for job in batch.drain(..) {
-                        let (_, completion) = job(Err(error.clone()));
-                        completion(Err(error.clone()));
-                    }
+                    answer_all(batch.drain(..), &Err(error));
                     continue;
                 }
             }
@@ -269,70 +329,58 @@ fn run(mut conn: Conn, location: &Location, receiver: mpsc::Receiver<Job>, healt
     }
 }
 
-/// One group commit: every job in its own savepoint inside one transaction,
-/// then one COMMIT, then every caller answered with what is durable.
+/// One group commit: every job inside one transaction, then one COMMIT,
+/// then every caller answered with what is durable.
+///
+/// Repeatable jobs run first, one after the other, with no savepoint of
+/// their own. If one of them fails (or the database ends the transaction),
+/// the transaction is rolled back, begun again, and they all run again,
+/// each in its own savepoint as the other jobs always do: a request that
+/// fails rolls back alone. The cheap way is the usual one, since a send's
+/// write fails only on a rule another writer broke first or an I/O error.
 ///
 /// SQLite may end the transaction by itself (SQLITE_FULL, IOERR, BUSY,
 /// NOMEM roll it back). Jobs after that point would run in autocommit mode,
 /// each SAVEPOINT/RELEASE committing on its own while the final COMMIT fails,
 /// so callers would be told "failed" about rows that are durable. Hence the
-/// check after every job: once the transaction is gone, the jobs that ran are
-/// answered with the error (their work went with the rollback) and the rest
-/// are answered without running. A failed SAVEPOINT or ROLLBACK TO breaks the
-/// batch the same way: the state of the transaction is then unknown.
+/// check after every job: once the transaction is gone, the batch is broken
+/// and every caller is answered with the error (the work of the jobs that
+/// ran went with the rollback; the rest do not run). A failed SAVEPOINT or
+/// ROLLBACK TO breaks the batch the same way: the state of the transaction
+/// is then unknown.
 ///
 /// The outcome is recorded in `health` before any caller is answered, so a
 /// caller that saw the answer and asks `/readyz` next sees it too.
-fn run_batch(conn: &Conn, batch: &mut Vec<Job>, health: &WriterHealth) {
-    let mut jobs = batch.drain(..);
-    if let Err(e) = begin(conn) {
-        let error = StoreError::from(e);
+fn run_batch(conn: &Conn, batch: &mut Vec<Box<dyn Job>>, health: &WriterHealth) {
+    let broke = |error: StoreError, batch: &mut Vec<Box<dyn Job>>| {
         tracing::error!(error = %error, "writer: BEGIN failed; answering the batch with an error");
-        health.record(&Err(error.clone()));
-        for job in jobs {
-            let (_, completion) = job(Err(error.clone()));
-            completion(Err(error.clone()));
-        }
-        return;
+        let outcome = Err(error);
+        health.record(&outcome);
+        answer_all(batch.drain(..), &outcome);
+    };
+    if let Err(e) = begin(conn) {
+        return broke(e.into(), batch);
     }
-    let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
-    let mut broken: Option<StoreError> = None;
-    let mut refused = false;
-    for job in jobs.by_ref() {
-        if let Err(e) = control(conn, "SAVEPOINT job") {
-            let error = StoreError::from(e);
-            let (_, completion) = job(Err(error.clone()));
-            completions.push(completion);
-            broken = Some(error);
-            break;
+    // Stable: the order of arrival holds within each kind.
+    batch.sort_by_key(|job| !job.repeatable());
+    let repeatable = batch.iter().take_while(|job| job.repeatable()).count();
+    let mut guarded = repeatable;
+    let unguarded_ok = batch[..repeatable]
+        .iter_mut()
+        .all(|job| job.run(Ok(conn)) == Ran::Ok && !conn.is_autocommit());
+    if !unguarded_ok {
+        if !conn.is_autocommit() {
+            let _ = control(conn, "ROLLBACK");
         }
-        let (ran, completion) = job(Ok(conn));
-        refused |= ran == Ran::Unavailable;
-        completions.push(completion);
-        if conn.is_autocommit() {
-            broken = Some(StoreError::Unavailable(
-                "the database ended the write transaction by itself (disk full, I/O error or out of memory)".into(),
-            ));
-            break;
+        if let Err(e) = begin(conn) {
+            return broke(e.into(), batch);
         }
-        if ran != Ran::Ok {
-            if let Err(e) = control(conn, "ROLLBACK TO job") {
-                broken = Some(StoreError::from(e));
-                break;
-            }
-        }
-        if let Err(e) = control(conn, "RELEASE job") {
-            broken = Some(StoreError::from(e));
-            break;
-        }
+        guarded = 0;
     }
+    let (broken, refused) = run_guarded(conn, &mut batch[guarded..]);
     let outcome = match broken {
         Some(error) => {
             tracing::error!(error = %error, "writer: the batch broke; nothing of it is kept");
-            for job in jobs {
-                let (_, completion) = job(Err(error.clone()));
-                completions.push(completion);
-            }
             Err(error)
         }
         None => control(conn, "COMMIT").map_err(StoreError::from),
@@ -344,8 +392,42 @@ fn run_batch(conn: &Conn, batch: &mut Vec<Job>, health: &WriterHealth) {
     if refused && outcome.is_ok() {
         health.record(&Err(StoreError::Unavailable("a write was refused".into())));
     }
-    for completion in completions {
-        completion(outcome.clone());
+    answer_all(batch.drain(..), &outcome);
+}
+
+/// Runs each job in its own savepoint, in order. Returns why the batch
+/// broke, if it did (the jobs after that point do not run), and whether a
+/// job was refused because the database cannot take writes.
+fn run_guarded(conn: &Conn, jobs: &mut [Box<dyn Job>]) -> (Option<StoreError>, bool) {
+    let mut refused = false;
+    for job in jobs {
+        if let Err(e) = control(conn, "SAVEPOINT job") {
+            return (Some(e.into()), refused);
+        }
+        let ran = job.run(Ok(conn));
+        refused |= ran == Ran::Unavailable;
+        if conn.is_autocommit() {
+            let error = StoreError::Unavailable(
+                "the database ended the write transaction by itself (disk full, I/O error or out of memory)".into(),
+            );
+            return (Some(error), refused);
+        }
+        if ran != Ran::Ok {
+            if let Err(e) = control(conn, "ROLLBACK TO job") {
+                return (Some(e.into()), refused);
+            }
+        }
+        if let Err(e) = control(conn, "RELEASE job") {
+            return (Some(e.into()), refused);
+        }
+    }
+    (None, refused)
+}
+
+/// Answers every caller of `jobs` with the batch's `outcome`.
+fn answer_all(jobs: impl Iterator<Item = Box<dyn Job>>, outcome: &Result<(), StoreError>) {
+    for job in jobs {
+        job.answer(outcome.clone());
     }
 }
 
@@ -421,5 +503,86 @@ mod tests {
             })
             .unwrap();
         assert!(row_exists(&path, "later"));
+    }
+
+    #[test]
+    fn a_failing_repeatable_job_rolls_back_alone_and_the_others_run_again() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = super::super::open_connection(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (name TEXT UNIQUE)").unwrap();
+        conn.execute("INSERT INTO t (name) VALUES ('taken')", ())
+            .unwrap();
+        let writer = Writer::start(conn, Arc::new(Location::File(path.clone())));
+
+        // As in the test above: the next jobs queue up behind a held batch.
+        let (release, held) = mpsc::channel::<()>();
+        let (started, has_started) = mpsc::channel::<()>();
+        let gate = writer
+            .submit(move |_| {
+                started.send(()).unwrap();
+                held.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+        has_started.recv().unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let insert = |names: &'static [&'static str]| {
+            let runs = runs.clone();
+            writer
+                .queue(true, move |c: &Conn| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    for name in names {
+                        c.execute("INSERT INTO t (name) VALUES (?1)", [name])?;
+                    }
+                    Ok(())
+                })
+                .unwrap()
+        };
+        let first = insert(&["a1", "a2"]);
+        // Writes one row, then breaks a rule: nothing of it may stay.
+        let failing = insert(&["half", "taken"]);
+        let last = insert(&["c"]);
+        let once = writer
+            .submit(|c| {
+                c.execute("INSERT INTO t (name) VALUES ('once')", ())?;
+                Ok(())
+            })
+            .unwrap();
+        release.send(()).unwrap();
+        gate.blocking_recv().unwrap().unwrap();
+
+        assert!(first.blocking_recv().unwrap().is_ok());
+        assert!(failing.blocking_recv().unwrap().is_err());
+        assert!(last.blocking_recv().unwrap().is_ok());
+        assert!(once.blocking_recv().unwrap().is_ok());
+        for (name, kept) in [
+            ("a1", true),
+            ("a2", true),
+            ("half", false),
+            ("c", true),
+            ("once", true),
+        ] {
+            assert_eq!(row_exists(&path, name), kept, "row {name:?}");
+        }
+        // The first try stopped at the failing job (two runs), then all
+        // three ran again, each in a savepoint.
+        assert_eq!(runs.load(Ordering::SeqCst), 5);
+
+        // Without a failure, each repeatable job runs once.
+        let before = runs.load(Ordering::SeqCst);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let runs_in = runs.clone();
+        rt.block_on(writer.write_repeatable(move |c: &Conn| {
+            runs_in.fetch_add(1, Ordering::SeqCst);
+            c.execute("INSERT INTO t (name) VALUES ('alone')", ())?;
+            Ok(())
+        }))
+        .unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), before + 1);
+        assert!(row_exists(&path, "alone"));
     }
 }
