@@ -91,15 +91,17 @@ where
     let authenticated = state
         .store
         .read(move |c| {
-            let principal = admin::principal_by_hash(c, &hash)?
-                .filter(|p| token::hashes_equal(&p.secret_hash, &hash))
-                .ok_or_else(|| ApiError::unauthorized("invalid token"));
-            let principal = match principal.and_then(|p| check(p, kind, now)) {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(e)),
-            };
-            let extra = then(c, &principal)?;
-            Ok(Ok((principal, extra)))
+            crate::store::in_one_snapshot(c, |c| {
+                let principal = admin::principal_by_hash(c, &hash)?
+                    .filter(|p| token::hashes_equal(&p.secret_hash, &hash))
+                    .ok_or_else(|| ApiError::unauthorized("invalid token"));
+                let principal = match principal.and_then(|p| check(p, kind, now)) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let extra = then(c, &principal)?;
+                Ok(Ok((principal, extra)))
+            })
         })
         .await??;
     super::observe::note_token(&authenticated.0.token_id);

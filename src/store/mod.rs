@@ -320,6 +320,28 @@ impl Store {
     }
 }
 
+/// Runs the reads of `f` in one read transaction on SQLite: one snapshot,
+/// and the WAL's read lock taken once instead of once per statement (each
+/// costs a lock call into the shared-memory index). On PostgreSQL the
+/// statements run as they are: a transaction there costs two round trips.
+pub fn in_one_snapshot<T>(
+    conn: &Conn,
+    f: impl FnOnce(&Conn) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if conn.engine() == Engine::Postgres {
+        return f(conn);
+    }
+    conn.prepare_cached("BEGIN")?.execute(())?;
+    let out = f(conn);
+    if !conn.is_autocommit() {
+        // Read-only: ending it cannot lose anything.
+        if conn.prepare_cached("COMMIT")?.execute(()).is_err() {
+            conn.prepare_cached("ROLLBACK")?.execute(())?;
+        }
+    }
+    out
+}
+
 /// A read job: gets the reader's connection, or why it could not be opened.
 type ReadJob = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
 
