@@ -30,7 +30,7 @@ mod writer;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -353,16 +353,19 @@ type ReadJob = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
 /// hundreds of threads contending for the pool's connections), and measured
 /// on 2 cores the context switches cost more CPU than SQLite did. A reader
 /// that finds the queue non-empty runs the next job without sleeping.
+///
+/// The queue is a multi-consumer channel: a job wakes one idle reader.
+/// (Readers taking turns at one receiver behind a mutex woke two threads
+/// per job: the one that got it, and the next in line for the receiver.)
 #[derive(Clone)]
 struct Readers {
-    jobs: mpsc::Sender<ReadJob>,
+    jobs: crossbeam_channel::Sender<ReadJob>,
 }
 
 impl Readers {
     /// The threads end when the last [`Store`] clone is dropped.
     fn start(location: Arc<Location>) -> Readers {
-        let (jobs, receiver) = mpsc::channel::<ReadJob>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
         for i in 0..READER_THREADS {
             let (receiver, location) = (receiver.clone(), location.clone());
             std::thread::Builder::new()
@@ -396,16 +399,10 @@ impl Readers {
     }
 }
 
-fn read_loop(location: &Location, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
+fn read_loop(location: &Location, jobs: &crossbeam_channel::Receiver<ReadJob>) {
     let mut conn: Option<Conn> = None;
-    loop {
-        let job = match jobs.lock() {
-            Ok(receiver) => receiver.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else {
-            return;
-        };
+    // Ends when the last sender is dropped.
+    while let Ok(job) = jobs.recv() {
         if conn.as_ref().is_none_or(Conn::is_broken) {
             match location.connect_reader() {
                 Ok(c) => conn = Some(c),
