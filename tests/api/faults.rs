@@ -12,6 +12,7 @@ use whatan::delivery::EngineStats;
 use whatan::domain::DriverKind;
 use whatan::driver::{Accepted, OutgoingMessage, SendError, WhatsAppDriver};
 use whatan::store::admin::Account;
+use whatan::store::StoreError;
 
 use crate::helpers::*;
 
@@ -102,20 +103,30 @@ async fn a_full_disk_is_a_503_that_stores_nothing_and_heals_by_itself() {
     if postgres {
         postgres_heals(&app).await;
     }
-    app.store
-        .write(move |c| {
-            if postgres {
-                return Ok(());
-            }
-            c.sqlite().expect("a SQLite store").pragma_update(
-                None,
-                "max_page_count",
-                1_073_741_823i64,
-            )?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    // The pacer's writes still hit the full file meanwhile: a batch this
+    // write shares with one of them fails whole (SQLite ends the
+    // transaction), so it is tried again, as an operator would.
+    let mut healed = Err(StoreError::Closed);
+    for _ in 0..100 {
+        healed = app
+            .store
+            .write(move |c| {
+                if postgres {
+                    return Ok(());
+                }
+                c.sqlite().expect("a SQLite store").pragma_update(
+                    None,
+                    "max_page_count",
+                    1_073_741_823i64,
+                )?;
+                Ok(())
+            })
+            .await;
+        if healed.is_ok() {
+            break;
+        }
+    }
+    healed.unwrap();
     let again = app
         .send(
             &app.owner.token,
