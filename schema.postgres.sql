@@ -106,7 +106,7 @@ CREATE TABLE idempotency_keys (
     fingerprint    BYTEA NOT NULL,
     attempt_id     TEXT NOT NULL,
     http_status    BIGINT NOT NULL,
-    response_body  BYTEA NOT NULL,
+    response_body  BYTEA NOT NULL,                    -- empty: the 202 of attempt_id, rebuilt from it
     created_at     BIGINT NOT NULL,
     PRIMARY KEY (user_id, key)
 );

@@ -91,7 +91,7 @@ CREATE TABLE idempotency_keys (
     fingerprint    BLOB NOT NULL,                     -- SHA-256 of the normalised request
     attempt_id     TEXT NOT NULL,
     http_status    INTEGER NOT NULL,
-    response_body  BLOB NOT NULL,
+    response_body  BLOB NOT NULL,                     -- empty: the 202 of attempt_id, rebuilt from it
     created_at     INTEGER NOT NULL,
     PRIMARY KEY (user_id, key)
 ) WITHOUT ROWID;

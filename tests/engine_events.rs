@@ -114,7 +114,6 @@ fn text_attempt(account: &Account, id: &str) -> NewAttempt {
         idempotency: None,
         daily_limit: 100,
         now: whatan::clock::now_ms(),
-        response_body: Vec::new(),
     }
 }
 

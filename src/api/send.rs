@@ -13,7 +13,7 @@ use super::{auth, json_response, read_body, ApiError, AppState, Body};
 use crate::clock::seconds_until_next_utc_midnight;
 use crate::domain::{ErrorCode, SendRequest, SenderMode};
 use crate::store::admin::{self, Account, Principal};
-use crate::store::attempts::{self, EnqueueOutcome, NewAttempt};
+use crate::store::attempts::{self, EnqueueOutcome, NewAttempt, Replay};
 use crate::store::StoreError;
 
 /// The page's "Queued response", fields in the page's order.
@@ -140,17 +140,7 @@ pub(crate) async fn submit(
     // Time-ordered: each insert lands at the end of the `send_attempts.id`
     // index.
     let id = crate::store::time_ordered_uuid(now).to_string();
-    let response_body = serde_json::to_vec(&QueuedResponse {
-        accepted: true,
-        send_attempt_id: &id,
-        message_id: None,
-        remote_jid: None,
-        from: &account.phone,
-        to: request.to.e164(),
-        normalized_phone: request.to.digits(),
-        status: "queued",
-    })
-    .map_err(|e| ApiError::from(StoreError::Internal(e.to_string())))?;
+    let response_body = queued_body(&id, &account.phone, request.to.e164())?;
     let new = NewAttempt {
         id,
         workspace_id: account.workspace.clone(),
@@ -164,7 +154,6 @@ pub(crate) async fn submit(
         idempotency: key.map(|k| (k, request.fingerprint())),
         daily_limit: state.config.pacing.daily_limit,
         now,
-        response_body: response_body.clone(),
     };
     // Its only effects are its SQL: it may run twice in a batch.
     let outcome = state
@@ -181,9 +170,18 @@ pub(crate) async fn submit(
                 replayed: false,
             })
         }
-        Ok(EnqueueOutcome::Replayed { http_status, body }) => Ok(Submitted {
+        Ok(EnqueueOutcome::Replayed(Replay::Stored { http_status, body })) => Ok(Submitted {
             status: StatusCode::from_u16(http_status).unwrap_or(StatusCode::ACCEPTED),
             body,
+            replayed: true,
+        }),
+        Ok(EnqueueOutcome::Replayed(Replay::Accepted {
+            attempt_id,
+            from_phone,
+            to_phone,
+        })) => Ok(Submitted {
+            status: StatusCode::ACCEPTED,
+            body: queued_body(&attempt_id, &from_phone, &to_phone)?,
             replayed: true,
         }),
         Ok(EnqueueOutcome::KeyConflict) | Err(StoreError::Conflict(_)) => Err(ApiError::new(
@@ -208,6 +206,22 @@ pub(crate) async fn submit(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The 202 body of attempt `id` from `from` to `to` (E.164): built here
+/// for the first answer and again, byte for byte, for a replay.
+fn queued_body(id: &str, from: &str, to: &str) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(&QueuedResponse {
+        accepted: true,
+        send_attempt_id: id,
+        message_id: None,
+        remote_jid: None,
+        from,
+        to,
+        normalized_phone: to.strip_prefix('+').unwrap_or(to),
+        status: "queued",
+    })
+    .map_err(|e| ApiError::from(StoreError::Internal(e.to_string())))
 }
 
 fn not_connected(message: &str) -> ApiError {

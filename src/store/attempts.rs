@@ -133,17 +133,58 @@ pub struct NewAttempt {
     pub idempotency: Option<(String, [u8; 32])>,
     pub daily_limit: i64,
     pub now: i64,
-    /// The exact 202 body, kept under the key for byte-identical replays.
-    pub response_body: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     Queued,
-    Replayed { http_status: u16, body: Vec<u8> },
+    /// The key's first request was accepted: answer it again.
+    Replayed(Replay),
     KeyConflict,
     NotConnected,
     RateLimited,
+}
+
+/// What a request repeating an accepted key's request is answered.
+///
+/// A key's row keeps no copy of the 202 it answered: that body is a
+/// function of the attempt (its id and numbers), so it is rebuilt from the
+/// attempt, byte for byte. Without the copy a key's row is a third of the
+/// size, and each send dirties fewer pages of the keys' index, whose
+/// inserts land on random pages. Rows written before that keep their body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// The answer as stored.
+    Stored { http_status: u16, body: Vec<u8> },
+    /// The 202 of this attempt.
+    Accepted {
+        attempt_id: String,
+        from_phone: String,
+        to_phone: String,
+    },
+}
+
+impl Replay {
+    /// From a key's row: its status and stored body (empty when the 202 is
+    /// rebuilt), and its attempt's id and numbers (`None` if it is gone,
+    /// which retention never leaves: it deletes a key with its attempt).
+    fn of_row(
+        http_status: u16,
+        body: Vec<u8>,
+        attempt: Option<(String, String, String)>,
+    ) -> Result<Replay, StoreError> {
+        if !body.is_empty() {
+            return Ok(Replay::Stored { http_status, body });
+        }
+        let (attempt_id, from_phone, to_phone) = attempt.ok_or_else(|| {
+            StoreError::Internal("the attempt of an Idempotency-Key is gone".into())
+        })?;
+        Ok(Replay::Accepted {
+            attempt_id,
+            from_phone,
+            to_phone,
+        })
+    }
 }
 
 /// The contract's steps after the media check, as one atomic write:
@@ -158,16 +199,23 @@ pub fn enqueue(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError
     if let Some((key, fingerprint)) = &a.idempotency {
         let existing = conn
             .prepare_cached(
-                "SELECT fingerprint, http_status, response_body FROM idempotency_keys WHERE user_id = ?1 AND key = ?2",
+                "SELECT k.fingerprint, k.http_status, k.response_body, a.id, a.from_phone, a.to_phone
+                 FROM idempotency_keys k LEFT JOIN send_attempts a ON a.id = k.attempt_id
+                 WHERE k.user_id = ?1 AND k.key = ?2",
             )?
             .query_row(params![a.user_id, key], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u16>(1)?, r.get::<_, Vec<u8>>(2)?))
+                let attempt: Option<String> = r.get(3)?;
+                let attempt = match attempt {
+                    Some(id) => Some((id, r.get(4)?, r.get(5)?)),
+                    None => None,
+                };
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u16>(1)?, r.get::<_, Vec<u8>>(2)?, attempt))
             })
             .optional()?;
-        if let Some((stored, http_status, body)) = existing {
+        if let Some((stored, http_status, body, attempt)) = existing {
             return Ok(
                 if crate::domain::token::hashes_equal(&stored, fingerprint) {
-                    EnqueueOutcome::Replayed { http_status, body }
+                    EnqueueOutcome::Replayed(Replay::of_row(http_status, body, attempt)?)
                 } else {
                     EnqueueOutcome::KeyConflict
                 },
@@ -204,9 +252,9 @@ pub fn enqueue(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError
         let claimed = conn
             .prepare_cached(
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, attempt_id, http_status, response_body, created_at)
-                 VALUES (?1, ?2, ?3, ?4, 202, ?5, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, 202, x'', ?5)",
             )?
-            .execute(params![a.user_id, key, &fingerprint[..], a.id, a.response_body, a.now]);
+            .execute(params![a.user_id, key, &fingerprint[..], a.id, a.now]);
         match claimed {
             Ok(_) => {}
             // Another writer claimed the key first: roll this request back.
@@ -235,23 +283,25 @@ fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutco
         Option<Vec<u8>>,
         Option<u16>,
         Option<Vec<u8>>,
+        Option<(String, String, String)>,
         Option<AccountStatus>,
-        i64,
         i64,
     );
     let found: Result<Found, _> = conn
         .prepare_cached(
             "WITH existing AS (
-                 SELECT fingerprint, http_status, response_body FROM idempotency_keys
-                 WHERE CAST(?11 AS TEXT) IS NOT NULL AND user_id = ?4 AND key = ?11
+                 SELECT k.fingerprint, k.http_status, k.response_body, a.id AS attempt_id,
+                     a.from_phone, a.to_phone
+                 FROM idempotency_keys k LEFT JOIN send_attempts a ON a.id = k.attempt_id
+                 WHERE CAST(?11 AS TEXT) IS NOT NULL AND k.user_id = ?4 AND k.key = ?11
              ), account AS (
                  SELECT status FROM accounts
                  WHERE id = ?3 AND NOT EXISTS (SELECT 1 FROM existing)
              ), counted AS (
                  INSERT INTO daily_counters (account_id, day, count)
-                 SELECT ?3, ?14, 1 FROM account WHERE account.status = 'connected' AND CAST(?15 AS BIGINT) > 0
+                 SELECT ?3, ?13, 1 FROM account WHERE account.status = 'connected' AND CAST(?14 AS BIGINT) > 0
                  ON CONFLICT (account_id, day) DO UPDATE SET count = daily_counters.count + 1
-                     WHERE daily_counters.count < ?15
+                     WHERE daily_counters.count < ?14
                  RETURNING 1
              ), attempt AS (
                  INSERT INTO send_attempts (id, workspace_id, account_id, user_id, mode, from_phone,
@@ -261,13 +311,14 @@ fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutco
              ), claimed AS (
                  INSERT INTO idempotency_keys (user_id, key, fingerprint, attempt_id, http_status,
                      response_body, created_at)
-                 SELECT ?4, ?11, ?12, id, 202, ?13, ?10 FROM attempt
+                 SELECT ?4, ?11, ?12, id, 202, ''::bytea, ?10 FROM attempt
                  WHERE CAST(?11 AS TEXT) IS NOT NULL
                  RETURNING 1
              )
              SELECT (SELECT fingerprint FROM existing), (SELECT http_status FROM existing),
-                 (SELECT response_body FROM existing), (SELECT status FROM account),
-                 (SELECT count(*) FROM counted), (SELECT count(*) FROM claimed)",
+                 (SELECT response_body FROM existing), (SELECT attempt_id FROM existing),
+                 (SELECT from_phone FROM existing), (SELECT to_phone FROM existing),
+                 (SELECT status FROM account), (SELECT count(*) FROM counted)",
         )?
         .query_row(
             params![
@@ -283,22 +334,19 @@ fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutco
                 a.now,
                 key,
                 fingerprint,
-                a.response_body,
                 utc_day(a.now),
                 a.daily_limit
             ],
             |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                let attempt: Option<String> = r.get(3)?;
+                let attempt = match attempt {
+                    Some(id) => Some((id, r.get(4)?, r.get(5)?)),
+                    None => None,
+                };
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, attempt, r.get(6)?, r.get(7)?))
             },
         );
-    let (stored, http_status, body, status, counted, _claimed) = match found {
+    let (stored, http_status, body, attempt, status, counted) = match found {
         Ok(found) => found,
         // Another writer claimed the key first: roll this request back.
         Err(e) if e.is_unique_violation() => {
@@ -311,10 +359,11 @@ fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutco
     if let (Some(stored), Some(fingerprint)) = (stored, fingerprint) {
         return Ok(
             if crate::domain::token::hashes_equal(&stored, fingerprint) {
-                EnqueueOutcome::Replayed {
-                    http_status: http_status.unwrap_or(202),
-                    body: body.unwrap_or_default(),
-                }
+                EnqueueOutcome::Replayed(Replay::of_row(
+                    http_status.unwrap_or(202),
+                    body.unwrap_or_default(),
+                    attempt,
+                )?)
             } else {
                 EnqueueOutcome::KeyConflict
             },
@@ -683,7 +732,6 @@ mod tests {
                 idempotency: None,
                 daily_limit: 100,
                 now: 1,
-                response_body: Vec::new(),
             };
             assert_eq!(enqueue(&conn, &attempt).unwrap(), EnqueueOutcome::Queued);
             claim(&conn, &attempt.id, &account.id, message_id, 0, None, 2)

@@ -158,3 +158,32 @@ async fn keys_survive_a_restart() {
     assert_eq!(again.bytes, first.bytes);
     assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
 }
+
+#[tokio::test]
+async fn a_key_row_that_kept_its_answer_replays_that_answer() {
+    // Rows of earlier versions kept the 202 they answered; newer rows keep
+    // none and the replay is rebuilt from the attempt. Both must replay.
+    let app = spawn_app().await;
+    let first = app
+        .send(&app.owner.token, Some("kept"), &text_to("+917999709798"))
+        .await;
+    assert_eq!(first.status, 202);
+    let stored = br#"{"kept":"as answered"}"#.to_vec();
+    let body = stored.clone();
+    app.store
+        .write(move |c| {
+            c.execute(
+                "UPDATE idempotency_keys SET response_body = ?1 WHERE key = 'kept'",
+                [body],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let again = app
+        .send(&app.owner.token, Some("kept"), &text_to("+917999709798"))
+        .await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.bytes, stored);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+}
