@@ -277,7 +277,12 @@ fn start_checkpointer(conn: &Conn) -> Option<mpsc::SyncSender<()>> {
     Some(wake)
 }
 
-fn run(mut conn: Conn, location: &Location, receiver: mpsc::Receiver<Box<dyn Job>>, health: &WriterHealth) {
+fn run(
+    mut conn: Conn,
+    location: &Location,
+    receiver: mpsc::Receiver<Box<dyn Job>>,
+    health: &WriterHealth,
+) {
     let checkpointer = start_checkpointer(&conn);
     if let Some(sqlite) = conn.sqlite() {
         if checkpointer.is_some() {
@@ -511,7 +516,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let conn = super::super::open_connection(&path).unwrap();
-        conn.execute_batch("CREATE TABLE t (name TEXT UNIQUE)").unwrap();
+        conn.execute_batch("CREATE TABLE t (name TEXT UNIQUE)")
+            .unwrap();
         conn.execute("INSERT INTO t (name) VALUES ('taken')", ())
             .unwrap();
         let writer = Writer::start(conn, Arc::new(Location::File(path.clone())));
