@@ -449,26 +449,43 @@ mod tests {
             > 0
     }
 
-    #[test]
-    fn every_answer_matches_what_is_durable_when_sqlite_ends_the_transaction() {
+    /// Holds a writer inside a batch of its own: the jobs queued before
+    /// [`Gate::open`] share the next batch.
+    struct Gate {
+        release: mpsc::Sender<()>,
+        held: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+    }
+
+    impl Gate {
+        fn open(self) {
+            self.release.send(()).unwrap();
+            self.held.blocking_recv().unwrap().unwrap();
+        }
+    }
+
+    /// A writer over a new file made by `schema`, held by the gate.
+    fn held_writer(schema: &str) -> (tempfile::TempDir, PathBuf, Writer, Gate) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let conn = super::super::open_connection(&path).unwrap();
-        conn.execute_batch("CREATE TABLE t (name TEXT)").unwrap();
+        conn.execute_batch(schema).unwrap();
         let writer = Writer::start(conn, Arc::new(Location::File(path.clone())));
-
-        // Hold the writer inside a batch of its own while the next three
-        // jobs queue up, so that they share one batch.
-        let (release, held) = mpsc::channel::<()>();
+        let (release, wait) = mpsc::channel::<()>();
         let (started, has_started) = mpsc::channel::<()>();
-        let gate = writer
+        let held = writer
             .submit(move |_| {
                 started.send(()).unwrap();
-                held.recv().unwrap();
+                wait.recv().unwrap();
                 Ok(())
             })
             .unwrap();
         has_started.recv().unwrap();
+        (dir, path, writer, Gate { release, held })
+    }
+
+    #[test]
+    fn every_answer_matches_what_is_durable_when_sqlite_ends_the_transaction() {
+        let (_dir, path, writer, gate) = held_writer("CREATE TABLE t (name TEXT)");
         let insert = |name: &'static str| {
             writer
                 .submit(move |c| {
@@ -486,8 +503,7 @@ mod tests {
             })
             .unwrap();
         let after = insert("after");
-        release.send(()).unwrap();
-        gate.blocking_recv().unwrap().unwrap();
+        gate.open();
 
         assert!(abort.blocking_recv().unwrap().is_err());
         for (name, answer) in [
@@ -513,26 +529,9 @@ mod tests {
     #[test]
     fn a_failing_repeatable_job_rolls_back_alone_and_the_others_run_again() {
         use std::sync::atomic::AtomicUsize;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let conn = super::super::open_connection(&path).unwrap();
-        conn.execute_batch("CREATE TABLE t (name TEXT UNIQUE)")
-            .unwrap();
-        conn.execute("INSERT INTO t (name) VALUES ('taken')", ())
-            .unwrap();
-        let writer = Writer::start(conn, Arc::new(Location::File(path.clone())));
-
-        // As in the test above: the next jobs queue up behind a held batch.
-        let (release, held) = mpsc::channel::<()>();
-        let (started, has_started) = mpsc::channel::<()>();
-        let gate = writer
-            .submit(move |_| {
-                started.send(()).unwrap();
-                held.recv().unwrap();
-                Ok(())
-            })
-            .unwrap();
-        has_started.recv().unwrap();
+        let (_dir, path, writer, gate) = held_writer(
+            "CREATE TABLE t (name TEXT UNIQUE); INSERT INTO t (name) VALUES ('taken');",
+        );
         let runs = Arc::new(AtomicUsize::new(0));
         let insert = |names: &'static [&'static str]| {
             let runs = runs.clone();
@@ -556,8 +555,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        release.send(()).unwrap();
-        gate.blocking_recv().unwrap().unwrap();
+        gate.open();
 
         assert!(first.blocking_recv().unwrap().is_ok());
         assert!(failing.blocking_recv().unwrap().is_err());

@@ -329,8 +329,12 @@ async fn the_scrape_parses_with_the_python_prometheus_client() {
         .await;
     assert_eq!(r.status, 202);
     let id = r.json()["sendAttemptId"].as_str().unwrap().to_string();
-    app.wait_for_status(&app.owner.token, &id, |b| b["status"] == "accepted")
-        .await;
+    // Past the hand-off: the sandbox moves on to delivered and read within
+    // milliseconds, so "accepted" alone can be missed by a poll.
+    app.wait_for_status(&app.owner.token, &id, |b| {
+        ["accepted", "delivered", "read"].contains(&b["status"].as_str().unwrap_or(""))
+    })
+    .await;
     let text = scrape_text(&app, &metrics).await;
     let Some(parsed) = python_parse(&text) else {
         return;
