@@ -415,6 +415,15 @@ fn read_loop(location: &Location, jobs: &crossbeam_channel::Receiver<ReadJob>) {
         }
         if let Some(c) = &conn {
             job(Ok(c));
+            // A job that panicked inside `in_one_snapshot` (or whose COMMIT
+            // failed) would leave its snapshot open: later reads would see
+            // it frozen, and the WAL could not be checkpointed past it.
+            if c.engine() == Engine::Sqlite && !c.is_autocommit() {
+                if let Err(e) = c.execute_batch("ROLLBACK") {
+                    tracing::warn!(error = %e, "reader: could not end a read transaction");
+                    conn = None;
+                }
+            }
         }
     }
 }
@@ -520,6 +529,34 @@ pub fn new_id(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job that leaves a read transaction open (a panic inside
+    /// `in_one_snapshot`) does not leave it to the reader's next job.
+    #[test]
+    fn a_reader_ends_a_transaction_its_job_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        open_connection(&path).unwrap();
+        let location = Location::File(path);
+        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
+        let (seen, answers) = mpsc::channel::<bool>();
+        let left_open = seen.clone();
+        jobs.send(Box::new(move |c| {
+            let c = c.unwrap();
+            c.execute_batch("BEGIN; SELECT 1;").unwrap();
+            left_open.send(c.is_autocommit()).unwrap();
+        }))
+        .unwrap();
+        jobs.send(Box::new(move |c| {
+            seen.send(c.unwrap().is_autocommit()).unwrap();
+        }))
+        .unwrap();
+        drop(jobs);
+        // One reader, so both jobs run on the same connection, in order.
+        read_loop(&location, &receiver);
+        assert!(!answers.recv().unwrap(), "the first job left it open");
+        assert!(answers.recv().unwrap(), "the next job starts outside it");
+    }
 
     /// Reader threads map the file (their reads copy no page); the writer
     /// does not.

@@ -5,10 +5,11 @@
 //! Why: with WAL and `synchronous=FULL` every commit is an fsync, and one
 //! fsync per HTTP request caps the server at a few hundred writes per second.
 //! One transaction holding many requests costs one fsync. Each request runs
-//! inside its own SAVEPOINT, so a request that fails rolls back alone, and
-//! each caller is answered only after the commit that holds its rows is
-//! durable (or has failed, in which case every caller of the batch gets the
-//! error and nothing of the batch is kept).
+//! inside its own SAVEPOINT (or, for a repeatable one, without, and again in
+//! its own if one of them fails: see [`run_batch`]), so a request that fails
+//! rolls back alone, and each caller is answered only after the commit that
+//! holds its rows is durable (or has failed, in which case every caller of
+//! the batch gets the error and nothing of the batch is kept).
 //!
 //! Checkpoints (copying the WAL back into the database file) run on a
 //! separate thread with its own connection, woken after commits, so the
@@ -359,6 +360,12 @@ fn run(
 fn run_batch(conn: &Conn, batch: &mut Vec<Box<dyn Job>>, health: &WriterHealth) {
     let broke = |error: StoreError, batch: &mut Vec<Box<dyn Job>>| {
         tracing::error!(error = %error, "writer: BEGIN failed; answering the batch with an error");
+        // What it may have left open (on PostgreSQL, the advisory lock's
+        // statement failing inside the transaction): the next batch begins
+        // afresh.
+        if !conn.is_autocommit() {
+            let _ = control(conn, "ROLLBACK");
+        }
         let outcome = Err(error);
         health.record(&outcome);
         answer_all(batch.drain(..), &outcome);
