@@ -151,7 +151,8 @@ pub fn apply_pragmas(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 /// own (status reads across a large database otherwise read most pages
 /// anew; measured: 18% more status reads on 2 cores). The mapped pages are
 /// the OS's page cache, shared and reclaimable, but RSS counts those a
-/// reader touched (`RssFile`), up to this bound; idle, it maps nothing.
+/// reader touched (`RssFile`), up to this bound per reader (a page read by
+/// all four counts four times); idle, it maps nothing.
 const READ_MMAP_BYTES: i64 = 256 << 20;
 
 /// A connection to `path` with [`apply_pragmas`] applied: how every SQLite
