@@ -182,7 +182,6 @@ impl Cluster {
             .map(|l| l.fence)
     }
 
-    /// How many account leases this node holds now.
     /// The fences under which `account_ids` are held here (those held).
     pub fn fences_of(&self, account_ids: &[String]) -> Vec<(String, i64)> {
         let held = self.lock();
@@ -192,6 +191,7 @@ impl Cluster {
             .collect()
     }
 
+    /// How many account leases this node holds now.
     pub fn held_count(&self) -> usize {
         self.lock().len()
     }

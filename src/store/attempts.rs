@@ -164,26 +164,55 @@ pub enum Replay {
     },
 }
 
-impl Replay {
-    /// From a key's row: its status and stored body (empty when the 202 is
-    /// rebuilt), and its attempt's id and numbers (`None` if it is gone,
-    /// which retention never leaves: it deletes a key with its attempt).
-    fn of_row(
-        http_status: u16,
-        body: Vec<u8>,
-        attempt: Option<(String, String, String)>,
-    ) -> Result<Replay, StoreError> {
-        if !body.is_empty() {
-            return Ok(Replay::Stored { http_status, body });
+/// An Idempotency-Key's row as both ways of enqueueing read it (columns
+/// 0-5: fingerprint, status, stored body, and the attempt's id and numbers,
+/// NULL if it is gone, which retention never leaves: it deletes a key with
+/// its attempt).
+struct StoredKey {
+    fingerprint: Vec<u8>,
+    http_status: u16,
+    body: Vec<u8>,
+    attempt: Option<(String, String, String)>,
+}
+
+impl StoredKey {
+    /// The key in `r`, or `None` where there is none (no fingerprint).
+    fn read(r: &Row<'_>) -> super::db::Result<Option<StoredKey>> {
+        let Some(fingerprint) = r.get::<_, Option<Vec<u8>>>(0)? else {
+            return Ok(None);
+        };
+        let attempt = match r.get::<_, Option<String>>(3)? {
+            Some(id) => Some((id, r.get(4)?, r.get(5)?)),
+            None => None,
+        };
+        Ok(Some(StoredKey {
+            fingerprint,
+            http_status: r.get(1)?,
+            body: r.get(2)?,
+            attempt,
+        }))
+    }
+
+    /// The answer to a request with `fingerprint` under this key: a replay
+    /// (the stored body, else the attempt's 202) or a conflict.
+    fn outcome(self, fingerprint: &[u8]) -> Result<EnqueueOutcome, StoreError> {
+        if !crate::domain::token::hashes_equal(&self.fingerprint, fingerprint) {
+            return Ok(EnqueueOutcome::KeyConflict);
         }
-        let (attempt_id, from_phone, to_phone) = attempt.ok_or_else(|| {
+        if !self.body.is_empty() {
+            return Ok(EnqueueOutcome::Replayed(Replay::Stored {
+                http_status: self.http_status,
+                body: self.body,
+            }));
+        }
+        let (attempt_id, from_phone, to_phone) = self.attempt.ok_or_else(|| {
             StoreError::Internal("the attempt of an Idempotency-Key is gone".into())
         })?;
-        Ok(Replay::Accepted {
+        Ok(EnqueueOutcome::Replayed(Replay::Accepted {
             attempt_id,
             from_phone,
             to_phone,
-        })
+        }))
     }
 }
 
@@ -203,23 +232,11 @@ pub fn enqueue(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutcome, StoreError
                  FROM idempotency_keys k LEFT JOIN send_attempts a ON a.id = k.attempt_id
                  WHERE k.user_id = ?1 AND k.key = ?2",
             )?
-            .query_row(params![a.user_id, key], |r| {
-                let attempt: Option<String> = r.get(3)?;
-                let attempt = match attempt {
-                    Some(id) => Some((id, r.get(4)?, r.get(5)?)),
-                    None => None,
-                };
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u16>(1)?, r.get::<_, Vec<u8>>(2)?, attempt))
-            })
-            .optional()?;
-        if let Some((stored, http_status, body, attempt)) = existing {
-            return Ok(
-                if crate::domain::token::hashes_equal(&stored, fingerprint) {
-                    EnqueueOutcome::Replayed(Replay::of_row(http_status, body, attempt)?)
-                } else {
-                    EnqueueOutcome::KeyConflict
-                },
-            );
+            .query_row(params![a.user_id, key], StoredKey::read)
+            .optional()?
+            .flatten();
+        if let Some(stored) = existing {
+            return stored.outcome(fingerprint);
         }
     }
     let status: Option<AccountStatus> = conn
@@ -279,14 +296,7 @@ fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutco
         Some((key, fingerprint)) => (Some(key.as_str()), Some(&fingerprint[..])),
         None => (None, None),
     };
-    type Found = (
-        Option<Vec<u8>>,
-        Option<u16>,
-        Option<Vec<u8>>,
-        Option<(String, String, String)>,
-        Option<AccountStatus>,
-        i64,
-    );
+    type Found = (Option<StoredKey>, Option<AccountStatus>, i64);
     let found: Result<Found, _> = conn
         .prepare_cached(
             "WITH existing AS (
@@ -337,16 +347,9 @@ fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutco
                 utc_day(a.now),
                 a.daily_limit
             ],
-            |r| {
-                let attempt: Option<String> = r.get(3)?;
-                let attempt = match attempt {
-                    Some(id) => Some((id, r.get(4)?, r.get(5)?)),
-                    None => None,
-                };
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, attempt, r.get(6)?, r.get(7)?))
-            },
+            |r| Ok((StoredKey::read(r)?, r.get(6)?, r.get(7)?)),
         );
-    let (stored, http_status, body, attempt, status, counted) = match found {
+    let (stored, status, counted) = match found {
         Ok(found) => found,
         // Another writer claimed the key first: roll this request back.
         Err(e) if e.is_unique_violation() => {
@@ -357,17 +360,7 @@ fn enqueue_in_one_round_trip(conn: &Conn, a: &NewAttempt) -> Result<EnqueueOutco
         Err(e) => return Err(e.into()),
     };
     if let (Some(stored), Some(fingerprint)) = (stored, fingerprint) {
-        return Ok(
-            if crate::domain::token::hashes_equal(&stored, fingerprint) {
-                EnqueueOutcome::Replayed(Replay::of_row(
-                    http_status.unwrap_or(202),
-                    body.unwrap_or_default(),
-                    attempt,
-                )?)
-            } else {
-                EnqueueOutcome::KeyConflict
-            },
-        );
+        return stored.outcome(fingerprint);
     }
     if status != Some(AccountStatus::Connected) {
         return Ok(EnqueueOutcome::NotConnected);

@@ -363,9 +363,7 @@ fn run_batch(conn: &Conn, batch: &mut Vec<Box<dyn Job>>, health: &WriterHealth) 
         // What it may have left open (on PostgreSQL, the advisory lock's
         // statement failing inside the transaction): the next batch begins
         // afresh.
-        if !conn.is_autocommit() {
-            let _ = control(conn, "ROLLBACK");
-        }
+        roll_back_if_open(conn);
         let outcome = Err(error);
         health.record(&outcome);
         answer_all(batch.drain(..), &outcome);
@@ -376,19 +374,19 @@ fn run_batch(conn: &Conn, batch: &mut Vec<Box<dyn Job>>, health: &WriterHealth) 
     // Stable: the order of arrival holds within each kind.
     batch.sort_by_key(|job| !job.repeatable());
     let repeatable = batch.iter().take_while(|job| job.repeatable()).count();
-    let mut guarded = repeatable;
     let unguarded_ok = batch[..repeatable]
         .iter_mut()
         .all(|job| job.run(Ok(conn)) == Ran::Ok && !conn.is_autocommit());
-    if !unguarded_ok {
-        if !conn.is_autocommit() {
-            let _ = control(conn, "ROLLBACK");
-        }
+    // The jobs from here on run in savepoints: all of them after a failure.
+    let guarded = if unguarded_ok {
+        repeatable
+    } else {
+        roll_back_if_open(conn);
         if let Err(e) = begin(conn) {
             return broke(e.into(), batch);
         }
-        guarded = 0;
-    }
+        0
+    };
     let (broken, refused) = run_guarded(conn, &mut batch[guarded..]);
     let outcome = match broken {
         Some(error) => {
@@ -397,8 +395,8 @@ fn run_batch(conn: &Conn, batch: &mut Vec<Box<dyn Job>>, health: &WriterHealth) 
         }
         None => control(conn, "COMMIT").map_err(StoreError::from),
     };
-    if outcome.is_err() && !conn.is_autocommit() {
-        let _ = control(conn, "ROLLBACK");
+    if outcome.is_err() {
+        roll_back_if_open(conn);
     }
     health.record(&outcome);
     if refused && outcome.is_ok() {
@@ -434,6 +432,13 @@ fn run_guarded(conn: &Conn, jobs: &mut [Box<dyn Job>]) -> (Option<StoreError>, b
         }
     }
     (None, refused)
+}
+
+/// Ends the transaction if the database has not ended it already.
+fn roll_back_if_open(conn: &Conn) {
+    if !conn.is_autocommit() {
+        let _ = control(conn, "ROLLBACK");
+    }
 }
 
 /// Answers every caller of `jobs` with the batch's `outcome`.

@@ -622,17 +622,11 @@ async fn an_admin_enables_a_disabled_endpoint_and_redelivers_from_the_webhooks_p
         .await;
     app.wait_for_status(&app.admin.token, &attempt, |v| v["status"] == "read")
         .await;
-    let id = endpoint.clone();
-    app.store
-        .write(move |c| {
-            c.execute(
-                "UPDATE webhook_endpoints SET status = 'disabled' WHERE id = ?1",
-                [id],
-            )?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    app.execute(
+        "UPDATE webhook_endpoints SET status = 'disabled' WHERE id = ?1",
+        endpoint.clone(),
+    )
+    .await;
 
     let admin = sign_in(&app, &app.admin.user).await;
     let page = admin.get("/webhooks").await.text();

@@ -274,6 +274,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Run one statement with one parameter through the writer: a state the
+    /// API cannot reach, set by hand.
+    pub async fn execute<P>(&self, sql: &'static str, param: P)
+    where
+        P: whatan::store::db::ToParam + Send + 'static,
+    {
+        self.store
+            .write(move |c| Ok(c.execute(sql, [param]).map(drop)?))
+            .await
+            .unwrap();
+    }
+
     pub async fn set_status(&self, account: &str, status: AccountStatus) {
         let id = account.to_string();
         self.store

@@ -169,17 +169,11 @@ async fn a_key_row_that_kept_its_answer_replays_that_answer() {
         .await;
     assert_eq!(first.status, 202);
     let stored = br#"{"kept":"as answered"}"#.to_vec();
-    let body = stored.clone();
-    app.store
-        .write(move |c| {
-            c.execute(
-                "UPDATE idempotency_keys SET response_body = ?1 WHERE key = 'kept'",
-                [body],
-            )?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    app.execute(
+        "UPDATE idempotency_keys SET response_body = ?1 WHERE key = 'kept'",
+        stored.clone(),
+    )
+    .await;
     let again = app
         .send(&app.owner.token, Some("kept"), &text_to("+917999709798"))
         .await;
