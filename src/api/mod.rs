@@ -353,7 +353,12 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -
         request_id = %request_id,
         token_id = tracing::field::Empty
     );
-    let (result, token_id) = observe::with_token_slot(route_request(&state, req))
+    // Boxed: hyper moves the request's future (into its slot, through each
+    // wrapper), and unboxed the wrappers multiplied the routes' 3 KB into
+    // 23 KB copied several times per request (memmove was 11% of the
+    // status profile). One small allocation instead.
+    let routed = Box::pin(route_request(&state, req));
+    let (result, token_id) = observe::with_token_slot(routed)
         .instrument(span.clone())
         .await;
     let mut response = result.unwrap_or_else(|e| {
@@ -387,6 +392,9 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -
     response
 }
 
+/// Sends and status reads run in this future's own space; every other
+/// route's handler is boxed, so the largest of them does not set the size
+/// of every request's future (see [`handle`]).
 async fn route_request(
     state: &AppState,
     req: Request<Incoming>,
@@ -409,26 +417,26 @@ async fn route_request(
             _ => Err(method_not_allowed("GET")),
         },
         Route::Metrics => match method {
-            Method::GET => metrics::handle(state, req).await,
+            Method::GET => Box::pin(metrics::handle(state, req)).await,
             _ => Err(method_not_allowed("GET")),
         },
         Route::Readyz => match method {
-            Method::GET | Method::HEAD => Ok(ready::handle(state).await),
+            Method::GET | Method::HEAD => Ok(Box::pin(ready::handle(state)).await),
             _ => Err(method_not_allowed("GET, HEAD")),
         },
         // GET (a server-initiated stream) and DELETE (a session) have no
         // meaning without sessions; the protocol answers them 405 too.
         Route::Mcp => match method {
-            Method::POST => mcp::handle(state, req).await,
+            Method::POST => Box::pin(mcp::handle(state, req)).await,
             _ => Err(method_not_allowed("POST")),
         },
-        Route::Webhooks(route) => webhook_endpoints::handle(state, req, route).await,
+        Route::Webhooks(route) => Box::pin(webhook_endpoints::handle(state, req, route)).await,
         Route::Send => match method {
             Method::POST => send::handle(state, req).await,
             _ => Err(method_not_allowed("POST")),
         },
         Route::List => match method {
-            Method::GET => list::handle(state, req).await,
+            Method::GET => Box::pin(list::handle(state, req)).await,
             _ => Err(method_not_allowed("GET")),
         },
         Route::Status { id } => match method {
@@ -436,14 +444,14 @@ async fn route_request(
             _ => Err(method_not_allowed("GET")),
         },
         Route::Cancel { id } => match method {
-            Method::POST => cancel::handle(state, req, id).await,
+            Method::POST => Box::pin(cancel::handle(state, req, id)).await,
             _ => Err(method_not_allowed("POST")),
         },
         Route::CloudWebhook { account_id } => match method {
-            Method::GET | Method::POST => webhooks::handle(state, req, account_id).await,
+            Method::GET | Method::POST => Box::pin(webhooks::handle(state, req, account_id)).await,
             _ => Err(method_not_allowed("GET, POST")),
         },
-        Route::Dashboard(page) => Ok(crate::dashboard::handle(state, req, page).await),
+        Route::Dashboard(page) => Ok(Box::pin(crate::dashboard::handle(state, req, page)).await),
         Route::Unknown => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no route for {path}"),
