@@ -169,18 +169,36 @@ pub fn seconds_until_next_utc_midnight(ms: i64) -> i64 {
 }
 
 /// RFC 3339 UTC with milliseconds: `2026-05-14T10:00:04.000Z`.
+///
+/// Written digit by digit: every status body carries two or more of these,
+/// and `format!` was 2.5% of the status-read profile.
 pub fn rfc3339_ms(ms: i64) -> String {
     let days = ms.div_euclid(MS_PER_DAY);
     let ms_of_day = ms.rem_euclid(MS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
     let secs = ms_of_day / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60,
-        ms_of_day % 1000
-    )
+    let (hour, minute, second) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if !(0..=9999).contains(&year) {
+        return format!(
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
+            ms_of_day % 1000
+        );
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, i64::from(month));
+    put(8, 2, i64::from(day));
+    put(11, 2, hour);
+    put(14, 2, minute);
+    put(17, 2, second);
+    put(20, 3, ms_of_day % 1000);
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// An RFC 3339 date-time (`2026-05-14T10:00:04Z`, `2026-05-14t15:30:04.5+05:30`)
@@ -309,6 +327,24 @@ mod tests {
         assert_eq!(rfc3339_ms(1_778_752_804_000), "2026-05-14T10:00:04.000Z");
         assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+        // The digits as `format!` writes them, across two centuries.
+        for step in 0..20_000i64 {
+            let ms = step * 315_569_123 + step % 1000;
+            let (year, month, day) = civil_from_days(ms.div_euclid(MS_PER_DAY));
+            let of_day = ms.rem_euclid(MS_PER_DAY);
+            let secs = of_day / 1000;
+            let expected = format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+                secs / 3600,
+                (secs / 60) % 60,
+                secs % 60,
+                of_day % 1000
+            );
+            assert_eq!(rfc3339_ms(ms), expected, "{ms}");
+        }
+        // Outside four-digit years, the general form.
+        assert_eq!(rfc3339_ms(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(-62_167_219_200_001), "-001-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use super::db::{params, OptionalExtension, Row};
 use super::Conn;
 use serde::Serialize;
+use std::sync::LazyLock;
 
 use super::StoreError;
 use crate::clock::{rfc3339_ms, utc_day};
@@ -382,10 +383,11 @@ pub fn sent_on_day(conn: &Conn, account: &str, day: i64) -> Result<i64, StoreErr
 }
 
 pub fn get_attempt(conn: &Conn, id: &str) -> Result<Option<AttemptRow>, StoreError> {
+    // Built once: every status read runs it.
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {ATTEMPT_COLUMNS} FROM send_attempts WHERE id = ?1"));
     Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM send_attempts WHERE id = ?1"
-        ))?
+        .prepare_cached(&SQL)?
         .query_row([id], attempt_from_row)
         .optional()?)
 }
