@@ -353,10 +353,11 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -
         request_id = %request_id,
         token_id = tracing::field::Empty
     );
-    // Boxed: hyper moves the request's future (into its slot, through each
-    // wrapper), and unboxed the wrappers multiplied the routes' 3 KB into
-    // 23 KB copied several times per request (memmove was 11% of the
-    // status profile). One small allocation instead.
+    // Boxed: hyper moves the request's future into its slot, and each
+    // wrapper (token slot, span) takes room for what it wraps. Unboxed,
+    // `route_request` (5.4 KB then) made a 23 KB future, copied several
+    // times per request (memmove was 11% of the status profile). Now hyper
+    // moves 1.9 KB, at one allocation per request (two on the rare routes).
     let routed = Box::pin(route_request(&state, req));
     let (result, token_id) = observe::with_token_slot(routed)
         .instrument(span.clone())
@@ -393,8 +394,9 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: SocketAddr) -
 }
 
 /// Sends and status reads run in this future's own space; every other
-/// route's handler is boxed, so the largest of them does not set the size
-/// of every request's future (see [`handle`]).
+/// route's handler is boxed (a new route too), so the largest of them does
+/// not set the size of the box [`handle`] allocates for every request
+/// (2.9 KB; 5.4 KB with them inline).
 async fn route_request(
     state: &AppState,
     req: Request<Incoming>,
