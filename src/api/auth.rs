@@ -90,18 +90,16 @@ where
     let now = state.clock.now_ms();
     let authenticated = state
         .store
-        .read(move |c| {
-            crate::store::in_one_snapshot(c, |c| {
-                let principal = admin::principal_by_hash(c, &hash)?
-                    .filter(|p| token::hashes_equal(&p.secret_hash, &hash))
-                    .ok_or_else(|| ApiError::unauthorized("invalid token"));
-                let principal = match principal.and_then(|p| check(p, kind, now)) {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let extra = then(c, &principal)?;
-                Ok(Ok((principal, extra)))
-            })
+        .read_in_snapshot(move |c| {
+            let principal = admin::principal_by_hash(c, &hash)?
+                .filter(|p| token::hashes_equal(&p.secret_hash, &hash))
+                .ok_or_else(|| ApiError::unauthorized("invalid token"));
+            let principal = match principal.and_then(|p| check(p, kind, now)) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            let extra = then(c, &principal)?;
+            Ok(Ok((principal, extra)))
         })
         .await??;
     super::observe::note_token(&authenticated.0.token_id);

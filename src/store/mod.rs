@@ -262,8 +262,31 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
+        self.read_on_reader(false, f).await
+    }
+
+    /// [`Store::read`] whose statements all read one snapshot. On SQLite
+    /// they run in a read transaction that the reads queued with it share:
+    /// the WAL's read lock is taken once for all of them, not once per
+    /// statement (each costs a lock call into the shared-memory index). The
+    /// snapshot begins after the read was queued, so it includes every
+    /// write answered before. On PostgreSQL the statements run as they are:
+    /// a transaction there costs two round trips.
+    pub async fn read_in_snapshot<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.read_on_reader(true, f).await
+    }
+
+    async fn read_on_reader<T, F>(&self, snapshot: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.readers.submit(f, move |result| {
+        self.readers.submit(snapshot, f, move |result| {
             let _ = tx.send(result);
         })?;
         rx.await
@@ -277,7 +300,7 @@ impl Store {
         F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
-        self.readers.submit(f, move |result| {
+        self.readers.submit(false, f, move |result| {
             let _ = tx.send(result);
         })?;
         rx.recv()
@@ -321,30 +344,20 @@ impl Store {
     }
 }
 
-/// Runs the reads of `f` in one read transaction on SQLite: one snapshot,
-/// and the WAL's read lock taken once instead of once per statement (each
-/// costs a lock call into the shared-memory index). On PostgreSQL the
-/// statements run as they are: a transaction there costs two round trips.
-pub fn in_one_snapshot<T>(
-    conn: &Conn,
-    f: impl FnOnce(&Conn) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    if conn.engine() == Engine::Postgres {
-        return f(conn);
-    }
-    conn.prepare_cached("BEGIN")?.execute(())?;
-    let out = f(conn);
-    if !conn.is_autocommit() {
-        // Read-only: ending it cannot lose anything.
-        if conn.prepare_cached("COMMIT")?.execute(()).is_err() {
-            conn.prepare_cached("ROLLBACK")?.execute(())?;
-        }
-    }
-    out
+/// A read job. `snapshot` jobs run inside a read transaction
+/// ([`Store::read_in_snapshot`]).
+struct ReadJob {
+    snapshot: bool,
+    run: RunRead,
 }
 
-/// A read job: gets the reader's connection, or why it could not be opened.
-type ReadJob = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
+/// A read job's work: gets the reader's connection, or why it could not be
+/// opened.
+type RunRead = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
+
+/// How many queued jobs a reader takes at once. Its `snapshot` jobs share
+/// one read transaction: the WAL's read lock is taken once for all of them.
+const READ_BATCH: usize = 16;
 
 /// The async read path: [`READER_THREADS`] threads, each owning one
 /// connection (opened on its first job), take jobs from one queue.
@@ -353,7 +366,7 @@ type ReadJob = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
 /// read to a different blocking thread (a sleep and a wake-up per read, and
 /// hundreds of threads contending for the pool's connections), and measured
 /// on 2 cores the context switches cost more CPU than SQLite did. A reader
-/// that finds the queue non-empty runs the next job without sleeping.
+/// that finds the queue non-empty runs the next jobs without sleeping.
 ///
 /// The queue is a multi-consumer channel: a job wakes one idle reader.
 /// (Readers taking turns at one receiver behind a mutex woke two threads
@@ -380,6 +393,7 @@ impl Readers {
     /// Queue `f`; `answer` gets its result on the reader thread.
     fn submit<T, F>(
         &self,
+        snapshot: bool,
         f: F,
         answer: impl FnOnce(Result<T, StoreError>) + Send + 'static,
     ) -> Result<(), StoreError>
@@ -387,7 +401,7 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
-        let job: ReadJob = Box::new(move |conn| {
+        let run = Box::new(move |conn: Result<&Conn, StoreError>| {
             let result = match conn {
                 Ok(conn) => catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
                     Err(StoreError::Internal("read task failed: it panicked".into()))
@@ -396,34 +410,79 @@ impl Readers {
             };
             answer(result);
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)
+        self.jobs
+            .send(ReadJob { snapshot, run })
+            .map_err(|_| StoreError::Closed)
     }
 }
 
 fn read_loop(location: &Location, jobs: &crossbeam_channel::Receiver<ReadJob>) {
     let mut conn: Option<Conn> = None;
+    let mut batch = Vec::with_capacity(READ_BATCH);
     // Ends when the last sender is dropped.
     while let Ok(job) = jobs.recv() {
-        if conn.as_ref().is_none_or(Conn::is_broken) {
-            match location.connect_reader() {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    conn = None;
-                    job(Err(e.into()));
-                    continue;
+        // Every job of the batch is taken before its transaction begins, so
+        // its snapshot includes every write answered before the job was
+        // queued (a status read right after its send's 202 finds it).
+        batch.push(job);
+        batch.extend(jobs.try_iter().take(READ_BATCH - 1));
+        // Whether a read transaction that the batch's snapshot jobs share
+        // is open.
+        let mut shared = false;
+        for job in batch.drain(..) {
+            if shared && !job.snapshot {
+                end_read(&mut conn);
+                shared = false;
+            }
+            if conn.as_ref().is_none_or(Conn::is_broken) {
+                shared = false;
+                match location.connect_reader() {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        conn = None;
+                        (job.run)(Err(e.into()));
+                        continue;
+                    }
                 }
             }
+            let Some(c) = conn.as_ref() else { continue };
+            if job.snapshot && !shared && c.engine() == Engine::Sqlite {
+                // If BEGIN fails, each statement reads its own snapshot.
+                shared = c.execute_batch("BEGIN").is_ok();
+            }
+            (job.run)(Ok(c));
+            if !shared {
+                roll_back_left_open(&mut conn);
+            } else if c.is_autocommit() {
+                // The database ended it (an error): the next job begins anew.
+                shared = false;
+            }
         }
-        if let Some(c) = &conn {
-            job(Ok(c));
-            // A job that panicked inside `in_one_snapshot` (or whose COMMIT
-            // failed) would leave its snapshot open: later reads would see
-            // it frozen, and the WAL could not be checkpointed past it.
-            if c.engine() == Engine::Sqlite && !c.is_autocommit() {
-                if let Err(e) = c.execute_batch("ROLLBACK") {
-                    tracing::warn!(error = %e, "reader: could not end a read transaction");
-                    conn = None;
-                }
+        if shared {
+            end_read(&mut conn);
+        }
+    }
+}
+
+/// Ends a read transaction (read-only: ending it cannot lose anything).
+fn end_read(conn: &mut Option<Conn>) {
+    if let Some(c) = conn.as_ref() {
+        if !c.is_autocommit() && c.execute_batch("COMMIT").is_err() {
+            roll_back_left_open(conn);
+        }
+    }
+}
+
+/// A job that panicked inside a transaction of its own (or whose COMMIT
+/// failed) would leave its snapshot open: later reads would see it frozen,
+/// and the WAL could not be checkpointed past it. A connection that cannot
+/// end it is dropped.
+fn roll_back_left_open(conn: &mut Option<Conn>) {
+    if let Some(c) = conn.as_ref() {
+        if c.engine() == Engine::Sqlite && !c.is_autocommit() {
+            if let Err(e) = c.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "reader: could not end a read transaction");
+                *conn = None;
             }
         }
     }
@@ -531,8 +590,15 @@ pub fn new_id(prefix: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A job that leaves a read transaction open (a panic inside
-    /// `in_one_snapshot`) does not leave it to the reader's next job.
+    fn job(snapshot: bool, run: impl FnOnce(&Conn) + Send + 'static) -> ReadJob {
+        ReadJob {
+            snapshot,
+            run: Box::new(move |c| run(c.unwrap())),
+        }
+    }
+
+    /// A job that leaves a read transaction open (a panic inside a
+    /// transaction of its own) does not leave it to the reader's next job.
     #[test]
     fn a_reader_ends_a_transaction_its_job_left_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -542,21 +608,70 @@ mod tests {
         let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
         let (seen, answers) = mpsc::channel::<bool>();
         let left_open = seen.clone();
-        jobs.send(Box::new(move |c| {
-            let c = c.unwrap();
+        let send = |j| jobs.send(j).unwrap();
+        send(job(false, move |c| {
             c.execute_batch("BEGIN; SELECT 1;").unwrap();
             left_open.send(c.is_autocommit()).unwrap();
-        }))
-        .unwrap();
-        jobs.send(Box::new(move |c| {
-            seen.send(c.unwrap().is_autocommit()).unwrap();
-        }))
-        .unwrap();
+        }));
+        send(job(false, move |c| seen.send(c.is_autocommit()).unwrap()));
         drop(jobs);
         // One reader, so both jobs run on the same connection, in order.
         read_loop(&location, &receiver);
         assert!(!answers.recv().unwrap(), "the first job left it open");
         assert!(answers.recv().unwrap(), "the next job starts outside it");
+    }
+
+    /// Snapshot reads queued together share one read transaction, which
+    /// begins after all of them were queued; a plain read after them, and a
+    /// snapshot read queued after a write committed, see that write.
+    #[test]
+    fn snapshot_reads_queued_together_share_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        open_connection(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let location = Location::File(path.clone());
+        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
+        let (seen, counts) = mpsc::channel::<(&str, i64)>();
+        let rows = |c: &Conn| -> i64 {
+            c.query_row("SELECT count(*) FROM t", (), |r| r.get(0))
+                .unwrap()
+        };
+        let (first, second, plain, after) = (seen.clone(), seen.clone(), seen.clone(), seen);
+        let later = jobs.clone();
+        let send = |j| jobs.send(j).unwrap();
+        send(job(true, move |c| {
+            first.send(("first", rows(c))).unwrap();
+            // Another connection commits a row while the snapshot is open,
+            // and then a read is queued (as a status read after its 202).
+            open_connection(&path)
+                .unwrap()
+                .execute_batch("INSERT INTO t VALUES (1)")
+                .unwrap();
+            later
+                .send(job(true, move |c| {
+                    after.send(("queued after the write", rows(c))).unwrap()
+                }))
+                .unwrap();
+        }));
+        send(job(true, move |c| {
+            second.send(("queued with the first", rows(c))).unwrap()
+        }));
+        send(job(false, move |c| plain.send(("plain", rows(c))).unwrap()));
+        drop(jobs);
+        read_loop(&location, &receiver);
+        let seen: Vec<_> = counts.iter().collect();
+        assert_eq!(
+            seen,
+            [
+                ("first", 0),
+                ("queued with the first", 0),
+                ("plain", 1),
+                ("queued after the write", 1),
+            ]
+        );
     }
 
     /// Reader threads map the file (their reads copy no page); the writer
