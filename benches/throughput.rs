@@ -41,7 +41,10 @@
 //!    `throughput/webhooks.rs`): rows `wh-none` and `wh-backlog`;
 //! 7. the stores side by side (`BENCH_POSTGRES` set; see
 //!    `throughput/stores.rs`): rows `sqlite`, `pg-1` and `pg-3`;
-//! 8. a summary with each target next to its figure.
+//! 8. Express + better-sqlite3 with the same durability, the comparison
+//!    design of #18 (`BENCH_EXPRESS` set; see `throughput/express.rs`):
+//!    rows `express`;
+//! 9. a summary with each target next to its figure.
 //!
 //! Knobs (environment): `BENCH_SECS` (measured seconds per run, default 5),
 //! `BENCH_WARMUP_SECS` (default 1), `BENCH_CONNS` (default `1,16,64,256`),
@@ -51,7 +54,9 @@
 //! `BENCH_GROWTH_ROUNDS` (default 3),
 //! `BENCH_SOAK_SECS` (default 0 = off), `BENCH_CLIENT_THREADS` (default 2),
 //! `BENCH_POSTGRES` (a PostgreSQL URL that may create databases; unset: the
-//! stores phase is not run; `scripts/bench-stores` sets it).
+//! stores phase is not run; `scripts/bench-stores` sets it),
+//! `BENCH_EXPRESS` (the directory holding the Express server's packages;
+//! unset: not run; `scripts/bench-express` installs them and sets it).
 //!
 //! The load generator is a minimal HTTP/1.1 client (one request in flight
 //! per connection, `Content-Length` bodies only, which is all `whatan`
@@ -74,6 +79,8 @@ use tokio::net::TcpStream;
 
 #[path = "throughput/ceiling.rs"]
 mod ceiling;
+#[path = "throughput/express.rs"]
+mod express;
 #[path = "throughput/stores.rs"]
 mod stores;
 #[path = "throughput/webhooks.rs"]
@@ -1285,6 +1292,14 @@ async fn run(s: Settings) -> Result<bool, String> {
         _ => None,
     };
 
+    // The comparison design of #18 (Express + better-sqlite3).
+    let express = match std::env::var_os("BENCH_EXPRESS") {
+        Some(packages) if !packages.is_empty() => {
+            Some(express::run(dir.path(), &s, Path::new(&packages)).await?)
+        }
+        _ => None,
+    };
+
     // Summary.
     let at = |kind: Kind, conns: usize, label: &str| {
         rows.iter()
@@ -1452,6 +1467,36 @@ async fn run(s: Settings) -> Result<bool, String> {
             None => check(name, "not run".into(), &format!(">= {goal:.2}"), None),
         });
     }
+    let name = "sends/s vs Express + SQLite, 64 conns";
+    checks.push(match (&send64, &express) {
+        (Some(w), Some(e)) => {
+            let times = w.per_sec / e.send.per_sec.max(1e-9);
+            check(
+                name,
+                format!(
+                    "{times:.1}x ({:.0} / {:.0}; status {:.0} / {:.0})",
+                    w.per_sec,
+                    e.send.per_sec,
+                    status64.as_ref().map_or(0.0, |r| r.per_sec),
+                    e.status.per_sec
+                ),
+                ">= 10x (#18)",
+                Some(times >= 10.0),
+            )
+        }
+        (_, None) => check(
+            name,
+            "not run (BENCH_EXPRESS unset; scripts/bench-express runs it)".into(),
+            ">= 10x",
+            None,
+        ),
+        (None, Some(_)) => check(
+            name,
+            "not run (no 64-connection run)".into(),
+            ">= 10x",
+            None,
+        ),
+    });
     checks.push(match &webhooks {
         Some(w) => {
             let ratio = w.send_backlog / w.send_none.max(1e-9);
