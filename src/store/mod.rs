@@ -265,8 +265,9 @@ impl Store {
         self.read_on_reader(false, f).await
     }
 
-    /// [`Store::read`] whose statements all read one snapshot. On SQLite
-    /// they run in a read transaction that the reads queued with it share:
+    /// [`Store::read`] whose statements all read one snapshot (or that
+    /// fails if its transaction cannot begin). On SQLite they run in a read
+    /// transaction that the reads queued with it share:
     /// the WAL's read lock is taken once for all of them, not once per
     /// statement (each costs a lock call into the shared-memory index). The
     /// snapshot begins after the read was queued, so it includes every
@@ -417,17 +418,25 @@ impl Readers {
 }
 
 fn read_loop(location: &Location, jobs: &crossbeam_channel::Receiver<ReadJob>) {
+    // On PostgreSQL nothing is shared, and jobs taken together would run
+    // one after another instead of on the readers side by side.
+    let take = match location {
+        Location::File(_) => READ_BATCH,
+        Location::Postgres(_) => 1,
+    };
     let mut conn: Option<Conn> = None;
-    let mut batch = Vec::with_capacity(READ_BATCH);
+    let mut batch = Vec::with_capacity(take);
     // Ends when the last sender is dropped.
     while let Ok(job) = jobs.recv() {
         // Every job of the batch is taken before its transaction begins, so
         // its snapshot includes every write answered before the job was
         // queued (a status read right after its send's 202 finds it).
         batch.push(job);
-        batch.extend(jobs.try_iter().take(READ_BATCH - 1));
-        // Whether a read transaction that the batch's snapshot jobs share
-        // is open.
+        batch.extend(jobs.try_iter().take(take - 1));
+        // The snapshot jobs first (stable: each kind keeps its order), so
+        // that a slow plain read does not hold up the requests' reads.
+        batch.sort_by_key(|job| !job.snapshot);
+        // Whether the read transaction the snapshot jobs share is open.
         let mut shared = false;
         for job in batch.drain(..) {
             if shared && !job.snapshot {
@@ -447,8 +456,11 @@ fn read_loop(location: &Location, jobs: &crossbeam_channel::Receiver<ReadJob>) {
             }
             let Some(c) = conn.as_ref() else { continue };
             if job.snapshot && !shared && c.engine() == Engine::Sqlite {
-                // If BEGIN fails, each statement reads its own snapshot.
-                shared = c.execute_batch("BEGIN").is_ok();
+                if let Err(e) = c.execute_batch("BEGIN") {
+                    (job.run)(Err(e.into()));
+                    continue;
+                }
+                shared = true;
             }
             (job.run)(Ok(c));
             if !shared {
@@ -458,6 +470,8 @@ fn read_loop(location: &Location, jobs: &crossbeam_channel::Receiver<ReadJob>) {
                 shared = false;
             }
         }
+        // The next batch's jobs may have been queued after writes that this
+        // snapshot does not include.
         if shared {
             end_read(&mut conn);
         }
@@ -473,10 +487,10 @@ fn end_read(conn: &mut Option<Conn>) {
     }
 }
 
-/// A job that panicked inside a transaction of its own (or whose COMMIT
-/// failed) would leave its snapshot open: later reads would see it frozen,
-/// and the WAL could not be checkpointed past it. A connection that cannot
-/// end it is dropped.
+/// A job that began a transaction of its own and panicked before ending
+/// it, or a shared one whose COMMIT failed, would leave its snapshot open:
+/// later reads would see it frozen, and the WAL could not be checkpointed
+/// past it. A connection that cannot end it is dropped.
 fn roll_back_left_open(conn: &mut Option<Conn>) {
     if let Some(c) = conn.as_ref() {
         if c.engine() == Engine::Sqlite && !c.is_autocommit() {
@@ -621,45 +635,53 @@ mod tests {
         assert!(answers.recv().unwrap(), "the next job starts outside it");
     }
 
-    /// Snapshot reads queued together share one read transaction, which
-    /// begins after all of them were queued; a plain read after them, and a
-    /// snapshot read queued after a write committed, see that write.
-    #[test]
-    fn snapshot_reads_queued_together_share_one_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
+    /// A file with an empty table `t`, a reader's location on it, and a
+    /// way to count `t`'s rows and to add one from another connection.
+    fn table_file(dir: &Path) -> (Location, impl Fn(&Conn) -> i64 + Copy, impl Fn() + Clone) {
+        let path = dir.join("s.db");
         open_connection(&path)
             .unwrap()
             .execute_batch("CREATE TABLE t (x INTEGER)")
             .unwrap();
-        let location = Location::File(path.clone());
-        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
-        let (seen, counts) = mpsc::channel::<(&str, i64)>();
         let rows = |c: &Conn| -> i64 {
             c.query_row("SELECT count(*) FROM t", (), |r| r.get(0))
                 .unwrap()
         };
-        let (first, second, plain, after) = (seen.clone(), seen.clone(), seen.clone(), seen);
-        let later = jobs.clone();
-        let send = |j| jobs.send(j).unwrap();
-        send(job(true, move |c| {
-            first.send(("first", rows(c))).unwrap();
-            // Another connection commits a row while the snapshot is open,
-            // and then a read is queued (as a status read after its 202).
+        let location = Location::File(path.clone());
+        let add_row = move || {
             open_connection(&path)
                 .unwrap()
                 .execute_batch("INSERT INTO t VALUES (1)")
-                .unwrap();
+                .unwrap()
+        };
+        (location, rows, add_row)
+    }
+
+    /// Snapshot reads queued together share one read transaction, which
+    /// begins after all of them were taken; a read queued after a write
+    /// committed (as a status read after its send's 202) sees it.
+    #[test]
+    fn snapshot_reads_queued_together_share_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (location, rows, add_row) = table_file(dir.path());
+        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
+        let (seen, counts) = mpsc::channel::<(&str, i64)>();
+        let (first, second, after) = (seen.clone(), seen.clone(), seen);
+        let later = jobs.clone();
+        jobs.send(job(true, move |c| {
+            first.send(("first", rows(c))).unwrap();
+            add_row();
             later
                 .send(job(true, move |c| {
                     after.send(("queued after the write", rows(c))).unwrap()
                 }))
                 .unwrap();
-        }));
-        send(job(true, move |c| {
+        }))
+        .unwrap();
+        jobs.send(job(true, move |c| {
             second.send(("queued with the first", rows(c))).unwrap()
-        }));
-        send(job(false, move |c| plain.send(("plain", rows(c))).unwrap()));
+        }))
+        .unwrap();
         drop(jobs);
         read_loop(&location, &receiver);
         let seen: Vec<_> = counts.iter().collect();
@@ -668,10 +690,33 @@ mod tests {
             [
                 ("first", 0),
                 ("queued with the first", 0),
-                ("plain", 1),
                 ("queued after the write", 1),
             ]
         );
+    }
+
+    /// Plain reads taken with snapshot reads run after them, outside their
+    /// transaction.
+    #[test]
+    fn plain_reads_run_after_the_snapshot_reads_taken_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (location, rows, add_row) = table_file(dir.path());
+        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
+        let (seen, counts) = mpsc::channel::<(&str, i64)>();
+        let (plain, first, second) = (seen.clone(), seen.clone(), seen);
+        let send = |j| jobs.send(j).unwrap();
+        send(job(false, move |c| plain.send(("plain", rows(c))).unwrap()));
+        send(job(true, move |c| {
+            first.send(("first", rows(c))).unwrap();
+            add_row();
+        }));
+        send(job(true, move |c| {
+            second.send(("second", rows(c))).unwrap()
+        }));
+        drop(jobs);
+        read_loop(&location, &receiver);
+        let seen: Vec<_> = counts.iter().collect();
+        assert_eq!(seen, [("first", 0), ("second", 0), ("plain", 1)]);
     }
 
     /// Reader threads map the file (their reads copy no page); the writer
