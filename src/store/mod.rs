@@ -356,8 +356,9 @@ struct ReadJob {
 /// opened.
 type RunRead = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
 
-/// How many queued jobs a reader takes at once. Its `snapshot` jobs share
-/// one read transaction: the WAL's read lock is taken once for all of them.
+/// How many queued jobs a reader of the SQLite file takes at once (on
+/// PostgreSQL, one). Its `snapshot` jobs share one read transaction: the
+/// WAL's read lock is taken once for all of them.
 const READ_BATCH: usize = 16;
 
 /// The async read path: [`READER_THREADS`] threads, each owning one
