@@ -435,17 +435,14 @@ fn read_loop(location: &Location, jobs: &crossbeam_channel::Receiver<ReadJob>) {
         batch.push(job);
         batch.extend(jobs.try_iter().take(take - 1));
         // The snapshot jobs first (stable: each kind keeps its order), so
-        // that a slow plain read does not hold up the requests' reads.
+        // that a slow plain read does not hold up the requests' reads. An
+        // open transaction is then theirs until the first plain job.
         batch.sort_by_key(|job| !job.snapshot);
-        // Whether the read transaction the snapshot jobs share is open.
-        let mut shared = false;
         for job in batch.drain(..) {
-            if shared && !job.snapshot {
+            if !job.snapshot {
                 end_read(&mut conn);
-                shared = false;
             }
             if conn.as_ref().is_none_or(Conn::is_broken) {
-                shared = false;
                 match location.connect_reader() {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
@@ -456,35 +453,39 @@ fn read_loop(location: &Location, jobs: &crossbeam_channel::Receiver<ReadJob>) {
                 }
             }
             let Some(c) = conn.as_ref() else { continue };
-            if job.snapshot && !shared && c.engine() == Engine::Sqlite {
+            // The first snapshot job begins the shared transaction, or the
+            // next one after the database ended it (an error).
+            if job.snapshot && c.engine() == Engine::Sqlite && c.is_autocommit() {
                 if let Err(e) = c.execute_batch("BEGIN") {
                     (job.run)(Err(e.into()));
                     continue;
                 }
-                shared = true;
             }
             (job.run)(Ok(c));
-            if !shared {
+            if !job.snapshot {
                 roll_back_left_open(&mut conn);
-            } else if c.is_autocommit() {
-                // The database ended it (an error): the next job begins anew.
-                shared = false;
             }
         }
         // The next batch's jobs may have been queued after writes that this
         // snapshot does not include.
-        if shared {
-            end_read(&mut conn);
-        }
+        end_read(&mut conn);
     }
 }
 
-/// Ends a read transaction (read-only: ending it cannot lose anything).
+/// Whether `c` is inside a transaction; on PostgreSQL never, since the
+/// readers open none there.
+fn in_transaction(c: &Conn) -> bool {
+    c.engine() == Engine::Sqlite && !c.is_autocommit()
+}
+
+/// Ends a read transaction, if one is open (read-only: ending it cannot
+/// lose anything).
 fn end_read(conn: &mut Option<Conn>) {
-    if let Some(c) = conn.as_ref() {
-        if !c.is_autocommit() && c.execute_batch("COMMIT").is_err() {
-            roll_back_left_open(conn);
-        }
+    let Some(c) = conn.as_ref().filter(|c| in_transaction(c)) else {
+        return;
+    };
+    if c.execute_batch("COMMIT").is_err() {
+        roll_back_left_open(conn);
     }
 }
 
@@ -493,13 +494,12 @@ fn end_read(conn: &mut Option<Conn>) {
 /// later reads would see it frozen, and the WAL could not be checkpointed
 /// past it. A connection that cannot end it is dropped.
 fn roll_back_left_open(conn: &mut Option<Conn>) {
-    if let Some(c) = conn.as_ref() {
-        if c.engine() == Engine::Sqlite && !c.is_autocommit() {
-            if let Err(e) = c.execute_batch("ROLLBACK") {
-                tracing::warn!(error = %e, "reader: could not end a read transaction");
-                *conn = None;
-            }
-        }
+    let Some(c) = conn.as_ref().filter(|c| in_transaction(c)) else {
+        return;
+    };
+    if let Err(e) = c.execute_batch("ROLLBACK") {
+        tracing::warn!(error = %e, "reader: could not end a read transaction");
+        *conn = None;
     }
 }
 
@@ -636,26 +636,43 @@ mod tests {
         assert!(answers.recv().unwrap(), "the next job starts outside it");
     }
 
-    /// A file with an empty table `t`, a reader's location on it, and a
-    /// way to count `t`'s rows and to add one from another connection.
-    fn table_file(dir: &Path) -> (Location, impl Fn(&Conn) -> i64 + Copy, impl Fn() + Clone) {
-        let path = dir.join("s.db");
+    /// The rows of table `t`.
+    fn rows(c: &Conn) -> i64 {
+        c.query_row("SELECT count(*) FROM t", (), |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Adds a row to `t` from a connection of its own.
+    fn add_row(path: &Path) {
+        open_connection(path)
+            .unwrap()
+            .execute_batch("INSERT INTO t VALUES (1)")
+            .unwrap()
+    }
+
+    /// What each job that `queue` queued saw (a label and a count), in
+    /// order, when one reader ran them over a file with an empty table `t`.
+    /// `queue` gets the queue, where the jobs tell what they saw, and the
+    /// file.
+    fn seen_by_one_reader(
+        queue: impl FnOnce(
+            &crossbeam_channel::Sender<ReadJob>,
+            &mpsc::Sender<(&'static str, i64)>,
+            &Path,
+        ),
+    ) -> Vec<(&'static str, i64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
         open_connection(&path)
             .unwrap()
             .execute_batch("CREATE TABLE t (x INTEGER)")
             .unwrap();
-        let rows = |c: &Conn| -> i64 {
-            c.query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-                .unwrap()
-        };
-        let location = Location::File(path.clone());
-        let add_row = move || {
-            open_connection(&path)
-                .unwrap()
-                .execute_batch("INSERT INTO t VALUES (1)")
-                .unwrap()
-        };
-        (location, rows, add_row)
+        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
+        let (seen, counts) = mpsc::channel();
+        queue(&jobs, &seen, &path);
+        drop((jobs, seen));
+        read_loop(&Location::File(path), &receiver);
+        counts.iter().collect()
     }
 
     /// Snapshot reads queued together share one read transaction, which
@@ -663,29 +680,24 @@ mod tests {
     /// committed (as a status read after its send's 202) sees it.
     #[test]
     fn snapshot_reads_queued_together_share_one_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
-        let (location, rows, add_row) = table_file(dir.path());
-        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
-        let (seen, counts) = mpsc::channel::<(&str, i64)>();
-        let (first, second, after) = (seen.clone(), seen.clone(), seen);
-        let later = jobs.clone();
-        jobs.send(job(true, move |c| {
-            first.send(("first", rows(c))).unwrap();
-            add_row();
-            later
-                .send(job(true, move |c| {
-                    after.send(("queued after the write", rows(c))).unwrap()
-                }))
-                .unwrap();
-        }))
-        .unwrap();
-        jobs.send(job(true, move |c| {
-            second.send(("queued with the first", rows(c))).unwrap()
-        }))
-        .unwrap();
-        drop(jobs);
-        read_loop(&location, &receiver);
-        let seen: Vec<_> = counts.iter().collect();
+        let seen = seen_by_one_reader(|jobs, seen, path| {
+            let (first, second, after) = (seen.clone(), seen.clone(), seen.clone());
+            let (later, path) = (jobs.clone(), path.to_path_buf());
+            jobs.send(job(true, move |c| {
+                first.send(("first", rows(c))).unwrap();
+                add_row(&path);
+                later
+                    .send(job(true, move |c| {
+                        after.send(("queued after the write", rows(c))).unwrap()
+                    }))
+                    .unwrap();
+            }))
+            .unwrap();
+            jobs.send(job(true, move |c| {
+                second.send(("queued with the first", rows(c))).unwrap()
+            }))
+            .unwrap();
+        });
         assert_eq!(
             seen,
             [
@@ -700,23 +712,19 @@ mod tests {
     /// transaction.
     #[test]
     fn plain_reads_run_after_the_snapshot_reads_taken_with_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let (location, rows, add_row) = table_file(dir.path());
-        let (jobs, receiver) = crossbeam_channel::unbounded::<ReadJob>();
-        let (seen, counts) = mpsc::channel::<(&str, i64)>();
-        let (plain, first, second) = (seen.clone(), seen.clone(), seen);
-        let send = |j| jobs.send(j).unwrap();
-        send(job(false, move |c| plain.send(("plain", rows(c))).unwrap()));
-        send(job(true, move |c| {
-            first.send(("first", rows(c))).unwrap();
-            add_row();
-        }));
-        send(job(true, move |c| {
-            second.send(("second", rows(c))).unwrap()
-        }));
-        drop(jobs);
-        read_loop(&location, &receiver);
-        let seen: Vec<_> = counts.iter().collect();
+        let seen = seen_by_one_reader(|jobs, seen, path| {
+            let (plain, first, second) = (seen.clone(), seen.clone(), seen.clone());
+            let path = path.to_path_buf();
+            let send = |j| jobs.send(j).unwrap();
+            send(job(false, move |c| plain.send(("plain", rows(c))).unwrap()));
+            send(job(true, move |c| {
+                first.send(("first", rows(c))).unwrap();
+                add_row(&path);
+            }));
+            send(job(true, move |c| {
+                second.send(("second", rows(c))).unwrap()
+            }));
+        });
         assert_eq!(seen, [("first", 0), ("second", 0), ("plain", 1)]);
     }
 
