@@ -236,10 +236,7 @@ impl Server {
             .env("WHATAN_PACING_DAILY_LIMIT", "100000000")
             .env("WHATAN_PACING_MIN_DELAY", "1h")
             .env("WHATAN_PACING_MAX_DELAY", "1h")
-            .env("WHATAN_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .env("WHATAN_LOG", "warn");
         cmd
     }
 
@@ -247,18 +244,18 @@ impl Server {
     /// (`throughput/ceiling.rs`), in a process of its own like whatan.
     fn start_ceiling() -> Result<Server, String> {
         let mut cmd = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
-        cmd.arg("--bench")
-            .env(ceiling::MODE, "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.arg("--bench").env(ceiling::MODE, "1");
         Server::spawn(cmd).map(|(server, _)| server)
     }
 
     /// Start `cmd` and wait for its `{"listening": ...}` line (and the
-    /// first-run line before it, if any).
+    /// first-run line before it, if any) on its standard output; its errors
+    /// go to ours.
     fn spawn(mut cmd: Command) -> Result<(Server, Option<FirstRun>), String> {
         let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
         let pid = child.id();

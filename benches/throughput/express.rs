@@ -23,10 +23,7 @@ pub async fn run(dir: &Path, s: &Settings, packages: &Path) -> Result<Express, S
     cmd.arg(script)
         .env("NODE_PATH", packages.join("node_modules"))
         .env("BENCH_EXPRESS_DB", dir.join("express.db"))
-        .env("BENCH_EXPRESS_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env("BENCH_EXPRESS_TOKEN", TOKEN);
     let (server, _) = Server::spawn(cmd)?;
     let token: Arc<str> = Arc::from(TOKEN);
     let load = |kind| Load {
@@ -40,13 +37,13 @@ pub async fn run(dir: &Path, s: &Settings, packages: &Path) -> Result<Express, S
     header();
     let send = run_load(&server, load(Kind::Send), &token, &Arc::new(Vec::new())).await;
     print_row(&send.row);
-    let ids = Arc::new(send.ids);
-    let status = run_load(&server, load(Kind::Status), &token, &ids).await;
+    if send.ids.is_empty() {
+        server.kill_hard();
+        return Err("the Express server accepted no send; nothing to read back".into());
+    }
+    let status = run_load(&server, load(Kind::Status), &token, &Arc::new(send.ids)).await;
     print_row(&status.row);
     server.kill_hard();
-    if ids.is_empty() {
-        return Err("the Express server accepted no send".into());
-    }
     Ok(Express {
         send: send.row,
         status: status.row,
